@@ -1,0 +1,13 @@
+//! vdeplug's Rust core: everything that touches frames. Wire formats
+//! (`wire`), the MAC learning table, the transports (one per plugin) and the
+//! forwarding loop. `py` is the only module that knows about Python.
+#![deny(unsafe_code)]
+
+pub mod fwd;
+pub mod mac_table;
+pub mod sys;
+pub mod transport;
+pub mod wire;
+
+#[cfg(feature = "python")]
+mod py;

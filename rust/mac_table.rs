@@ -1,0 +1,237 @@
+//! MAC learning table: (MAC, VLAN) → where that MAC was last seen (a peer
+//! socket address for vxlan/vxvde, a port for a switch), with expiry.
+//!
+//! Fixed size, allocated once: `hashsize` slots (rounded up to a power of
+//! two) arranged as 4-way set-associative buckets. A lookup or insert touches
+//! one bucket (one or two cache lines), never allocates, and a flood of random
+//! source MACs can only evict, never grow. Eviction policy inside a full
+//! bucket: expired slots first, else the least recently seen one. (vdeplug4
+//! uses one slot per bucket, so any collision evicts; this keeps up to 4.)
+//! Time is passed in (seconds), so tests never read a clock.
+
+use crate::wire::ethernet::Address;
+
+const WAYS: usize = 4;
+const EMPTY: u64 = u64::MAX;
+
+/// vdeplug4's murmur3 fmix64, seeded.
+fn fmix64(mut k: u64, seed: u64) -> u64 {
+    k ^= (k >> 33) ^ seed;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^= k >> 33;
+    k
+}
+
+fn key(mac: Address, vlan: u16) -> u64 {
+    let m = mac.0;
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]) | (u64::from(vlan & 0x0fff) << 48)
+}
+
+#[derive(Clone, Copy)]
+struct Slot<V> {
+    key: u64,
+    last_seen: u64,
+    value: V,
+}
+
+/// What `learn` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    New,
+    Refreshed,
+    /// The MAC was known at another place (station moved).
+    Moved,
+    /// Multicast source: never learned.
+    Ignored,
+}
+
+pub struct MacTable<V: Copy + PartialEq> {
+    slots: Box<[Slot<V>]>,
+    bucket_mask: usize,
+    seed: u64,
+    max_age: u64,
+}
+
+impl<V: Copy + PartialEq + Default> MacTable<V> {
+    /// `size` slots (at least 4, rounded up to a power of two), entries valid
+    /// for `max_age` seconds after they were last seen.
+    pub fn new(size: usize, max_age: u64, seed: u64) -> Self {
+        let size = size.clamp(WAYS, 1 << 24).next_power_of_two();
+        let slots = vec![Slot { key: EMPTY, last_seen: 0, value: V::default() }; size].into_boxed_slice();
+        MacTable { slots, bucket_mask: size / WAYS - 1, seed, max_age }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn bucket(&self, k: u64) -> core::ops::Range<usize> {
+        let b = (fmix64(k, self.seed) as usize) & self.bucket_mask;
+        b * WAYS..b * WAYS + WAYS
+    }
+
+    fn fresh(&self, s: &Slot<V>, now: u64) -> bool {
+        s.key != EMPTY && s.last_seen.saturating_add(self.max_age) >= now
+    }
+
+    /// Where `mac` was last seen, unless unknown, expired or a group address.
+    #[inline]
+    pub fn lookup(&self, mac: Address, vlan: u16, now: u64) -> Option<V> {
+        if mac.is_multicast() {
+            return None;
+        }
+        let k = key(mac, vlan);
+        self.slots[self.bucket(k)].iter().find(|s| s.key == k && self.fresh(s, now)).map(|s| s.value)
+    }
+
+    /// Record that `mac` was seen at `value` now.
+    #[inline]
+    pub fn learn(&mut self, mac: Address, vlan: u16, value: V, now: u64) -> Learned {
+        if mac.is_multicast() {
+            return Learned::Ignored;
+        }
+        let k = key(mac, vlan);
+        let range = self.bucket(k);
+        let max_age = self.max_age;
+        let bucket = &mut self.slots[range];
+        if let Some(s) = bucket.iter_mut().find(|s| s.key == k) {
+            let was_fresh = s.last_seen.saturating_add(max_age) >= now;
+            let moved = s.value != value;
+            s.value = value;
+            s.last_seen = now;
+            return if !was_fresh { Learned::New } else if moved { Learned::Moved } else { Learned::Refreshed };
+        }
+        // Victim: an empty or expired slot, else the least recently seen.
+        let mut victim = 0;
+        for (i, s) in bucket.iter().enumerate() {
+            if s.key == EMPTY || s.last_seen.saturating_add(max_age) < now {
+                victim = i;
+                break;
+            }
+            if s.last_seen < bucket[victim].last_seen {
+                victim = i;
+            }
+        }
+        bucket[victim] = Slot { key: k, last_seen: now, value };
+        Learned::New
+    }
+
+    /// Forget every entry pointing at `value` (a port that closed, a vxvde peer that left).
+    pub fn forget_value(&mut self, value: V) -> usize {
+        let mut n = 0;
+        for s in self.slots.iter_mut().filter(|s| s.key != EMPTY && s.value == value) {
+            s.key = EMPTY;
+            n += 1;
+        }
+        n
+    }
+
+    /// Number of valid entries at `now` (a full scan: for stats, not the hot path).
+    pub fn len(&self, now: u64) -> usize {
+        self.slots.iter().filter(|s| self.fresh(s, now)).count()
+    }
+
+    pub fn is_empty(&self, now: u64) -> bool {
+        self.len(now) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u32) -> Address {
+        let b = n.to_be_bytes();
+        Address([0x02, 0x00, b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn learn_and_lookup() {
+        let mut t: MacTable<u32> = MacTable::new(256, 120, 0);
+        assert_eq!(t.lookup(mac(1), 0, 10), None);
+        assert_eq!(t.learn(mac(1), 0, 7, 10), Learned::New);
+        assert_eq!(t.lookup(mac(1), 0, 10), Some(7));
+        assert_eq!(t.lookup(mac(1), 5, 10), None, "vlan is part of the key");
+        assert_eq!(t.learn(mac(1), 0, 7, 11), Learned::Refreshed);
+        assert_eq!(t.learn(mac(1), 0, 8, 12), Learned::Moved);
+        assert_eq!(t.lookup(mac(1), 0, 12), Some(8));
+    }
+
+    #[test]
+    fn expiry() {
+        let mut t: MacTable<u32> = MacTable::new(16, 120, 0);
+        t.learn(mac(1), 0, 1, 100);
+        assert_eq!(t.lookup(mac(1), 0, 220), Some(1));
+        assert_eq!(t.lookup(mac(1), 0, 221), None);
+        assert_eq!(t.learn(mac(1), 0, 1, 221), Learned::New);
+        assert_eq!(t.len(221), 1);
+    }
+
+    #[test]
+    fn multicast_never_learned_nor_found() {
+        let mut t: MacTable<u32> = MacTable::new(16, 120, 0);
+        assert_eq!(t.learn(Address::BROADCAST, 0, 1, 0), Learned::Ignored);
+        assert_eq!(t.lookup(Address::BROADCAST, 0, 0), None);
+        assert!(t.is_empty(0));
+    }
+
+    #[test]
+    fn bounded_under_flood() {
+        let mut t: MacTable<u32> = MacTable::new(1000, 120, 42);
+        assert_eq!(t.capacity(), 1024);
+        for i in 0..200_000 {
+            t.learn(mac(i), 0, i, 5);
+        }
+        assert!(t.len(5) <= 1024);
+        // The most recent entries are all still there (LRU inside each bucket
+        // keeps at least the newest 4 of every bucket).
+        assert_eq!(t.lookup(mac(199_999), 0, 5), Some(199_999));
+    }
+
+    #[test]
+    fn collisions_keep_four_per_bucket_and_evict_oldest() {
+        let mut t: MacTable<u32> = MacTable::new(4, 1000, 0); // one bucket
+        for i in 0..4 {
+            t.learn(mac(i), 0, i, 10 + u64::from(i));
+        }
+        for i in 0..4 {
+            assert_eq!(t.lookup(mac(i), 0, 20), Some(i));
+        }
+        t.learn(mac(9), 0, 9, 30);
+        assert_eq!(t.lookup(mac(0), 0, 30), None, "oldest evicted");
+        assert_eq!(t.lookup(mac(1), 0, 30), Some(1));
+        assert_eq!(t.lookup(mac(9), 0, 30), Some(9));
+    }
+
+    #[test]
+    fn expired_slot_reused_first() {
+        let mut t: MacTable<u32> = MacTable::new(4, 10, 0);
+        t.learn(mac(0), 0, 0, 100); // newest but will stay
+        for i in 1..4 {
+            t.learn(mac(i), 0, i, 1); // expired at 100
+        }
+        t.learn(mac(5), 0, 5, 100);
+        assert_eq!(t.lookup(mac(0), 0, 100), Some(0));
+        assert_eq!(t.lookup(mac(5), 0, 100), Some(5));
+    }
+
+    #[test]
+    fn forget_value() {
+        let mut t: MacTable<u32> = MacTable::new(64, 120, 0);
+        t.learn(mac(1), 0, 3, 0);
+        t.learn(mac(2), 0, 3, 0);
+        t.learn(mac(3), 0, 4, 0);
+        assert_eq!(t.forget_value(3), 2);
+        assert_eq!(t.lookup(mac(1), 0, 0), None);
+        assert_eq!(t.lookup(mac(3), 0, 0), Some(4));
+    }
+
+    #[test]
+    fn key_packs_mac_and_vlan() {
+        assert_ne!(key(mac(1), 0), key(mac(1), 1));
+        assert_eq!(key(mac(1), 0x1005), key(mac(1), 5), "vlan is 12 bits");
+        assert_ne!(key(Address([0xff; 6]), 0xfff), EMPTY);
+    }
+}

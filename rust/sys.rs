@@ -1,0 +1,437 @@
+//! Thin, checked wrappers over the Linux system calls std does not cover:
+//! epoll, eventfd, recvmmsg/sendmmsg, pktinfo, the tun ioctl, seqpacket.
+//! This is the only module allowed to use `unsafe`.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Turn a libc `-1` return into the current `errno`.
+pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a caller-owned fd, no pointers involved.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let new = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    if new != flags {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, new) })?;
+    }
+    Ok(())
+}
+
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a caller-owned fd.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(())
+}
+
+/// read(2) into `buf`.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() writable bytes.
+    cvt_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// write(2) of `buf`.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() readable bytes.
+    cvt_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
+}
+
+/// writev(2) of two slices (a header and a payload).
+pub fn writev2(fd: RawFd, a: &[u8], b: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec { iov_base: a.as_ptr() as *mut _, iov_len: a.len() },
+        libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() },
+    ];
+    // SAFETY: both iovecs point into live slices of the stated length.
+    cvt_size(unsafe { libc::writev(fd, iov.as_ptr(), 2) })
+}
+
+/// recv(2) with flags, on any socket.
+pub fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() writable bytes.
+    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
+}
+
+/// send(2) with flags, on a connected socket.
+pub fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() readable bytes.
+    cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags | libc::MSG_NOSIGNAL) })
+}
+
+/// Wait until `fd` is readable or `timeout_ms` passes (-1: forever). Returns readiness.
+pub fn poll_in(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) })?;
+    Ok(n > 0)
+}
+
+/// Wait until `fd` is writable or `timeout_ms` passes.
+pub fn poll_out(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) })?;
+    Ok(n > 0 && p.revents & libc::POLLOUT != 0)
+}
+
+// ---------------------------------------------------------------- epoll
+
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the fd returned is owned here.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: fd was just created and is not owned elsewhere.
+        Ok(Epoll { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: token };
+        // SAFETY: ev is a valid epoll_event.
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: ev is valid (ignored by the kernel for DEL).
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    /// Returns the ready (token, events) pairs written into `events`.
+    pub fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        // SAFETY: events is a valid writable array of its length.
+        let n = unsafe {
+            libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, timeout_ms)
+        };
+        Ok(cvt(n)? as usize)
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+pub fn empty_events<const N: usize>() -> [libc::epoll_event; N] {
+    [libc::epoll_event { events: 0, u64: 0 }; N]
+}
+
+// ---------------------------------------------------------------- eventfd
+
+/// An eventfd: readable while "set". Used as a never-firing fd (null://) and
+/// as a "frames still buffered" flag inside an epoll set.
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: fresh fd owned here.
+        Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+    pub fn set(&self) {
+        let _ = write(self.fd.as_raw_fd(), &1u64.to_ne_bytes());
+    }
+    pub fn clear(&self) {
+        let mut b = [0u8; 8];
+        let _ = read(self.fd.as_raw_fd(), &mut b);
+    }
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+// ---------------------------------------------------------------- sockaddr
+
+/// Convert a `sockaddr_storage` filled by the kernel into a std address.
+pub fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: family says this storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family says this storage holds a sockaddr_in6.
+            let s6: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                s6.sin6_addr.s6_addr.into(),
+                u16::from_be(s6.sin6_port),
+                s6.sin6_flowinfo,
+                s6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Fill a `sockaddr_storage` from a std address; returns its length.
+pub fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin: &mut libc::sockaddr_in = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let s6: &mut libc::sockaddr_in6 = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in6) };
+            s6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            s6.sin6_port = a.port().to_be();
+            s6.sin6_addr.s6_addr = a.ip().octets();
+            s6.sin6_flowinfo = a.flowinfo();
+            s6.sin6_scope_id = a.scope_id();
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+pub fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    unsafe { mem::zeroed() }
+}
+
+/// sendto(2) of one datagram.
+pub fn send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
+    let mut ss = zeroed_storage();
+    let len = std_to_sockaddr(addr, &mut ss);
+    // SAFETY: buf and ss are valid for their stated lengths.
+    cvt_size(unsafe {
+        libc::sendto(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL, &ss as *const _ as *const libc::sockaddr, len)
+    })
+}
+
+// ---------------------------------------------------------------- batched datagrams
+
+/// Preallocated headers for recvmmsg/sendmmsg over a set of frame buffers.
+/// The buffers belong to the caller; the headers are rebuilt per call (cheap,
+/// no allocation) because the caller's buffers may move between calls.
+pub const MAX_BATCH: usize = 64;
+
+/// recvmmsg(2) with MSG_DONTWAIT into `bufs`; fills `lens` and, if given, `addrs`.
+pub fn recv_batch(
+    fd: RawFd,
+    bufs: &mut [Box<[u8]>],
+    lens: &mut [usize],
+    mut addrs: Option<&mut [libc::sockaddr_storage]>,
+) -> io::Result<usize> {
+    let n = bufs.len().min(MAX_BATCH);
+    // SAFETY: zeroed iovec/mmsghdr arrays are valid initial values.
+    let mut iov: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    for i in 0..n {
+        iov[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: bufs[i].len() };
+        msgs[i].msg_hdr.msg_iov = &mut iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        if let Some(a) = addrs.as_deref_mut() {
+            msgs[i].msg_hdr.msg_name = (&mut a[i] as *mut libc::sockaddr_storage).cast();
+            msgs[i].msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+    }
+    // SAFETY: every header points at a live buffer (and address slot) of the stated size.
+    let got = unsafe {
+        libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+    };
+    let got = cvt(got)? as usize;
+    for i in 0..got {
+        lens[i] = msgs[i].msg_len as usize;
+    }
+    Ok(got)
+}
+
+/// sendmmsg(2) of `n` frames given by `frame(i)`, on a connected socket or,
+/// with `dest`, each to `dest(i)`. Returns how many the kernel took.
+pub fn send_batch<'a>(
+    fd: RawFd,
+    n: usize,
+    frame: impl Fn(usize) -> &'a [u8],
+    dest: Option<&dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::socklen_t)>,
+) -> io::Result<usize> {
+    let n = n.min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: zeroed arrays are valid initial values.
+    let mut iov: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    for i in 0..n {
+        let f = frame(i);
+        iov[i] = libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() };
+        msgs[i].msg_hdr.msg_iov = &mut iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        if let Some(d) = dest {
+            let (p, l) = d(i);
+            msgs[i].msg_hdr.msg_name = p as *mut _;
+            msgs[i].msg_hdr.msg_namelen = l;
+        }
+    }
+    // SAFETY: headers point at frames and addresses that outlive this call.
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL) };
+    Ok(cvt(sent)? as usize)
+}
+
+/// connect(2) with a raw address (AF_UNSPEC to dissolve an association).
+pub fn connect_unspec(fd: RawFd) -> io::Result<()> {
+    let mut ss = zeroed_storage();
+    ss.ss_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: ss is a valid sockaddr of at least sizeof(sockaddr).
+    cvt(unsafe { libc::connect(fd, &ss as *const _ as *const libc::sockaddr, mem::size_of::<libc::sockaddr>() as libc::socklen_t) })?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- pktinfo
+
+pub fn set_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let (level, opt) = if v6 { (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO) } else { (libc::IPPROTO_IP, libc::IP_PKTINFO) };
+    // SAFETY: valid int option.
+    cvt(unsafe {
+        libc::setsockopt(fd, level, opt, (&one as *const libc::c_int).cast(), mem::size_of::<libc::c_int>() as libc::socklen_t)
+    })?;
+    Ok(())
+}
+
+/// One datagram with its sender and (IPv4) the local address it was sent to.
+pub struct RecvInfo {
+    pub len: usize,
+    pub from: Option<SocketAddr>,
+    pub spec_dst: Option<Ipv4Addr>,
+}
+
+/// recvmsg(2) with MSG_DONTWAIT, reading IP_PKTINFO when present.
+pub fn recv_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvInfo> {
+    let mut ss = zeroed_storage();
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut cbuf = [0u64; 16];
+    // SAFETY: msghdr zero is valid; fields set below point into live locals.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = (&mut ss as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of_val(&cbuf);
+    // SAFETY: msg is fully initialised.
+    let len = cvt_size(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) })?;
+    let mut spec_dst = None;
+    // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                spec_dst = Some(Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr)));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(RecvInfo { len, from: sockaddr_to_std(&ss), spec_dst })
+}
+
+// ---------------------------------------------------------------- tap
+
+/// Open /dev/net/tun as a tap device named `name` (empty: kernel chooses).
+/// Returns the fd and the final interface name.
+pub fn open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("interface name too long: {name}")));
+    }
+    let path = c"/dev/net/tun";
+    // SAFETY: path is a valid C string.
+    let fd = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: fresh fd owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data.
+    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF takes a pointer to an ifreq, which is live.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) })?;
+    let final_name: String = ifr.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();
+    Ok((fd, final_name))
+}
+
+/// if_nametoindex(3); 0 if unknown.
+pub fn if_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
+    // SAFETY: c is a valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no such interface: {name}")));
+    }
+    Ok(idx)
+}
+
+// ---------------------------------------------------------------- unix seqpacket / misc
+
+/// Wrap an inherited fd number (e.g. seqpacket://<fd>), checking it is open.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only queries the fd.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the caller hands over this fd number; it is open (checked above).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Duplicate a borrowed fd (e.g. stdin) into one we own, close-on-exec.
+pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a fresh fd we own.
+    let n = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+pub fn chmod(path: &std::path::Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::chown(path, None, Some(gid))
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::geteuid() }
+}
+
+/// kill(2); errors ignored (the process may be gone already).
+pub fn kill(pid: i32, sig: libc::c_int) {
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// writev(2) of std IoSlices (ABI-compatible with iovec).
+pub fn writev(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    cvt_size(unsafe { libc::writev(fd, bufs.as_ptr().cast(), bufs.len() as libc::c_int) })
+}

@@ -1,0 +1,246 @@
+//! Transports: one file per plugin, all behind the `Transport` trait. The
+//! Python side parses URLs into typed parameters and calls the matching
+//! `open` here; Rust never sees a raw URL.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::wire::{self, ETH_BUFSIZE};
+
+pub mod cmd;
+pub mod null;
+pub mod ptp;
+pub mod stream;
+pub mod udp;
+
+/// Buffer size for one received frame: one byte more than the largest valid
+/// frame, so an oversized datagram is seen as such instead of truncated.
+pub const RECV_BUFSIZE: usize = ETH_BUFSIZE + 1;
+
+/// Outcome of one non-blocking receive. "Nothing there" is `Err(WouldBlock)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recv {
+    /// A frame of this many bytes is in the buffer (not yet validated).
+    Frame(usize),
+    /// Something was consumed that is not a frame for us (a control event,
+    /// our own multicast echo, a packet for another VNI...).
+    Skip,
+    /// The peer went away; the transport cannot carry more frames.
+    Closed,
+}
+
+/// A way to move Ethernet frames. Every method is non-blocking except `send`,
+/// which may block where the C plugin blocks (flow control on streams and
+/// point-to-point links); `recv` returns `WouldBlock` when nothing is ready.
+pub trait Transport: Send {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv>;
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize>;
+    /// The fd to poll for readability.
+    fn data_fd(&self) -> RawFd;
+    /// An fd that becomes readable (EOF) when the peer hangs up, if any.
+    fn ctl_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// For transports that run a command: its exit code once it ended.
+    fn exit_status(&mut self) -> Option<i32> {
+        None
+    }
+    /// Receive up to `batch.capacity()` frames. Default: repeated `recv`.
+    /// Returns `Ok(false)` once the peer closed (frames already read are kept).
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        batch.clear();
+        while batch.count < batch.capacity() {
+            let i = batch.count;
+            match self.recv(&mut batch.bufs[i]) {
+                Ok(Recv::Frame(n)) => {
+                    batch.lens[i] = n;
+                    batch.count += 1;
+                }
+                Ok(Recv::Skip) => batch.skipped += 1,
+                Ok(Recv::Closed) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if batch.skipped > batch.capacity() {
+                break;
+            }
+        }
+        Ok(true)
+    }
+    /// Send frames `batch[i]` for i in `idx`. Default: repeated `send`.
+    /// Returns how many were sent; failures are counted by the caller.
+    fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
+        let mut out = SendOutcome::default();
+        for &i in idx {
+            match self.send(batch.frame(i)) {
+                Ok(_) => out.sent += 1,
+                Err(e) if is_transient(&e) => out.dropped += 1,
+                Err(e) => {
+                    out.error = Some(e);
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SendOutcome {
+    pub sent: usize,
+    pub dropped: usize,
+    /// A hard error (the peer is gone): the caller decides whether it is fatal.
+    pub error: Option<io::Error>,
+}
+
+impl SendOutcome {
+    /// Nothing of `n` frames went out because of `e`.
+    pub fn failed(n: usize, e: io::Error) -> Self {
+        let error = if is_transient(&e) { None } else { Some(e) };
+        SendOutcome { sent: 0, dropped: n, error }
+    }
+}
+
+/// Errors after which the link is still usable: the frame is just dropped.
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENOBUFS | libc::EMSGSIZE | libc::ECONNREFUSED | libc::ENOTCONN | libc::EDESTADDRREQ | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EINVAL)
+        )
+}
+
+/// Preallocated frame buffers for one wakeup of the forwarding loop.
+pub struct Batch {
+    pub bufs: Vec<Box<[u8]>>,
+    pub lens: Vec<usize>,
+    pub count: usize,
+    pub skipped: usize,
+}
+
+impl Batch {
+    pub fn new(capacity: usize) -> Self {
+        Batch {
+            bufs: (0..capacity).map(|_| vec![0u8; RECV_BUFSIZE].into_boxed_slice()).collect(),
+            lens: vec![0; capacity],
+            count: 0,
+            skipped: 0,
+        }
+    }
+    pub fn capacity(&self) -> usize {
+        self.bufs.len()
+    }
+    pub fn clear(&mut self) {
+        self.count = 0;
+        self.skipped = 0;
+    }
+    /// Remove 0-length entries (control datagrams), keeping order.
+    pub fn compact_empty(&mut self) {
+        let mut keep = 0;
+        for i in 0..self.count {
+            if self.lens[i] == 0 {
+                self.skipped += 1;
+                continue;
+            }
+            if keep != i {
+                self.bufs.swap(keep, i);
+                self.lens[keep] = self.lens[i];
+            }
+            keep += 1;
+        }
+        self.count = keep;
+    }
+    pub fn frame(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..self.lens[i]]
+    }
+}
+
+/// Per-endpoint counters, visible from Python.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub frames_in: u64,
+    pub bytes_in: u64,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    /// Received frames dropped as malformed (runt, oversized).
+    pub drops_in: u64,
+    /// Frames we could not send (queue full, peer unreachable, malformed).
+    pub drops_out: u64,
+}
+
+/// vdeplug4 drops anything shorter than an Ethernet header; we also drop
+/// anything larger than the largest frame (jumbo MTU + header + tag).
+pub fn frame_ok(frame: &[u8]) -> bool {
+    wire::ethernet::Frame::new_checked(frame).is_ok()
+}
+
+/// A transport with its counters and name: what Python holds and the
+/// forwarding loop drives.
+pub struct Endpoint {
+    pub transport: Box<dyn Transport>,
+    pub stats: Stats,
+    pub name: String,
+}
+
+impl Endpoint {
+    pub fn new(name: impl Into<String>, transport: Box<dyn Transport>) -> Self {
+        Endpoint { transport, stats: Stats::default(), name: name.into() }
+    }
+
+    /// One validated frame, or `Skip`/`Closed`; malformed frames are counted
+    /// and reported as `Skip`.
+    pub fn recv_frame(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        match self.transport.recv(buf)? {
+            Recv::Frame(n) if frame_ok(&buf[..n]) => {
+                self.stats.frames_in += 1;
+                self.stats.bytes_in += n as u64;
+                Ok(Recv::Frame(n))
+            }
+            Recv::Frame(_) => {
+                self.stats.drops_in += 1;
+                Ok(Recv::Skip)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Send one frame; a malformed frame is counted and dropped (returns 0).
+    pub fn send_frame(&mut self, frame: &[u8]) -> io::Result<usize> {
+        if !frame_ok(frame) {
+            self.stats.drops_out += 1;
+            return Ok(0);
+        }
+        match self.transport.send(frame) {
+            Ok(n) => {
+                self.stats.frames_out += 1;
+                self.stats.bytes_out += frame.len() as u64;
+                Ok(n)
+            }
+            Err(e) if is_transient(&e) => {
+                self.stats.drops_out += 1;
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Current time in whole seconds (monotonic), for MAC table ages.
+pub fn now_secs() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    // Offset so that "0" (never seen) is always older than any real time.
+    START.get_or_init(Instant::now).elapsed().as_secs() + 1_000_000
+}
+
+/// An io::Error with a message, for setup failures.
+pub fn err(kind: io::ErrorKind, msg: impl Into<String>) -> io::Error {
+    io::Error::new(kind, msg.into())
+}
+
+/// Prefix an io::Error with context, keeping its kind and errno meaning.
+pub fn ctx(e: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}

@@ -1,0 +1,148 @@
+//! ptp://path — a point-to-point link over unix datagram sockets, as Debian's
+//! vdeplug4 4.0.1 does it: the first end binds PATH and talks to PATH+, the
+//! second binds PATH+ and talks to PATH; either end may start first. A stale
+//! socket file (nobody listening) is replaced. Files are removed at close.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use super::udp::send_connected_batch;
+use super::{ctx, err, Batch, Recv, SendOutcome, Transport};
+use crate::sys;
+
+pub struct Ptp {
+    sock: UnixDatagram,
+    mine: PathBuf,
+    peer: PathBuf,
+    connected: bool,
+}
+
+fn plus(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push("+");
+    PathBuf::from(s)
+}
+
+fn is_errno(e: &io::Error, n: i32) -> bool {
+    e.raw_os_error() == Some(n)
+}
+
+/// Bind `path`, replacing a stale socket file nobody listens on.
+fn bind_or_replace_stale(path: &Path) -> io::Result<UnixDatagram> {
+    match UnixDatagram::bind(path) {
+        Err(e) if is_errno(&e, libc::EADDRINUSE) => {
+            let probe = UnixDatagram::unbound()?;
+            match probe.connect(path) {
+                Err(ce) if is_errno(&ce, libc::ECONNREFUSED) => {
+                    std::fs::remove_file(path)?;
+                    UnixDatagram::bind(path)
+                }
+                _ => Err(err(io::ErrorKind::AddrInUse, format!("{} is in use: both ends of this link are taken", path.display()))),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Open one end of the link at `path`; `mode`/`gid` apply to our socket file.
+pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp> {
+    let probe = UnixDatagram::unbound()?;
+    let (sock, mine, peer, connected) = match probe.connect(path) {
+        Ok(()) => {
+            // Someone is at PATH: we are the second end.
+            let mine = plus(path);
+            let sock = bind_or_replace_stale(&mine).map_err(|e| ctx(e, format!("ptp: bind {}", mine.display())))?;
+            sock.connect(path).map_err(|e| ctx(e, format!("ptp: connect {}", path.display())))?;
+            (sock, mine, path.to_path_buf(), true)
+        }
+        Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOENT) => {
+            if is_errno(&e, libc::ECONNREFUSED) {
+                let _ = std::fs::remove_file(path);
+            }
+            let sock = UnixDatagram::bind(path).map_err(|e| ctx(e, format!("ptp: bind {}", path.display())))?;
+            (sock, path.to_path_buf(), plus(path), false)
+        }
+        Err(e) => return Err(ctx(e, format!("ptp: {}", path.display()))),
+    };
+    sys::set_cloexec(sock.as_raw_fd())?;
+    if let Some(g) = gid {
+        sys::chown_group(&mine, g).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
+    }
+    sys::chmod(&mine, mode.unwrap_or(0o700)).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
+    Ok(Ptp { sock, mine, peer, connected })
+}
+
+impl Ptp {
+    /// Connect to the peer's file if it is there now (it may have (re)started).
+    fn reconnect(&mut self) -> bool {
+        self.connected = self.sock.connect(&self.peer).is_ok();
+        self.connected
+    }
+}
+
+impl Transport for Ptp {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        let n = sys::recv(self.sock.as_raw_fd(), buf, libc::MSG_DONTWAIT)?;
+        if n == 0 {
+            let _ = sys::connect_unspec(self.sock.as_raw_fd());
+            self.connected = false;
+            return Ok(Recv::Skip);
+        }
+        Ok(Recv::Frame(n))
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        if !self.connected && !self.reconnect() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        match sys::send(self.sock.as_raw_fd(), frame, 0) {
+            // The peer went away (or restarted): try once to reach a new one.
+            Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOTCONN) => {
+                if self.reconnect() {
+                    sys::send(self.sock.as_raw_fd(), frame, 0)
+                } else {
+                    Err(e)
+                }
+            }
+            r => r,
+        }
+    }
+
+    fn data_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        batch.clear();
+        batch.count = match sys::recv_batch(self.sock.as_raw_fd(), &mut batch.bufs, &mut batch.lens, None) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if batch.lens[..batch.count].contains(&0) {
+            let _ = sys::connect_unspec(self.sock.as_raw_fd());
+            self.connected = false;
+            batch.compact_empty();
+        }
+        Ok(true)
+    }
+
+    fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
+        if !self.connected && !self.reconnect() {
+            return SendOutcome { dropped: idx.len(), ..Default::default() };
+        }
+        let out = send_connected_batch(self.sock.as_raw_fd(), batch, idx);
+        if out.sent == 0 && out.dropped > 0 {
+            self.connected = false; // retry the peer's file next time
+        }
+        out
+    }
+}
+
+impl Drop for Ptp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.mine);
+    }
+}

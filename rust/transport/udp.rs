@@ -1,0 +1,104 @@
+//! udp://[src_addr:]src_port->dst_addr:dst_port — raw frames as UDP payloads.
+//! As vdeplug4: the socket connects to dst on the first send (from then on
+//! only dst is accepted as a sender); a 0-byte datagram disconnects it.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::{ctx, is_transient, Batch, Recv, SendOutcome, Transport};
+use crate::sys;
+
+pub struct Udp {
+    sock: UdpSocket,
+    dst: SocketAddr,
+    connected: bool,
+}
+
+/// Bind `src` and talk to `dst` (both already resolved, same family).
+pub fn open(src: SocketAddr, dst: SocketAddr) -> io::Result<Udp> {
+    let sock = UdpSocket::bind(src).map_err(|e| ctx(e, format!("udp: bind {src}")))?;
+    Ok(Udp { sock, dst, connected: false })
+}
+
+impl Udp {
+    fn ensure_connected(&mut self) -> io::Result<()> {
+        if !self.connected {
+            self.sock.connect(self.dst).map_err(|e| ctx(e, format!("udp: connect {}", self.dst)))?;
+            self.connected = true;
+        }
+        Ok(())
+    }
+    fn disconnect(&mut self) {
+        let _ = sys::connect_unspec(self.sock.as_raw_fd());
+        self.connected = false;
+    }
+}
+
+impl Transport for Udp {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        let n = sys::recv(self.sock.as_raw_fd(), buf, libc::MSG_DONTWAIT)?;
+        if n == 0 {
+            self.disconnect();
+            return Ok(Recv::Skip);
+        }
+        Ok(Recv::Frame(n))
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        self.ensure_connected()?;
+        sys::send(self.sock.as_raw_fd(), frame, 0)
+    }
+
+    fn data_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        batch.clear();
+        let n = match sys::recv_batch(self.sock.as_raw_fd(), &mut batch.bufs, &mut batch.lens, None) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        batch.count = n;
+        if batch.lens[..n].contains(&0) {
+            self.disconnect();
+            batch.compact_empty();
+        }
+        Ok(true)
+    }
+
+    fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
+        if let Err(e) = self.ensure_connected() {
+            return SendOutcome::failed(idx.len(), e);
+        }
+        send_connected_batch(self.sock.as_raw_fd(), batch, idx)
+    }
+}
+
+/// sendmmsg over a connected socket, skipping single frames that fail
+/// transiently (e.g. EMSGSIZE) so one bad frame cannot stall the rest.
+pub fn send_connected_batch(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
+    let mut out = SendOutcome::default();
+    let mut rest = idx;
+    while !rest.is_empty() {
+        match sys::send_batch(fd, rest.len(), |i| batch.frame(rest[i]), None) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.sent += n;
+                rest = &rest[n..];
+            }
+            Err(e) if is_transient(&e) => {
+                out.dropped += 1;
+                rest = &rest[1..];
+            }
+            Err(e) => {
+                out.dropped += rest.len();
+                out.error = Some(e);
+                break;
+            }
+        }
+    }
+    out
+}

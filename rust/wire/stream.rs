@@ -1,0 +1,190 @@
+//! vdeplug4 stream framing (stdin/stdout, cmd://, dpipe): each frame is
+//! preceded by its length as a 2-byte big-endian number. A push decoder that,
+//! unlike the C one, keeps a length header split across two reads.
+
+use super::ETH_BUFSIZE;
+
+/// Largest length accepted on a stream (vdeplug4: VDE_ETHBUFSIZE + 2).
+pub const MAX_STREAM_FRAME: usize = ETH_BUFSIZE + 2;
+pub const LEN_PREFIX: usize = 2;
+
+pub fn encode_len(len: usize) -> [u8; 2] {
+    (len as u16).to_be_bytes()
+}
+
+/// What the decoder found next in its buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<'a> {
+    Frame(&'a [u8]),
+    /// A length above MAX_STREAM_FRAME: the frame is skipped (counted by the caller).
+    Oversized(usize),
+    NeedMore,
+}
+
+/// Buffers bytes from a stream and yields whole frames.
+pub struct Decoder {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes of an oversized frame still to be skipped.
+    skip: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Decoder { buf: vec![0; 4 * (MAX_STREAM_FRAME + LEN_PREFIX)], start: 0, end: 0, skip: 0 }
+    }
+
+    /// Free space to read into (compacts first so a whole frame always fits).
+    pub fn space(&mut self) -> &mut [u8] {
+        if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < MAX_STREAM_FRAME + LEN_PREFIX) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Record that `n` bytes were read into `space()`.
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Feed bytes directly (tests and non-fd sources).
+    pub fn push(&mut self, data: &[u8]) -> usize {
+        let space = self.space();
+        let n = data.len().min(space.len());
+        space[..n].copy_from_slice(&data[..n]);
+        self.filled(n);
+        n
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// True when a whole frame (or an oversized header) is ready.
+    pub fn has_frame(&self) -> bool {
+        if self.skip > 0 {
+            return self.buffered() > 0;
+        }
+        let avail = self.buffered();
+        if avail < LEN_PREFIX {
+            return false;
+        }
+        let len = u16::from_be_bytes([self.buf[self.start], self.buf[self.start + 1]]) as usize;
+        len > MAX_STREAM_FRAME || avail >= LEN_PREFIX + len
+    }
+
+    pub fn next(&mut self) -> Next<'_> {
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(self.buffered());
+                self.start += n;
+                self.skip -= n;
+                if self.skip > 0 {
+                    return Next::NeedMore;
+                }
+            }
+            let avail = self.buffered();
+            if avail < LEN_PREFIX {
+                return Next::NeedMore;
+            }
+            let s = self.start;
+            let len = u16::from_be_bytes([self.buf[s], self.buf[s + 1]]) as usize;
+            if len == 0 {
+                self.start += LEN_PREFIX;
+                continue;
+            }
+            if len > MAX_STREAM_FRAME {
+                // Skip exactly this frame's bytes: sync is kept, unlike vdeplug4.
+                self.start += LEN_PREFIX;
+                self.skip = len;
+                return Next::Oversized(len);
+            }
+            if avail < LEN_PREFIX + len {
+                return Next::NeedMore;
+            }
+            self.start += LEN_PREFIX + len;
+            return Next::Frame(&self.buf[s + LEN_PREFIX..s + LEN_PREFIX + len]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(frames: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for f in frames {
+            v.extend_from_slice(&encode_len(f.len()));
+            v.extend_from_slice(f);
+        }
+        v
+    }
+
+    #[test]
+    fn test_two_frames_one_read() {
+        let mut d = Decoder::new();
+        d.push(&framed(&[&[1; 60], &[2; 100]]));
+        assert_eq!(d.next(), Next::Frame(&[1; 60]));
+        assert_eq!(d.next(), Next::Frame(&[2; 100]));
+        assert_eq!(d.next(), Next::NeedMore);
+    }
+
+    #[test]
+    fn test_header_split_across_reads() {
+        let bytes = framed(&[&[7; 1514]]);
+        for cut in 0..bytes.len() {
+            let mut d = Decoder::new();
+            d.push(&bytes[..cut]);
+            assert_eq!(d.next(), Next::NeedMore, "cut at {cut}");
+            d.push(&bytes[cut..]);
+            assert_eq!(d.next(), Next::Frame(&[7; 1514][..]));
+        }
+    }
+
+    #[test]
+    fn test_zero_length_skipped_and_oversized_keeps_sync() {
+        let mut v = vec![0, 0];
+        v.extend_from_slice(&encode_len(MAX_STREAM_FRAME + 1));
+        v.extend(std::iter::repeat_n(9u8, MAX_STREAM_FRAME + 1));
+        v.extend(framed(&[&[3; 64]]));
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        for chunk in v.chunks(1000) {
+            d.push(chunk);
+            loop {
+                match d.next() {
+                    Next::Frame(f) => got.push(Ok(f.to_vec())),
+                    Next::Oversized(n) => got.push(Err(n)),
+                    Next::NeedMore => break,
+                }
+            }
+        }
+        assert_eq!(got, vec![Err(MAX_STREAM_FRAME + 1), Ok(vec![3; 64])]);
+    }
+
+    #[test]
+    fn test_max_frame_fits() {
+        let f = vec![5u8; MAX_STREAM_FRAME];
+        let mut d = Decoder::new();
+        let bytes = framed(&[&f, &f, &f, &f, &f]);
+        let mut pos = 0;
+        let mut n = 0;
+        while n < 5 {
+            pos += d.push(&bytes[pos..]);
+            while let Next::Frame(got) = d.next() {
+                assert_eq!(got.len(), MAX_STREAM_FRAME);
+                n += 1;
+            }
+        }
+    }
+}

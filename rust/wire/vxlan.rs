@@ -1,0 +1,157 @@
+//! VXLAN header (RFC 7348): flags with the I bit, 24-bit VNI. vxlan:// and
+//! vxvde:// both use it; vxvde additionally requires the reserved bytes to be 0.
+
+use super::{Error, Result};
+
+mod field {
+    pub type Field = core::ops::Range<usize>;
+    pub const FLAGS: usize = 0;
+    pub const RESERVED1: Field = 1..4;
+    pub const VNI: Field = 4..7;
+    pub const RESERVED2: usize = 7;
+    pub const PAYLOAD: core::ops::RangeFrom<usize> = 8..;
+}
+
+pub const HEADER_LEN: usize = field::PAYLOAD.start;
+/// The "I" flag: the VNI is valid.
+pub const FLAG_I: u8 = 0x08;
+pub const MAX_VNI: u32 = 0x00ff_ffff;
+
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Packet { buffer }
+    }
+    /// # Errors
+    /// `Truncated` when shorter than the 8-byte header.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let len = buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(Error::Truncated { len, need: HEADER_LEN });
+        }
+        Ok(Packet { buffer })
+    }
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+    pub fn vni(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::VNI];
+        u32::from_be_bytes([0, b[0], b[1], b[2]])
+    }
+    /// True when all reserved bits are zero.
+    pub fn reserved_clear(&self) -> bool {
+        let b = self.buffer.as_ref();
+        b[field::RESERVED1].iter().all(|&x| x == 0) && b[field::RESERVED2] == 0
+    }
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::PAYLOAD]
+    }
+    pub fn header(&self) -> &[u8] {
+        &self.buffer.as_ref()[..HEADER_LEN]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[field::PAYLOAD]
+    }
+}
+
+/// Parsed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub vni: u32,
+}
+
+impl Repr {
+    /// Validate a received header against the VNI we serve. `strict` (vxvde)
+    /// also requires exact flags and zero reserved bytes.
+    ///
+    /// # Errors
+    /// `BadFlags` without the I bit (or, strict, any other bit); `WrongVni`.
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>, want_vni: u32, strict: bool) -> Result<Repr> {
+        let flags = p.flags();
+        if flags & FLAG_I == 0 || (strict && (flags != FLAG_I || !p.reserved_clear())) {
+            return Err(Error::BadFlags(flags));
+        }
+        let vni = p.vni();
+        if vni != want_vni {
+            return Err(Error::WrongVni { got: vni, want: want_vni });
+        }
+        Ok(Repr { vni })
+    }
+    pub const fn buffer_len(&self) -> usize {
+        HEADER_LEN
+    }
+    /// The 8 header bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let v = (self.vni & MAX_VNI).to_be_bytes();
+        [FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]
+    }
+    pub fn emit(&self, buf: &mut [u8]) {
+        buf[..HEADER_LEN].copy_from_slice(&self.to_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static PACKET: [u8; 12] = [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0, 0xde, 0xad, 0xbe, 0xef];
+
+    #[test]
+    fn test_deconstruct() {
+        let p = Packet::new_checked(&PACKET[..]).unwrap();
+        assert_eq!(p.flags(), FLAG_I);
+        assert_eq!(p.vni(), 0x123456);
+        assert!(p.reserved_clear());
+        assert_eq!(p.payload(), &[0xde, 0xad, 0xbe, 0xef]);
+    }
+
+    #[test]
+    fn test_construct() {
+        let mut buf = [0u8; 12];
+        Repr { vni: 0x123456 }.emit(&mut buf);
+        Packet::new_unchecked(&mut buf[..]).payload_mut().copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(buf, PACKET);
+    }
+
+    #[test]
+    fn test_parse() {
+        let p = Packet::new_checked(&PACKET[..]).unwrap();
+        assert_eq!(Repr::parse(&p, 0x123456, true), Ok(Repr { vni: 0x123456 }));
+        assert_eq!(Repr::parse(&p, 1, false), Err(Error::WrongVni { got: 0x123456, want: 1 }));
+    }
+
+    #[test]
+    fn test_emit() {
+        assert_eq!(Repr { vni: 1 }.to_bytes(), [8, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(Repr { vni: 0xffffff }.to_bytes(), [8, 0, 0, 0, 0xff, 0xff, 0xff, 0]);
+    }
+
+    #[test]
+    fn test_flags() {
+        let mut b = PACKET;
+        b[0] = 0;
+        assert_eq!(Repr::parse(&Packet::new_checked(&b[..]).unwrap(), 0x123456, false), Err(Error::BadFlags(0)));
+        b[0] = 0x0c; // I plus another bit: accepted by vxlan, not by vxvde
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert!(Repr::parse(&p, 0x123456, false).is_ok());
+        assert!(Repr::parse(&p, 0x123456, true).is_err());
+        b[0] = 0x08;
+        b[7] = 1;
+        assert!(Repr::parse(&Packet::new_checked(&b[..]).unwrap(), 0x123456, true).is_err());
+    }
+
+    #[test]
+    fn test_truncated() {
+        for n in 0..HEADER_LEN {
+            assert_eq!(Packet::new_checked(&PACKET[..n]).unwrap_err(), Error::Truncated { len: n, need: 8 });
+        }
+        assert!(Packet::new_checked(&PACKET[..8]).is_ok());
+    }
+}
