@@ -1,0 +1,191 @@
+"""``vde_plug``: plug one network into another, into stdin/stdout, or into a
+command. The CLI only parses arguments and opens endpoints; frames are moved
+by the Rust loop behind ``vdeplug.join`` (see forward.py → _core.forward)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import NoReturn, Sequence
+
+from . import _core
+from .connection import Connection, open as vde_open
+from .forward import join
+from .vnl import VNLError, octal
+
+PROG = "vde_plug"
+
+USAGE = """\
+usage: vde_plug [OPTIONS] [URL]                  plug URL into stdin/stdout (stream framing)
+       vde_plug [OPTIONS] URL URL                join two networks (a cable)
+       vde_plug [OPTIONS] [URL] = command [args] join URL to a command's stdin/stdout
+
+URL is a VNL: vde:///tmp/sw[3], /tmp/sw, ptp:///tmp/link, udp://"5000->host:5001",
+tap://t0, vxlan://239.0.0.1/vni=5, vxvde://239.1.2.3, switch:///tmp/sw, null://,
+cmd://"command args"; '' or no URL means the default switch."""
+
+
+class Terminated(Exception):
+    """SIGTERM: stop cleanly (sockets removed, commands reaped)."""
+
+
+@dataclass
+class Args:
+    urls: list[str] = field(default_factory=list)
+    command: list[str] | None = None
+    daemon: bool = False
+    pidfile: str | None = None
+    log: bool = False
+    iplog: bool = False
+    descr: str = "vdeplug:"
+    mode: list[int | None] = field(default_factory=lambda: [None, None])
+    group: list[str | None] = field(default_factory=lambda: [None, None])
+    port: list[int | None] = field(default_factory=lambda: [None, None])
+
+
+def die(msg: str, code: int = 1) -> NoReturn:
+    print(f"{PROG}: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _octal(text: str) -> int:
+    try:
+        return octal(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"bad mode {text!r}: {e}") from None
+
+
+def parse_args(argv: Sequence[str]) -> Args:
+    argv = list(argv)
+    command = None
+    if "=" in argv:
+        i = argv.index("=")
+        argv, command = argv[:i], argv[i + 1 :]
+        if not command:
+            die("'=' must be followed by a command", 2)
+    p = argparse.ArgumentParser(prog=PROG, usage=USAGE, add_help=False, allow_abbrev=False)
+    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("-d", "--daemon", action="store_true")
+    p.add_argument("-p", "--pidfile")
+    p.add_argument("-l", "--log", action="store_true")
+    p.add_argument("-L", "--iplog", action="store_true")
+    p.add_argument("-D", "--descr", default="vdeplug:")
+    p.add_argument("-m", "--mod", dest="mode", type=_octal)
+    p.add_argument("-M", "--mod2", dest="mode2", type=_octal)
+    p.add_argument("-g", "--group")
+    p.add_argument("-G", "--group2")
+    p.add_argument("--port", type=int)
+    p.add_argument("--port2", type=int)
+    p.add_argument("urls", nargs="*")
+    ns = p.parse_args(argv)
+    if ns.help:
+        print(USAGE)
+        sys.exit(0)
+    if len(ns.urls) > 2 or (command is not None and len(ns.urls) > 1):
+        die("too many URLs\n" + USAGE, 2)
+    return Args(
+        urls=ns.urls,
+        command=command,
+        daemon=ns.daemon,
+        pidfile=ns.pidfile,
+        log=ns.log or ns.iplog,
+        iplog=ns.iplog,
+        descr=ns.descr,
+        mode=[ns.mode, ns.mode2],
+        group=[ns.group, ns.group2],
+        port=[ns.port, ns.port2],
+    )
+
+
+def _open(args: Args, i: int, url: str) -> Connection:
+    return vde_open(url, descr=args.descr, mode=args.mode[i], group=args.group[i], port=args.port[i])
+
+
+def _daemonize() -> None:
+    # Unlike vdeplug4, after the URLs are open, so relative paths work.
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    os.chdir("/")
+    fd = os.open(os.devnull, os.O_RDWR)
+    for n in (0, 1, 2):
+        os.dup2(fd, n)
+
+
+def _syslog(msg: str) -> None:
+    import syslog
+
+    syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.syslog(syslog.LOG_INFO, msg)
+
+
+def _on_sigterm(_sig: int, _frame: object) -> None:
+    raise Terminated
+
+
+def run(args: Args) -> int:
+    """Open both ends, join them, report how it ended. Returns the exit code."""
+    urls = args.urls or [""]
+    first = _open(args, 0, urls[0])
+    if args.command is not None:
+        second, kind = Connection(_core.open_cmd(args.command), "= " + " ".join(args.command)), "cmd"
+    elif len(urls) == 2:
+        second, kind = _open(args, 1, urls[1]), "url"
+    else:
+        second, kind = Connection(_core.open_stdio(), "stdio"), "stdio"
+    pidfile = os.path.abspath(args.pidfile) if args.pidfile else None
+    with first, second:
+        if args.daemon:
+            _daemonize()
+        if pidfile:
+            with open(pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        if args.log:
+            _syslog(f"START {' '.join(urls)} user={os.geteuid()}")
+        try:
+            end = join(first, second)
+        finally:
+            if args.log:
+                _syslog("STOP")
+            if pidfile:
+                try:
+                    os.unlink(pidfile)
+                except OSError:
+                    pass
+        if end.side == 1 and kind == "stdio" and end.closed:
+            return 0  # stdin reached EOF: the normal end of stream mode
+        if end.side == 1 and kind == "cmd":
+            status = second.endpoint.exit_status()
+            return status if status is not None else 0
+        who = (first, second)[end.side].url or "default switch"
+        if end.closed:
+            print(f"{PROG}: {who}: peer hung up", file=sys.stderr)
+        else:
+            print(f"{PROG}: {who}: {end.reason}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if os.path.basename(sys.argv[0]).startswith("-"):
+        die("refusing to run as a login shell without '-c vde_plug'", 1)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return run(args)
+    except VNLError as e:
+        die(str(e), 2)
+    except OSError as e:
+        die(str(e) if e.filename or not e.strerror else e.strerror, 1)
+    except KeyboardInterrupt:
+        return 130
+    except Terminated:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

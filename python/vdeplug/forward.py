@@ -1,0 +1,53 @@
+"""``join(a, b)``: the cable between two connections (``vde_plug A B``).
+Two built-in endpoints are joined by the Rust loop with the GIL released;
+a third-party Python endpoint falls back to a selectors loop here."""
+
+from __future__ import annotations
+
+import selectors
+from dataclasses import dataclass
+
+from . import _core
+from .connection import Connection
+
+
+@dataclass(frozen=True)
+class JoinEnd:
+    """Why the join stopped: which side (0 or 1) and what happened."""
+
+    side: int
+    reason: str
+
+    @property
+    def closed(self) -> bool:
+        return self.reason == "closed"
+
+
+def join(a: Connection, b: Connection) -> JoinEnd:
+    """Forward frames both ways until one side hangs up or fails."""
+    ea, eb = a.endpoint, b.endpoint
+    if isinstance(ea, _core.Endpoint) and isinstance(eb, _core.Endpoint):
+        side, reason = _core.forward(ea, eb)
+        return JoinEnd(side, reason)
+    return _join_python(a, b)
+
+
+def _join_python(a: Connection, b: Connection) -> JoinEnd:
+    # Slow path, only for plugins written in Python.
+    ends = (a, b)
+    with selectors.DefaultSelector() as sel:
+        for side, c in enumerate(ends):
+            sel.register(c.fileno(), selectors.EVENT_READ, side)
+        while True:
+            for key, _ in sel.select(0.2):
+                side = key.data
+                src, dst = ends[side], ends[1 - side]
+                try:
+                    while (frame := src.recv_nowait()) is not None:
+                        if frame == b"":
+                            return JoinEnd(side, "closed")
+                        dst.send(frame)
+                except BrokenPipeError:
+                    return JoinEnd(1 - side, "closed")
+                except OSError as e:
+                    return JoinEnd(side, str(e))

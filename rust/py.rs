@@ -1,0 +1,277 @@
+//! The Python face of the core (`vdeplug._core`): one `Endpoint` class, one
+//! `open_*` function per built-in transport taking already-parsed, typed
+//! parameters, and `forward` (the `vde_plug A B` loop). The GIL is released
+//! around everything that may block.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::fwd::{Exit, Forwarder};
+use crate::sys;
+use crate::transport::{self, errno_of, Endpoint as CoreEndpoint, Recv, Transport, RECV_BUFSIZE};
+
+/// io::Error → OSError(errno, message), so Python sees FileNotFoundError etc.
+fn os_err(e: io::Error) -> PyErr {
+    match errno_of(&e) {
+        Some(n) => PyOSError::new_err((n, e.to_string())),
+        None => PyOSError::new_err(e.to_string()),
+    }
+}
+
+type Shared = Arc<Mutex<Option<CoreEndpoint>>>;
+
+/// A connection to a virtual network, backed by a Rust transport.
+#[pyclass(module = "vdeplug._core", name = "Endpoint")]
+pub struct PyEndpoint {
+    inner: Shared,
+    data_fd: RawFd,
+    ctl_fd: Option<RawFd>,
+    #[pyo3(get)]
+    name: String,
+}
+
+fn lock(s: &Shared) -> MutexGuard<'_, Option<CoreEndpoint>> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn closed() -> PyErr {
+    PyValueError::new_err("I/O operation on closed endpoint")
+}
+
+impl PyEndpoint {
+    fn wrap(name: String, t: impl Transport + 'static) -> PyEndpoint {
+        let data_fd = t.data_fd();
+        let ctl_fd = t.ctl_fd();
+        PyEndpoint { inner: Arc::new(Mutex::new(Some(CoreEndpoint::new(name.clone(), Box::new(t))))), data_fd, ctl_fd, name }
+    }
+}
+
+#[pymethods]
+impl PyEndpoint {
+    /// Wait for one valid frame and return it (at most `max` bytes of it).
+    /// Returns b"" when the peer has gone away, None when `timeout` (seconds) expires.
+    #[pyo3(signature = (max = RECV_BUFSIZE, timeout = None))]
+    fn recv(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Option<Py<PyBytes>>> {
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let mut buf = vec![0u8; RECV_BUFSIZE];
+        loop {
+            // Try without waiting first (frames may be buffered), then poll in
+            // slices so Ctrl-C is seen within 100 ms.
+            let got = py.detach(|| -> io::Result<Option<Recv>> {
+                loop {
+                    let mut g = lock(&self.inner);
+                    let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
+                    match ep.recv_frame(&mut buf) {
+                        Ok(Recv::Skip) => continue,
+                        Ok(r) => return Ok(Some(r)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
+                    drop(g);
+                    let slice = match deadline {
+                        Some(d) => d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)),
+                        None => Duration::from_millis(100),
+                    };
+                    if slice.is_zero() {
+                        return Ok(None);
+                    }
+                    match sys::poll_in(self.data_fd, slice.as_millis().max(1) as i32) {
+                        Ok(true) => continue,
+                        Ok(false) => return Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
+                }
+            });
+            match got {
+                Ok(Some(Recv::Frame(n))) => return Ok(Some(PyBytes::new(py, &buf[..n.min(max)]).unbind())),
+                Ok(Some(Recv::Closed)) => return Ok(Some(PyBytes::new(py, b"").unbind())),
+                Ok(Some(Recv::Skip)) | Ok(None) => {
+                    py.check_signals()?;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(if lock(&self.inner).is_none() { closed() } else { os_err(e) }),
+            }
+        }
+    }
+
+    /// Receive without waiting: a frame, b"" if the peer went away, None if nothing is ready.
+    fn recv_nowait(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        let mut buf = vec![0u8; RECV_BUFSIZE];
+        let mut g = lock(&self.inner);
+        let ep = g.as_mut().ok_or_else(closed)?;
+        loop {
+            match ep.recv_frame(&mut buf) {
+                Ok(Recv::Frame(n)) => return Ok(Some(PyBytes::new(py, &buf[..n]).unbind())),
+                Ok(Recv::Closed) => return Ok(Some(PyBytes::new(py, b"").unbind())),
+                Ok(Recv::Skip) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(os_err(e)),
+            }
+        }
+    }
+
+    /// Send one frame. Returns its length, or 0 if it was dropped (malformed,
+    /// or the network could not take it now); drops are counted in `stats`.
+    fn send(&self, py: Python<'_>, frame: &[u8]) -> PyResult<usize> {
+        let inner = self.inner.clone();
+        py.detach(move || {
+            let mut g = lock(&inner);
+            let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
+            ep.send_frame(frame)
+        })
+        .map_err(|e| if lock(&self.inner).is_none() { closed() } else { os_err(e) })
+    }
+
+    /// The fd to wait on for readability (selectors, asyncio add_reader).
+    fn fileno(&self) -> PyResult<RawFd> {
+        if lock(&self.inner).is_none() {
+            return Err(closed());
+        }
+        Ok(self.data_fd)
+    }
+
+    /// The control fd (readable on hang-up), or None.
+    fn ctl_fileno(&self) -> Option<RawFd> {
+        self.ctl_fd
+    }
+
+    /// Close the transport (removes its socket files, stops its command).
+    fn close(&self, py: Python<'_>) {
+        let inner = self.inner.clone();
+        py.detach(move || drop(lock(&inner).take()));
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.inner).is_none()
+    }
+
+    /// Counters: frames_in, bytes_in, frames_out, bytes_out, drops_in, drops_out.
+    #[getter]
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = lock(&self.inner).as_ref().map(|e| e.stats).unwrap_or_default();
+        let d = PyDict::new(py);
+        d.set_item("frames_in", s.frames_in)?;
+        d.set_item("bytes_in", s.bytes_in)?;
+        d.set_item("frames_out", s.frames_out)?;
+        d.set_item("bytes_out", s.bytes_out)?;
+        d.set_item("drops_in", s.drops_in)?;
+        d.set_item("drops_out", s.drops_out)?;
+        Ok(d)
+    }
+
+    /// Exit code of the command behind a cmd:// endpoint, once it ended.
+    fn exit_status(&self, py: Python<'_>) -> Option<i32> {
+        let inner = self.inner.clone();
+        py.detach(move || lock(&inner).as_mut().and_then(|e| e.transport.exit_status()))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<vdeplug._core.Endpoint {}{}>", self.name, if self.closed() { " closed" } else { "" })
+    }
+}
+
+/// Join two endpoints until one side hangs up or fails. Returns
+/// (side, reason): side 0 or 1, reason "closed" or the error text.
+/// Signals are checked every 200 ms (KeyboardInterrupt propagates).
+#[pyfunction]
+fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint) -> PyResult<(usize, String)> {
+    if Arc::ptr_eq(&a.inner, &b.inner) {
+        return Err(PyValueError::new_err("cannot forward an endpoint to itself"));
+    }
+    let (ia, ib) = (a.inner.clone(), b.inner.clone());
+    let mut fw = {
+        let (ga, gb) = (lock(&ia), lock(&ib));
+        let (ea, eb) = (ga.as_ref().ok_or_else(closed)?, gb.as_ref().ok_or_else(closed)?);
+        Forwarder::new([ea, eb]).map_err(os_err)?
+    };
+    loop {
+        let exit = py.detach(|| {
+            let (mut ga, mut gb) = (lock(&ia), lock(&ib));
+            match (ga.as_mut(), gb.as_mut()) {
+                (Some(ea), Some(eb)) => fw.run_for([ea, eb], Duration::from_millis(200)),
+                (None, _) => Exit::Closed(0),
+                (_, None) => Exit::Closed(1),
+            }
+        });
+        match exit {
+            Exit::Tick => py.check_signals()?,
+            Exit::Closed(side) => return Ok((side, "closed".into())),
+            Exit::Failed(side, e) => return Ok((side, e.to_string())),
+        }
+    }
+}
+
+fn endpoint(name: String, r: io::Result<impl Transport + 'static>) -> PyResult<PyEndpoint> {
+    r.map(|t| PyEndpoint::wrap(name, t)).map_err(os_err)
+}
+
+fn ip(s: &str) -> PyResult<IpAddr> {
+    s.parse().map_err(|_| PyValueError::new_err(format!("not an IP address: {s:?}")))
+}
+
+#[pyfunction]
+fn open_null(py: Python<'_>) -> PyResult<PyEndpoint> {
+    endpoint("null://".into(), py.detach(transport::null::open))
+}
+
+#[pyfunction]
+fn open_udp(py: Python<'_>, src_ip: &str, src_port: u16, dst_ip: &str, dst_port: u16) -> PyResult<PyEndpoint> {
+    let src = SocketAddr::new(ip(src_ip)?, src_port);
+    let dst = SocketAddr::new(ip(dst_ip)?, dst_port);
+    endpoint(format!("udp://{src}->{dst}"), py.detach(|| transport::udp::open(src, dst)))
+}
+
+#[pyfunction]
+#[pyo3(signature = (path, mode = None, gid = None))]
+fn open_ptp(py: Python<'_>, path: PathBuf, mode: Option<u32>, gid: Option<u32>) -> PyResult<PyEndpoint> {
+    endpoint(format!("ptp://{}", path.display()), py.detach(|| transport::ptp::open(&path, mode, gid)))
+}
+
+#[pyfunction]
+fn open_stdio(py: Python<'_>) -> PyResult<PyEndpoint> {
+    endpoint("stdio".into(), py.detach(transport::stream::open_stdio))
+}
+
+/// A stream endpoint over two fds this process owns (they are duplicated).
+#[pyfunction]
+fn open_stream(py: Python<'_>, input_fd: RawFd, output_fd: RawFd) -> PyResult<PyEndpoint> {
+    endpoint(
+        format!("stream:{input_fd},{output_fd}"),
+        py.detach(|| transport::stream::open(sys::dup_fd(input_fd)?, sys::dup_fd(output_fd)?)),
+    )
+}
+
+#[pyfunction]
+fn open_cmd(py: Python<'_>, argv: Vec<String>) -> PyResult<PyEndpoint> {
+    let name = format!("cmd://{}", argv.join(" "));
+    endpoint(name, py.detach(|| transport::cmd::open(&argv)))
+}
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEndpoint>()?;
+    m.add_function(wrap_pyfunction!(forward, m)?)?;
+    m.add_function(wrap_pyfunction!(open_null, m)?)?;
+    m.add_function(wrap_pyfunction!(open_udp, m)?)?;
+    m.add_function(wrap_pyfunction!(open_ptp, m)?)?;
+    m.add_function(wrap_pyfunction!(open_stdio, m)?)?;
+    m.add_function(wrap_pyfunction!(open_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(open_cmd, m)?)?;
+    m.add("ETH_BUFSIZE", crate::wire::ETH_BUFSIZE)?;
+    m.add("MAX_STREAM_FRAME", crate::wire::stream::MAX_STREAM_FRAME)?;
+    Ok(())
+}
