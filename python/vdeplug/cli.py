@@ -117,6 +117,14 @@ def _daemonize() -> None:
         os.dup2(fd, n)
 
 
+def write_pidfile(path: str, value: int) -> None:
+    """Atomically, so a reader never sees an empty file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{value}\n")
+    os.replace(tmp, path)
+
+
 def _syslog(msg: str) -> None:
     import syslog
 
@@ -143,8 +151,7 @@ def run(args: Args) -> int:
         if args.daemon:
             _daemonize()
         if pidfile:
-            with open(pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            write_pidfile(pidfile, os.getpid())
         if args.log:
             _syslog(f"START {' '.join(urls)} user={os.geteuid()}")
         try:

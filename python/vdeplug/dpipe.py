@@ -12,6 +12,8 @@ import subprocess
 import sys
 from typing import Sequence
 
+from .cli import write_pidfile
+
 PROG = "dpipe"
 USAGE = "usage: dpipe [-d] [-p PIDFILE] [-P PGRPFILE] [-n|-N] command [args] = command [args] [= ...]"
 
@@ -91,11 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
     if opts.pgrpfile:
-        with open(opts.pgrpfile, "w") as f:
-            f.write(f"{-os.getpgrp()}\n")
+        write_pidfile(opts.pgrpfile, -os.getpgrp())
     if opts.pidfile:
-        with open(opts.pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        write_pidfile(opts.pidfile, os.getpid())
     procs = spawn(cmds)
     signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs])
     status = 0

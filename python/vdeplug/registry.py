@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -14,7 +15,15 @@ from .vnl import Option, Syntax, Target, VNLError, parse_rest, split_scheme
 
 ENTRY_POINT_GROUP = "vdeplug.plugins"
 
-BUILTIN = ("null", "ptp", "udp", "cmd", "tap", "vxlan", "vxvde", "vde", "switch", "hub", "multi", "bonding", "seqpacket")
+
+
+def _builtin_schemes() -> frozenset[str]:
+    from . import plugins
+
+    return frozenset(m.name for m in pkgutil.iter_modules(plugins.__path__) if not m.name.startswith("_"))
+
+
+BUILTIN = _builtin_schemes()
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,14 @@ pub fn ctx(e: io::Error, what: impl std::fmt::Display) -> io::Error {
     let errno = e.raw_os_error().or_else(|| errno_of(&e));
     let base = match e.get_ref().and_then(|r| r.downcast_ref::<Context>()) {
         Some(c) => c.msg.clone(),
-        None => e.to_string(),
+        // Drop std's " (os error N)" suffix: Python shows the errno itself.
+        None => {
+            let t = e.to_string();
+            match t.rfind(" (os error ") {
+                Some(i) => t[..i].to_string(),
+                None => t,
+            }
+        }
     };
     io::Error::new(e.kind(), Context { errno, msg: format!("{what}: {base}") })
 }

@@ -1,0 +1,110 @@
+"""Shared helpers: frame makers, a driver for the C ``vde_plug`` in stream
+mode, free ports, and skip markers for tests that need root or C tools."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+C_VDE_PLUG = "/usr/bin/vde_plug"
+C_DPIPE = "/usr/bin/dpipe"
+BIN = Path(sys.executable).parent
+VDE_PLUG = shutil.which("vde_plug", path=str(BIN)) or str(BIN / "vde_plug")
+DPIPE = shutil.which("dpipe", path=str(BIN)) or str(BIN / "dpipe")
+
+needs_c = pytest.mark.skipif(not os.path.exists(C_VDE_PLUG), reason="C vde_plug not installed (apt-get install vdeplug)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, tap)")
+
+SIZES = [60, 61, 64, 100, 333, 512, 1000, 1400, 1500, 1514]
+
+
+def frame(size: int, src: int = 2, dst: bytes = b"\xff" * 6, seed: int | None = None) -> bytes:
+    """A valid Ethernet frame of ``size`` bytes with random payload."""
+    rnd = random.Random(seed if seed is not None else size * 7919 + src)
+    mac = bytes([0x02, 0, 0, 0, 0, src])
+    return dst + mac + b"\x88\xb5" + bytes(rnd.getrandbits(8) for _ in range(size - 14))
+
+
+def mac(n: int) -> bytes:
+    return bytes([0x02, 0, 0, 0, 0, n])
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_exact(f, n: int, timeout: float = 5.0) -> bytes:
+    """Read n bytes from a pipe file object within timeout."""
+    import select
+
+    out = b""
+    deadline = time.monotonic() + timeout
+    fd = f.fileno()
+    while len(out) < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError(f"read {len(out)} of {n} bytes")
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise EOFError(f"EOF after {len(out)} of {n} bytes")
+        out += chunk
+    return out
+
+
+class StreamPeer:
+    """A process speaking the vdeplug stream framing on its stdin/stdout
+    (the C ``vde_plug URL``, or ours)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def send(self, f: bytes) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.write(struct.pack(">H", len(f)) + f)
+        self.proc.stdin.flush()
+
+    def recv(self, timeout: float = 5.0) -> bytes:
+        assert self.proc.stdout
+        (n,) = struct.unpack(">H", read_exact(self.proc.stdout, 2, timeout))
+        return read_exact(self.proc.stdout, n, timeout)
+
+    def close(self) -> int:
+        if self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            return self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture
+def stream_peers() -> Iterator[list[StreamPeer]]:
+    peers: list[StreamPeer] = []
+    yield peers
+    for p in peers:
+        p.close()
+
+
+def wait_for(pred, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out waiting for {what}")

@@ -1,0 +1,164 @@
+"""The installed console scripts, run as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import vdeplug
+
+from conftest import C_VDE_PLUG, DPIPE, VDE_PLUG, StreamPeer, frame, needs_c, wait_for
+
+
+def run(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VDE_PLUG, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_help():
+    r = run("--help")
+    assert r.returncode == 0 and "vde_plug [OPTIONS]" in r.stdout
+
+
+def test_python_dash_m_is_vde_plug():
+    r = subprocess.run([sys.executable, "-m", "vdeplug", "-h"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "URL URL" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "url,part",
+    [
+        ("vxvde2://x", "vxvde2"),
+        ("udp://1->", "->"),
+        ('ptp://"/tmp/x', "unterminated"),
+        ("udp://5000->h:99999", "99999"),
+    ],
+)
+def test_bad_url_clear_error_no_traceback(url, part):
+    r = run(url, "null://")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("vde_plug: ") and part in r.stderr
+
+
+def test_too_many_urls():
+    r = run("null://", "null://", "null://")
+    assert r.returncode == 2 and "too many" in r.stderr
+
+
+def test_open_error_is_reported():
+    r = run("ptp:///nonexistent-dir/x", "null://")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "nonexistent-dir" in r.stderr
+
+
+def test_sigterm_and_sigint_stop_cleanly(tmp_path):
+    for sig, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+        a, b = str(tmp_path / "a"), str(tmp_path / "b")
+        p = subprocess.Popen([VDE_PLUG, f"ptp://{a}", f"ptp://{b}"], stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
+        time.sleep(0.2)
+        p.send_signal(sig)
+        assert p.wait(5) == code, p.stderr.read() if p.stderr else ""
+        assert not os.path.exists(a) and not os.path.exists(b), "socket files removed"
+
+
+def test_cable_between_two_ptp(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    p = subprocess.Popen([VDE_PLUG, f"ptp://{a}", f"ptp://{b}"])
+    try:
+        wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
+        with vdeplug.open(f"ptp://{a}") as x, vdeplug.open(f"ptp://{b}") as y:
+            for i in range(50):
+                x.send(frame(60 + i * 29))
+                assert y.recv(timeout=5) == frame(60 + i * 29)
+            y.send(frame(1514, src=9))
+            assert x.recv(timeout=5) == frame(1514, src=9)
+    finally:
+        p.terminate()
+        p.wait(5)
+
+
+def test_stream_mode_stdin_eof_exits_zero(tmp_path):
+    a = str(tmp_path / "a")
+    peer = StreamPeer([VDE_PLUG, f"ptp://{a}"])
+    wait_for(lambda: os.path.exists(a), what="socket")
+    with vdeplug.open(f"ptp://{a}") as x:
+        x.send(frame(100))
+        assert peer.recv() == frame(100)
+        peer.send(frame(101))
+        assert x.recv(timeout=5) == frame(101)
+    assert peer.close() == 0
+
+
+def test_command_exit_status_propagates(tmp_path):
+    r = run(f"ptp://{tmp_path}/a", "=", "sh", "-c", "exit 7")
+    assert r.returncode == 7
+
+
+def test_peer_going_away_is_reported(tmp_path):
+    """A cmd:// peer that dies ends vde_plug with a message and status 1."""
+    r = run(f"ptp://{tmp_path}/a", "cmd://sh -c 'exit 0'")
+    assert r.returncode == 1
+    assert "peer hung up" in r.stderr and "cmd://" in r.stderr
+
+
+def test_pidfile_and_daemon(tmp_path):
+    pidfile = tmp_path / "pid"
+    a = tmp_path / "a"
+    r = subprocess.run(
+        [VDE_PLUG, "-d", "-p", "pid", "ptp://a", "null://"], cwd=tmp_path, timeout=10, capture_output=True
+    )
+    assert r.returncode == 0, r.stderr
+    wait_for(pidfile.exists, what="pidfile")
+    pid = int(pidfile.read_text())
+    assert a.exists(), "relative path opened before chdir('/')"
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pidfile.exists(), what="pidfile removed")
+    assert not a.exists()
+
+
+def test_dpipe_ours_joins_two_vde_plugs(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    p = subprocess.Popen([DPIPE, VDE_PLUG, f"ptp://{a}", "=", VDE_PLUG, f"ptp://{b}"])
+    try:
+        wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
+        with vdeplug.open(f"ptp://{a}") as x, vdeplug.open(f"ptp://{b}") as y:
+            x.send(frame(300))
+            assert y.recv(timeout=5) == frame(300)
+            y.send(frame(301))
+            assert x.recv(timeout=5) == frame(301)
+    finally:
+        os.killpg(p.pid, signal.SIGTERM) if p.poll() is None else None
+        p.wait(5)
+
+
+def test_dpipe_three_commands_alternate_fds(tmp_path):
+    """The middle command sees ALTERNATE_STDIN/OUT towards the third one."""
+    out = tmp_path / "out"
+    script = f'echo "$ALTERNATE_STDIN $ALTERNATE_STDOUT" > {out}; echo hi >&$ALTERNATE_STDOUT'
+    r = subprocess.run(
+        [DPIPE, "true", "=", "sh", "-c", script, "=", "sh", "-c", f"cat > {tmp_path}/third"],
+        timeout=10,
+    )
+    assert r.returncode == 0
+    fds = out.read_text().split()
+    assert len(fds) == 2 and all(f.isdigit() for f in fds)
+    assert (tmp_path / "third").read_text() == "hi\n"
+
+
+@needs_c
+def test_c_dpipe_runs_our_vde_plug(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    p = subprocess.Popen(["/usr/bin/dpipe", VDE_PLUG, f"ptp://{a}", "=", C_VDE_PLUG, f"ptp://{b}"])
+    try:
+        wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
+        with vdeplug.open(f"ptp://{a}") as x, vdeplug.open(f"ptp://{b}") as y:
+            x.send(frame(1514))
+            assert y.recv(timeout=5) == frame(1514)
+    finally:
+        p.terminate()
+        p.wait(5)
