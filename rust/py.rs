@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::fwd::{Exit, Forwarder};
 use crate::sys;
+use crate::transport::overlay::Config;
 use crate::transport::{self, errno_of, Endpoint as CoreEndpoint, Recv, Transport, RECV_BUFSIZE};
 
 /// io::Error → OSError(errno, message), so Python sees FileNotFoundError etc.
@@ -161,8 +162,14 @@ impl PyEndpoint {
     /// Counters: frames_in, bytes_in, frames_out, bytes_out, drops_in, drops_out.
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = lock(&self.inner).as_ref().map(|e| e.stats).unwrap_or_default();
+        let g = lock(&self.inner);
+        let s = g.as_ref().map(|e| e.stats).unwrap_or_default();
+        let extra = g.as_ref().map(|e| e.transport.extra_stats()).unwrap_or_default();
+        drop(g);
         let d = PyDict::new(py);
+        for (k, v) in extra {
+            d.set_item(k, v)?;
+        }
         d.set_item("frames_in", s.frames_in)?;
         d.set_item("bytes_in", s.bytes_in)?;
         d.set_item("frames_out", s.frames_out)?;
@@ -260,6 +267,39 @@ fn open_cmd(py: Python<'_>, argv: Vec<String>) -> PyResult<PyEndpoint> {
     endpoint(name, py.detach(|| transport::cmd::open(&argv)))
 }
 
+#[pyfunction]
+fn open_tap(py: Python<'_>, name: &str) -> PyResult<PyEndpoint> {
+    let t = py.detach(|| transport::tap::open(name)).map_err(os_err)?;
+    let label = format!("tap://{}", t.name);
+    Ok(PyEndpoint::wrap(label, t))
+}
+
+/// Typed overlay options (vxlan:// and vxvde://), parsed by the Python plugin.
+#[allow(clippy::too_many_arguments)]
+fn overlay_config(group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<String>, rcvbuf: Option<usize>, hashsize: usize, expiretime: u64) -> PyResult<Config> {
+    if vni > crate::wire::vxlan::MAX_VNI {
+        return Err(PyValueError::new_err(format!("vni {vni} does not fit in 24 bits")));
+    }
+    Ok(Config { group: ip(group)?, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime })
+}
+
+#[pyfunction]
+#[pyo3(signature = (group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime))]
+#[allow(clippy::too_many_arguments)]
+fn open_vxlan(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<String>, rcvbuf: Option<usize>, hashsize: usize, expiretime: u64) -> PyResult<PyEndpoint> {
+    let cfg = overlay_config(group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime)?;
+    endpoint(format!("vxlan://{group}/port={port}/vni={vni}"), py.detach(|| transport::vxlan::open(&cfg)))
+}
+
+#[pyfunction]
+#[pyo3(signature = (group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime, bind = None))]
+#[allow(clippy::too_many_arguments)]
+fn open_vxvde(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<String>, rcvbuf: Option<usize>, hashsize: usize, expiretime: u64, bind: Option<&str>) -> PyResult<PyEndpoint> {
+    let cfg = overlay_config(group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime)?;
+    let bind = bind.map(ip).transpose()?;
+    endpoint(format!("vxvde://{group}/port={port}/vni={vni}"), py.detach(|| transport::vxvde::open(&cfg, bind)))
+}
+
 #[pymodule]
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -271,6 +311,9 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open_stdio, m)?)?;
     m.add_function(wrap_pyfunction!(open_stream, m)?)?;
     m.add_function(wrap_pyfunction!(open_cmd, m)?)?;
+    m.add_function(wrap_pyfunction!(open_tap, m)?)?;
+    m.add_function(wrap_pyfunction!(open_vxlan, m)?)?;
+    m.add_function(wrap_pyfunction!(open_vxvde, m)?)?;
     m.add("ETH_BUFSIZE", crate::wire::ETH_BUFSIZE)?;
     m.add("MAX_STREAM_FRAME", crate::wire::stream::MAX_STREAM_FRAME)?;
     Ok(())

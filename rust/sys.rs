@@ -435,3 +435,144 @@ pub fn writev(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: IoSlice is guaranteed ABI-compatible with iovec on Unix.
     cvt_size(unsafe { libc::writev(fd, bufs.as_ptr().cast(), bufs.len() as libc::c_int) })
 }
+
+// ---------------------------------------------------------------- overlay batches
+
+/// Metadata of one datagram received by `recv_batch_prefixed`.
+#[derive(Clone, Copy)]
+pub struct Meta {
+    /// Total bytes: prefix + payload.
+    pub len: usize,
+    pub from: libc::sockaddr_storage,
+    /// IPv4 pktinfo: the local address the datagram was delivered to.
+    pub spec_dst: Option<Ipv4Addr>,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta { len: 0, from: zeroed_storage(), spec_dst: None }
+    }
+}
+
+/// recvmmsg(2) with MSG_DONTWAIT where each datagram is scattered as an
+/// 8-byte prefix (the VXLAN header) into `prefix[i]` and the rest into
+/// `bufs[i]`: the frame lands where it will be forwarded from, no copy.
+pub fn recv_batch_prefixed<B: AsMut<[u8]>>(
+    fd: RawFd,
+    prefix: &mut [[u8; 8]],
+    bufs: &mut [B],
+    meta: &mut [Meta],
+    pktinfo: bool,
+) -> io::Result<usize> {
+    let n = bufs.len().min(prefix.len()).min(meta.len()).min(MAX_BATCH);
+    // SAFETY: zeroed iovec/mmsghdr/control arrays are valid initial values.
+    let mut iov: [[libc::iovec; 2]; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut ctrl = [[0u64; 8]; MAX_BATCH];
+    for i in 0..n {
+        iov[i][0] = libc::iovec { iov_base: prefix[i].as_mut_ptr().cast(), iov_len: 8 };
+        let b = bufs[i].as_mut();
+        iov[i][1] = libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() };
+        let h = &mut msgs[i].msg_hdr;
+        h.msg_iov = iov[i].as_mut_ptr();
+        h.msg_iovlen = 2;
+        h.msg_name = (&mut meta[i].from as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if pktinfo {
+            h.msg_control = ctrl[i].as_mut_ptr().cast();
+            h.msg_controllen = mem::size_of_val(&ctrl[i]);
+        }
+    }
+    // SAFETY: every header points at live buffers of the stated sizes.
+    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+    let got = cvt(got)? as usize;
+    for i in 0..got {
+        meta[i].len = msgs[i].msg_len as usize;
+        meta[i].spec_dst = None;
+        if pktinfo {
+            // SAFETY: walk the control data the kernel wrote, within msg_controllen.
+            unsafe {
+                let h = &msgs[i].msg_hdr;
+                let mut c = libc::CMSG_FIRSTHDR(h);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                        let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                        meta[i].spec_dst = Some(Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr)));
+                    }
+                    c = libc::CMSG_NXTHDR(h, c);
+                }
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// sendmmsg(2) of `n` datagrams, each `prefix` + `frame(i)`, to `dest(i)`.
+pub fn send_batch_prefixed<'a>(
+    fd: RawFd,
+    prefix: &[u8],
+    n: usize,
+    frame: impl Fn(usize) -> &'a [u8],
+    dest: &[libc::sockaddr_storage],
+    destlen: &[libc::socklen_t],
+) -> io::Result<usize> {
+    let n = n.min(MAX_BATCH).min(dest.len());
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: zeroed arrays are valid initial values.
+    let mut iov: [[libc::iovec; 2]; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    for i in 0..n {
+        let f = frame(i);
+        iov[i][0] = libc::iovec { iov_base: prefix.as_ptr() as *mut _, iov_len: prefix.len() };
+        iov[i][1] = libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() };
+        let h = &mut msgs[i].msg_hdr;
+        h.msg_iov = iov[i].as_mut_ptr();
+        h.msg_iovlen = 2;
+        h.msg_name = (&dest[i] as *const libc::sockaddr_storage) as *mut _;
+        h.msg_namelen = destlen[i];
+    }
+    // SAFETY: headers point at the prefix, frames and addresses, all live.
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL) };
+    Ok(cvt(sent)? as usize)
+}
+
+/// IP_MULTICAST_IF by interface index (IPv4; ip_mreqn).
+pub fn set_multicast_if_v4_index(fd: RawFd, ifindex: u32) -> io::Result<()> {
+    let mreq = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: valid ip_mreqn of the stated size.
+    cvt(unsafe {
+        libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&mreq as *const libc::ip_mreqn).cast(), mem::size_of::<libc::ip_mreqn>() as libc::socklen_t)
+    })?;
+    Ok(())
+}
+
+/// Every IPv6 address configured on this host (for vxvde's self filter).
+pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills ifap with a list we free below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return out;
+    }
+    let mut p = ifap;
+    while !p.is_null() {
+        // SAFETY: p walks the list returned by getifaddrs.
+        unsafe {
+            let a = (*p).ifa_addr;
+            if !a.is_null() && (*a).sa_family as libc::c_int == libc::AF_INET6 {
+                let s6 = &*(a as *const libc::sockaddr_in6);
+                out.push(s6.sin6_addr.s6_addr.into());
+            }
+            p = (*p).ifa_next;
+        }
+    }
+    // SAFETY: ifap came from getifaddrs.
+    unsafe { libc::freeifaddrs(ifap) };
+    out
+}

@@ -3,8 +3,8 @@ send/recv/fileno/close and counters. Frames move in Rust; this only wraps."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator, Mapping
 
 from . import _core
 from .registry import OpenArgs, resolve
@@ -20,6 +20,13 @@ class Stats:
     bytes_out: int = 0
     drops_in: int = 0
     drops_out: int = 0
+    #: transport-specific counters, e.g. vxvde's unicast_out / multicast_out
+    extra: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, int]) -> "Stats":
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
 
 
 class Connection:
@@ -59,7 +66,7 @@ class Connection:
     @property
     def stats(self) -> Stats:
         s = getattr(self.endpoint, "stats", None)
-        return Stats(**s) if s else Stats()
+        return Stats.from_dict(s) if s else Stats()
 
     @property
     def closed(self) -> bool:

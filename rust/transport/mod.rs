@@ -9,9 +9,13 @@ use crate::wire::{self, ETH_BUFSIZE};
 
 pub mod cmd;
 pub mod null;
+pub mod overlay;
 pub mod ptp;
 pub mod stream;
+pub mod tap;
 pub mod udp;
+pub mod vxlan;
+pub mod vxvde;
 
 /// Buffer size for one received frame: one byte more than the largest valid
 /// frame, so an oversized datagram is seen as such instead of truncated.
@@ -40,6 +44,10 @@ pub trait Transport: Send {
     /// An fd that becomes readable (EOF) when the peer hangs up, if any.
     fn ctl_fd(&self) -> Option<RawFd> {
         None
+    }
+    /// Transport-specific counters (name, value), merged into `stats`.
+    fn extra_stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
     }
     /// For transports that run a command: its exit code once it ended.
     fn exit_status(&mut self) -> Option<i32> {

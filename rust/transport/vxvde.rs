@@ -1,0 +1,111 @@
+//! vxvde://[group][/options] — vdeplug4's distributed switch: every
+//! endpoint is a leaf that learns where MACs live and sends known unicast
+//! straight to that endpoint, everything else to the multicast group.
+//!
+//! Two sockets, as in vdeplug4, so any number of endpoints can share a host:
+//! `multi` is bound to group:port with SO_REUSEADDR (every endpoint gets a
+//! copy of group traffic), `uni` is bound to an ephemeral port and carries
+//! all our sends, so peers learn it as our address. Our own multicast echo
+//! is recognised by source port = our `uni` port and source address = the
+//! local address it was delivered to (IPv4 pktinfo) or one of our
+//! addresses (IPv6). Closing sends a header-only "leave" to the group.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::overlay::{self, Config, Overlay};
+use super::{Batch, Recv, SendOutcome, Transport};
+use crate::sys::{self, Epoll, Meta};
+
+pub struct Vxvde {
+    multi: UdpSocket,
+    uni: UdpSocket,
+    uni_port: u16,
+    v6: bool,
+    local6: Vec<std::net::Ipv6Addr>,
+    ov: Overlay,
+    poll: Epoll,
+}
+
+pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
+    let v6 = cfg.group.is_ipv6();
+    let ifindex = overlay::ifindex(cfg)?;
+
+    let m = overlay::udp_socket(v6)?;
+    m.set_reuse_address(true)?;
+    overlay::bind(&m, SocketAddr::new(cfg.group, cfg.port))?;
+    overlay::join_group(&m, cfg.group, ifindex)?;
+    if !v6 {
+        sys::set_pktinfo(m.as_raw_fd(), false)?;
+    }
+    overlay::set_rcvbuf(&m, cfg)?;
+
+    let u = overlay::udp_socket(v6)?;
+    overlay::bind(&u, SocketAddr::new(bind.unwrap_or(overlay::any(v6)), 0))?;
+    overlay::multicast_out(&u, v6, ifindex, cfg.ttl, true)?;
+    overlay::set_rcvbuf(&u, cfg)?;
+    let uni = overlay::into_udp(u);
+    let uni_port = uni.local_addr()?.port();
+    let multi = overlay::into_udp(m);
+
+    let poll = Epoll::new()?;
+    poll.add(multi.as_raw_fd(), 0)?;
+    poll.add(uni.as_raw_fd(), 1)?;
+    let local6 = if v6 { sys::local_ipv6_addrs() } else { Vec::new() };
+    Ok(Vxvde { multi, uni, uni_port, v6, local6, ov: Overlay::new(cfg, true, None), poll })
+}
+
+/// Is this datagram our own multicast coming back?
+fn own_echo(uni_port: u16, local6: &[std::net::Ipv6Addr], from: &SocketAddr, m: &Meta) -> bool {
+    if from.port() != uni_port {
+        return false;
+    }
+    match from.ip() {
+        IpAddr::V4(a) => m.spec_dst == Some(a),
+        IpAddr::V6(a) => local6.contains(&a),
+    }
+}
+
+fn never_self(_: &SocketAddr, _: &Meta) -> bool {
+    false
+}
+
+impl Transport for Vxvde {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        let (port, local6) = (self.uni_port, &self.local6);
+        let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
+        let got = match self.ov.recv_one(self.multi.as_raw_fd(), buf, !self.v6, &is_self) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ov.recv_one(self.uni.as_raw_fd(), buf, false, &never_self)?,
+            other => other?,
+        };
+        Ok(got.map_or(Recv::Skip, Recv::Frame))
+    }
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        self.ov.send_one(self.uni.as_raw_fd(), frame)
+    }
+    fn data_fd(&self) -> RawFd {
+        self.poll.raw()
+    }
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        batch.clear();
+        let (port, local6) = (self.uni_port, &self.local6);
+        let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
+        self.ov.recv_batch(self.multi.as_raw_fd(), batch, !self.v6, &is_self)?;
+        self.ov.recv_batch(self.uni.as_raw_fd(), batch, false, &never_self)?;
+        Ok(true)
+    }
+    fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
+        self.ov.send_batch(self.uni.as_raw_fd(), batch, idx)
+    }
+    fn extra_stats(&self) -> Vec<(&'static str, u64)> {
+        self.ov.stats.pairs()
+    }
+}
+
+impl Drop for Vxvde {
+    fn drop(&mut self) {
+        // Header only: peers forget the MACs they learned at our address.
+        let _ = sys::send_to(self.uni.as_raw_fd(), &self.ov.header, &self.ov.group);
+    }
+}
