@@ -300,6 +300,95 @@ fn open_vxvde(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname
     endpoint(format!("vxvde://{group}/port={port}/vni={vni}"), py.detach(|| transport::vxvde::open(&cfg, bind)))
 }
 
+// ---------------------------------------------------------------- wire helpers
+// The per-frame code itself, exposed for scripting and property tests.
+
+fn wire_err(e: crate::wire::Error) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// Parse an Ethernet header: dict(dst, src, vlan, ethertype, payload_len).
+/// Raises ValueError for runt or oversized frames.
+#[pyfunction]
+fn frame_info<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+    use crate::wire::ethernet::{Frame, Repr};
+    let f = Frame::new_checked(data).map_err(wire_err)?;
+    let r = Repr::parse(&f);
+    let d = PyDict::new(py);
+    d.set_item("dst", r.dst.to_string())?;
+    d.set_item("src", r.src.to_string())?;
+    d.set_item("vlan", r.vlan)?;
+    d.set_item("ethertype", u16::from(r.ethertype))?;
+    d.set_item("multicast", r.dst.is_multicast())?;
+    d.set_item("payload_len", f.payload().len())?;
+    Ok(d)
+}
+
+/// VXLAN-encapsulate a frame (8-byte header + frame).
+#[pyfunction]
+fn vxlan_encap<'py>(py: Python<'py>, vni: u32, frame: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    if vni > crate::wire::vxlan::MAX_VNI {
+        return Err(PyValueError::new_err("vni does not fit in 24 bits"));
+    }
+    let mut out = crate::wire::vxlan::Repr { vni }.to_bytes().to_vec();
+    out.extend_from_slice(frame);
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Check a VXLAN datagram for `vni` and return its payload; `strict` is the
+/// vxvde rule (exact flags, zero reserved bits). Raises ValueError.
+#[pyfunction]
+#[pyo3(signature = (data, vni, strict = false))]
+fn vxlan_decap<'py>(py: Python<'py>, data: &[u8], vni: u32, strict: bool) -> PyResult<Bound<'py, PyBytes>> {
+    use crate::wire::vxlan::{Packet, Repr};
+    let p = Packet::new_checked(data).map_err(wire_err)?;
+    Repr::parse(&p, vni, strict).map_err(wire_err)?;
+    Ok(PyBytes::new(py, p.payload()))
+}
+
+/// The MAC learning table (values are ints), with time passed in.
+#[pyclass(module = "vdeplug._core", name = "MacTable")]
+struct PyMacTable(crate::mac_table::MacTable<u64>);
+
+fn mac6(b: &[u8]) -> PyResult<crate::wire::ethernet::Address> {
+    if b.len() != 6 {
+        return Err(PyValueError::new_err("a MAC address is 6 bytes"));
+    }
+    Ok(crate::wire::ethernet::Address::from_bytes(b))
+}
+
+#[pymethods]
+impl PyMacTable {
+    #[new]
+    #[pyo3(signature = (size = 1024, max_age = 128, seed = 0))]
+    fn new(size: usize, max_age: u64, seed: u64) -> Self {
+        PyMacTable(crate::mac_table::MacTable::new(size, max_age, seed))
+    }
+    /// Returns "new", "refreshed", "moved" or "ignored" (multicast source).
+    fn learn(&mut self, mac: &[u8], vlan: u16, value: u64, now: u64) -> PyResult<&'static str> {
+        use crate::mac_table::Learned;
+        Ok(match self.0.learn(mac6(mac)?, vlan, value, now) {
+            Learned::New => "new",
+            Learned::Refreshed => "refreshed",
+            Learned::Moved => "moved",
+            Learned::Ignored => "ignored",
+        })
+    }
+    fn lookup(&self, mac: &[u8], vlan: u16, now: u64) -> PyResult<Option<u64>> {
+        Ok(self.0.lookup(mac6(mac)?, vlan, now))
+    }
+    fn forget_value(&mut self, value: u64) -> usize {
+        self.0.forget_value(value)
+    }
+    fn len(&self, now: u64) -> usize {
+        self.0.len(now)
+    }
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
 #[pymodule]
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -314,6 +403,10 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open_tap, m)?)?;
     m.add_function(wrap_pyfunction!(open_vxlan, m)?)?;
     m.add_function(wrap_pyfunction!(open_vxvde, m)?)?;
+    m.add_class::<PyMacTable>()?;
+    m.add_function(wrap_pyfunction!(frame_info, m)?)?;
+    m.add_function(wrap_pyfunction!(vxlan_encap, m)?)?;
+    m.add_function(wrap_pyfunction!(vxlan_decap, m)?)?;
     m.add("ETH_BUFSIZE", crate::wire::ETH_BUFSIZE)?;
     m.add("MAX_STREAM_FRAME", crate::wire::stream::MAX_STREAM_FRAME)?;
     Ok(())
