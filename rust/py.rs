@@ -300,6 +300,37 @@ fn open_vxvde(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname
     endpoint(format!("vxvde://{group}/port={port}/vni={vni}"), py.detach(|| transport::vxvde::open(&cfg, bind)))
 }
 
+#[pyfunction]
+#[pyo3(signature = (path, port = None, portgroup = None, mode = None, gid = None, descr = String::new()))]
+fn open_vde(py: Python<'_>, path: PathBuf, port: Option<u32>, portgroup: Option<String>, mode: Option<u32>, gid: Option<u32>, descr: String) -> PyResult<PyEndpoint> {
+    let opts = transport::vde::Options { port, portgroup, mode, gid, descr };
+    let t = py.detach(|| transport::vde::open(&path, &opts)).map_err(os_err)?;
+    let label = format!("vde://{}", t.switch_path.display());
+    Ok(PyEndpoint::wrap(label, t))
+}
+
+/// switch://, hub://, multi://, bonding:// (`kind` is the scheme).
+#[pyfunction]
+#[pyo3(signature = (kind, path, mode, dirmode, gid, hashsize, expiretime, hashseed))]
+#[allow(clippy::too_many_arguments)]
+fn open_netnode(py: Python<'_>, kind: &str, path: PathBuf, mode: u32, dirmode: Option<u32>, gid: Option<u32>, hashsize: usize, expiretime: u64, hashseed: u64) -> PyResult<PyEndpoint> {
+    use transport::netnode::{Kind, Options};
+    let k = match kind {
+        "switch" => Kind::Switch,
+        "hub" => Kind::Hub,
+        "multi" => Kind::Multi,
+        "bonding" => Kind::Bonding,
+        other => return Err(PyValueError::new_err(format!("unknown netnode kind {other:?}"))),
+    };
+    let opts = Options { kind: k, path: path.clone(), mode, dirmode, gid, hashsize, expiretime, hashseed };
+    endpoint(format!("{kind}://{}", path.display()), py.detach(|| transport::netnode::open(&opts)))
+}
+
+#[pyfunction]
+fn open_seqpacket(py: Python<'_>, fd: RawFd) -> PyResult<PyEndpoint> {
+    endpoint(format!("seqpacket://{fd}"), py.detach(|| transport::seqpacket::open(fd)))
+}
+
 // ---------------------------------------------------------------- wire helpers
 // The per-frame code itself, exposed for scripting and property tests.
 
@@ -403,6 +434,9 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open_tap, m)?)?;
     m.add_function(wrap_pyfunction!(open_vxlan, m)?)?;
     m.add_function(wrap_pyfunction!(open_vxvde, m)?)?;
+    m.add_function(wrap_pyfunction!(open_vde, m)?)?;
+    m.add_function(wrap_pyfunction!(open_netnode, m)?)?;
+    m.add_function(wrap_pyfunction!(open_seqpacket, m)?)?;
     m.add_class::<PyMacTable>()?;
     m.add_function(wrap_pyfunction!(frame_info, m)?)?;
     m.add_function(wrap_pyfunction!(vxlan_encap, m)?)?;

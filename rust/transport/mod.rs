@@ -8,12 +8,15 @@ use std::os::fd::RawFd;
 use crate::wire::{self, ETH_BUFSIZE};
 
 pub mod cmd;
+pub mod netnode;
 pub mod null;
 pub mod overlay;
 pub mod ptp;
+pub mod seqpacket;
 pub mod stream;
 pub mod tap;
 pub mod udp;
+pub mod vde;
 pub mod vxlan;
 pub mod vxvde;
 

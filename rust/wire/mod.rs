@@ -4,6 +4,7 @@
 
 pub mod ethernet;
 pub mod stream;
+pub mod vde_ctl;
 pub mod vxlan;
 
 /// Why a buffer is not a valid frame or header.
@@ -17,6 +18,8 @@ pub enum Error {
     BadFlags(u8),
     #[error("VXLAN VNI {got} is not ours ({want})")]
     WrongVni { got: u32, want: u32 },
+    #[error("not a vde_switch v3 request (bad magic or version)")]
+    BadMagic,
 }
 
 pub type Result<T> = core::result::Result<T, Error>;

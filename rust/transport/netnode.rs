@@ -1,0 +1,492 @@
+//! switch://, hub://, multi://, bonding:// — a switch living inside the
+//! process that opens it (vdeplug4's "netnode" modules). It serves the
+//! vde_switch control protocol in a vde2-compatible directory, so qemu,
+//! C `vde_plug vde://…` and our vde:// client plug in. The opening process
+//! is the "host" port: what it sends enters the switch, what the switch
+//! delivers to it comes out of recv.
+//!
+//! Forwarding per kind:
+//! - switch: learning on (MAC, VLAN) → port; known unicast to its port only
+//!   (never back to the sender); unknown, broadcast, multicast flooded.
+//!   802.1Q trunk: tagged frames are forwarded as they are.
+//! - hub: flood to everyone but the sender.
+//! - multi: ports → host only; host → every port.
+//! - bonding: ports → host; host → one port, round robin.
+//!
+//! Writes to ports are non-blocking: a slow port loses frames, it never
+//! stalls the switch.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use super::{ctx, err, now_secs, Batch, Recv, Transport, RECV_BUFSIZE};
+use crate::mac_table::MacTable;
+use crate::sys::{self, Epoll, EventFd};
+use crate::wire::ethernet::Frame;
+use crate::wire::vde_ctl::{self, Request, REQ_NEW_CONTROL};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Switch,
+    Hub,
+    Multi,
+    Bonding,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub kind: Kind,
+    pub path: PathBuf,
+    pub mode: u32,
+    pub dirmode: Option<u32>,
+    pub gid: Option<u32>,
+    pub hashsize: usize,
+    pub expiretime: u64,
+    pub hashseed: u64,
+}
+
+/// Port 0 is the host (the opening process); clients are 1..
+type PortId = u32;
+const HOST: PortId = 0;
+
+struct Port {
+    ctl: UnixStream,
+    data: UnixDatagram,
+    data_path: PathBuf,
+    descr: String,
+}
+
+enum Slot {
+    Free,
+    /// Connected to ctl, request not read yet.
+    Pending(UnixStream),
+    Port(Port),
+}
+
+const TOKEN_LISTEN: u64 = u64::MAX;
+const TOKEN_HOSTQ: u64 = u64::MAX - 1;
+const TAG_CTL: u64 = 1;
+const TAG_DATA: u64 = 2;
+/// Frames queued for the host while it is not reading.
+const HOST_QUEUE: usize = 256;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct NodeStats {
+    port_drops: u64,
+    host_drops: u64,
+    joins: u64,
+    leaves: u64,
+    rejected: u64,
+}
+
+pub struct NetNode {
+    kind: Kind,
+    dir: PathBuf,
+    created_dir: bool,
+    ctl_path: PathBuf,
+    listener: UnixListener,
+    slots: Vec<Slot>,
+    table: MacTable<PortId>,
+    poll: Epoll,
+    hostq_fd: EventFd,
+    hostq: Batch,
+    hostq_head: usize,
+    hostq_set: bool,
+    scratch: Batch,
+    rr: usize,
+    mode: u32,
+    gid: Option<u32>,
+    stats: NodeStats,
+}
+
+fn is_live_socket(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
+
+pub fn open(o: &Options) -> io::Result<NetNode> {
+    let dir = o.path.clone();
+    let mode = o.mode & !0o111;
+    let dirmode = o.dirmode.unwrap_or(0o2000 | mode | (mode & 0o444) >> 2 | (mode & 0o222) >> 1);
+    let mut created_dir = false;
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {
+            created_dir = true;
+            if let Some(g) = o.gid {
+                sys::chown_group(&dir, g).map_err(|e| ctx(e, format!("switch: chown {}", dir.display())))?;
+            }
+            sys::chmod(&dir, dirmode).map_err(|e| ctx(e, format!("switch: chmod {}", dir.display())))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(ctx(e, format!("switch: mkdir {}", dir.display()))),
+    }
+    let ctl_path = dir.join("ctl");
+    if ctl_path.exists() {
+        if is_live_socket(&ctl_path) {
+            return Err(err(io::ErrorKind::AddrInUse, format!("switch: a switch is already running at {}", dir.display())));
+        }
+        std::fs::remove_file(&ctl_path).map_err(|e| ctx(e, format!("switch: stale {}", ctl_path.display())))?;
+    }
+    let listener = UnixListener::bind(&ctl_path).map_err(|e| ctx(e, format!("switch: bind {}", ctl_path.display())))?;
+    listener.set_nonblocking(true)?;
+    sys::set_cloexec(listener.as_raw_fd())?;
+    if let Some(g) = o.gid {
+        sys::chown_group(&ctl_path, g)?;
+    }
+    sys::chmod(&ctl_path, mode)?;
+    let poll = Epoll::new()?;
+    poll.add(listener.as_raw_fd(), TOKEN_LISTEN)?;
+    let hostq_fd = EventFd::new()?;
+    poll.add(hostq_fd.raw(), TOKEN_HOSTQ)?;
+    Ok(NetNode {
+        kind: o.kind,
+        dir,
+        created_dir,
+        ctl_path,
+        listener,
+        slots: vec![Slot::Free], // slot 0 is the host
+        table: MacTable::new(o.hashsize, o.expiretime, o.hashseed),
+        poll,
+        hostq_fd,
+        hostq: Batch::new(HOST_QUEUE),
+        hostq_head: 0,
+        hostq_set: false,
+        scratch: Batch::new(crate::fwd::BATCH),
+        rr: 0,
+        mode,
+        gid: o.gid,
+        stats: NodeStats::default(),
+    })
+}
+
+fn token(id: PortId, tag: u64) -> u64 {
+    (u64::from(id) << 2) | tag
+}
+
+impl NetNode {
+    fn free_slot(&mut self, wanted: i32) -> PortId {
+        if wanted > 0 {
+            let w = wanted as usize;
+            if w < 1 << 16 {
+                if self.slots.len() <= w {
+                    self.slots.resize_with(w + 1, || Slot::Free);
+                }
+                if matches!(self.slots[w], Slot::Free) {
+                    return w as PortId;
+                }
+            }
+        }
+        match self.slots.iter().skip(1).position(|s| matches!(s, Slot::Free)) {
+            Some(i) => (i + 1) as PortId,
+            None => {
+                self.slots.push(Slot::Free);
+                (self.slots.len() - 1) as PortId
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        while let Ok((conn, _)) = self.listener.accept() {
+            let _ = sys::set_cloexec(conn.as_raw_fd());
+            if conn.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let id = self.free_slot(0);
+            if self.poll.add(conn.as_raw_fd(), token(id, TAG_CTL)).is_ok() {
+                self.slots[id as usize] = Slot::Pending(conn);
+            }
+        }
+    }
+
+    /// A pending connection sent its request: make its port, or refuse it.
+    fn handshake(&mut self, id: PortId) {
+        let Slot::Pending(mut conn) = std::mem::replace(&mut self.slots[id as usize], Slot::Free) else { return };
+        let mut buf = [0u8; 256];
+        let n = match conn.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.slots[id as usize] = Slot::Pending(conn);
+                return;
+            }
+            Err(_) => 0,
+        };
+        let _ = self.poll.delete(conn.as_raw_fd());
+        let req = match Request::parse(&buf[..n]) {
+            // vdeplug4's netnode accepts new-port requests only (not port 0).
+            Ok(r) if r.kind & 0xff == REQ_NEW_CONTROL => r,
+            _ => {
+                self.stats.rejected += 1;
+                return; // dropping conn closes it: the client sees EOF
+            }
+        };
+        // Honour a requested port number when it is free.
+        let id = if req.port() > 0 && req.port() as PortId != id { self.free_slot(req.port()) } else { id };
+        match self.make_port(id, conn, &req) {
+            Ok(port) => {
+                let ok = self.poll.add(port.ctl.as_raw_fd(), token(id, TAG_CTL)).is_ok() && self.poll.add(port.data.as_raw_fd(), token(id, TAG_DATA)).is_ok();
+                if ok {
+                    self.slots[id as usize] = Slot::Port(port);
+                    self.stats.joins += 1;
+                } else {
+                    let _ = std::fs::remove_file(&port.data_path);
+                }
+            }
+            Err(_) => self.stats.rejected += 1,
+        }
+    }
+
+    fn make_port(&self, id: PortId, mut conn: UnixStream, req: &Request) -> io::Result<Port> {
+        let data_path = self.dir.join(format!("{id:03}.{}", conn.as_raw_fd()));
+        let _ = std::fs::remove_file(&data_path);
+        let data = UnixDatagram::bind(&data_path)?;
+        let mut setup = || -> io::Result<()> {
+            sys::set_cloexec(data.as_raw_fd())?;
+            data.set_nonblocking(true)?;
+            data.connect(std::ffi::OsStr::from_bytes(&req.sock_path))?;
+            if let Some(g) = self.gid {
+                sys::chown_group(&data_path, g)?;
+            }
+            sys::chmod(&data_path, self.mode)?;
+            let reply = vde_ctl::encode_sockaddr_un(data_path.as_os_str().as_bytes()).map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
+            conn.set_nonblocking(false)?;
+            conn.write_all(&reply)?;
+            conn.set_nonblocking(true)
+        };
+        if let Err(e) = setup() {
+            let _ = std::fs::remove_file(&data_path);
+            return Err(e);
+        }
+        Ok(Port { ctl: conn, data, data_path, descr: String::from_utf8_lossy(&req.descr).into_owned() })
+    }
+
+    fn close_port(&mut self, id: PortId) {
+        match std::mem::replace(&mut self.slots[id as usize], Slot::Free) {
+            Slot::Port(p) => {
+                let _ = self.poll.delete(p.ctl.as_raw_fd());
+                let _ = self.poll.delete(p.data.as_raw_fd());
+                let _ = std::fs::remove_file(&p.data_path);
+                self.table.forget_value(id);
+                self.stats.leaves += 1;
+            }
+            Slot::Pending(c) => {
+                let _ = self.poll.delete(c.as_raw_fd());
+            }
+            Slot::Free => {}
+        }
+    }
+
+    /// The control stream is silent after the handshake: EOF closes the port.
+    fn ctl_event(&mut self, id: PortId) {
+        match &mut self.slots[id as usize] {
+            Slot::Pending(_) => self.handshake(id),
+            Slot::Port(p) => {
+                let mut junk = [0u8; 256];
+                match p.ctl.read(&mut junk) {
+                    Ok(0) => self.close_port(id),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => self.close_port(id),
+                }
+            }
+            Slot::Free => {}
+        }
+    }
+
+    fn send_port(&mut self, id: PortId, frame: &[u8]) {
+        if let Some(Slot::Port(p)) = self.slots.get(id as usize) {
+            if sys::send(p.data.as_raw_fd(), frame, libc::MSG_DONTWAIT).is_err() {
+                self.stats.port_drops += 1;
+            }
+        }
+    }
+
+    fn to_host(&mut self, frame: &[u8]) {
+        let q = &mut self.hostq;
+        if q.count == q.capacity() {
+            self.stats.host_drops += 1;
+            return;
+        }
+        let slot = (self.hostq_head + q.count) % q.capacity();
+        q.bufs[slot][..frame.len()].copy_from_slice(frame);
+        q.lens[slot] = frame.len();
+        q.count += 1;
+    }
+
+    fn flood(&mut self, src: PortId, frame: &[u8]) {
+        for id in 1..self.slots.len() as PortId {
+            if id != src && matches!(self.slots[id as usize], Slot::Port(_)) {
+                self.send_port(id, frame);
+            }
+        }
+        if src != HOST {
+            self.to_host(frame);
+        }
+    }
+
+    fn deliver(&mut self, dst: PortId, frame: &[u8]) {
+        if dst == HOST { self.to_host(frame) } else { self.send_port(dst, frame) }
+    }
+
+    fn ports(&self) -> impl Iterator<Item = PortId> + '_ {
+        self.slots.iter().enumerate().filter(|(_, s)| matches!(s, Slot::Port(_))).map(|(i, _)| i as PortId)
+    }
+
+    /// Forward one frame that entered at `src`.
+    fn forward(&mut self, src: PortId, frame: &[u8]) {
+        let Ok(eth) = Frame::new_checked(frame) else { return };
+        match self.kind {
+            Kind::Hub => self.flood(src, frame),
+            Kind::Switch => {
+                let vlan = eth.vlan_id().unwrap_or(0);
+                let now = now_secs();
+                self.table.learn(eth.src_addr(), vlan, src, now);
+                match self.table.lookup(eth.dst_addr(), vlan, now) {
+                    Some(d) if d == src => {}
+                    Some(d) if d == HOST || matches!(self.slots.get(d as usize), Some(Slot::Port(_))) => self.deliver(d, frame),
+                    _ => self.flood(src, frame),
+                }
+            }
+            Kind::Multi | Kind::Bonding if src != HOST => self.to_host(frame),
+            Kind::Multi => self.flood(HOST, frame),
+            Kind::Bonding => {
+                let n = self.ports().count();
+                if n > 0 {
+                    let pick = self.ports().nth(self.rr % n);
+                    self.rr = self.rr.wrapping_add(1);
+                    if let Some(p) = pick {
+                        self.send_port(p, frame);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frames waiting on a port's data socket.
+    fn data_event(&mut self, id: PortId) {
+        let fd = match self.slots.get(id as usize) {
+            Some(Slot::Port(p)) => p.data.as_raw_fd(),
+            _ => return,
+        };
+        let mut scratch = std::mem::replace(&mut self.scratch, Batch::new(0));
+        scratch.clear();
+        if let Ok(n) = sys::recv_batch(fd, &mut scratch.bufs, &mut scratch.lens, None) {
+            for i in 0..n {
+                let len = scratch.lens[i];
+                if len <= RECV_BUFSIZE - 1 {
+                    self.forward(id, &scratch.bufs[i][..len]);
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Handle whatever is ready, without waiting.
+    fn service(&mut self) -> io::Result<()> {
+        let mut events = sys::empty_events::<32>();
+        let n = match self.poll.wait(&mut events, 0) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        for ev in &events[..n] {
+            let t = ev.u64;
+            match t {
+                TOKEN_LISTEN => self.accept(),
+                TOKEN_HOSTQ => {}
+                t if t & 3 == TAG_CTL => self.ctl_event((t >> 2) as PortId),
+                t if t & 3 == TAG_DATA => self.data_event((t >> 2) as PortId),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Move queued host frames into `out`, as many as fit.
+    fn drain_host(&mut self, out: &mut Batch) {
+        while self.hostq.count > 0 && out.count < out.capacity() {
+            let h = self.hostq_head;
+            let len = self.hostq.lens[h];
+            out.bufs[out.count][..len].copy_from_slice(&self.hostq.bufs[h][..len]);
+            out.lens[out.count] = len;
+            out.count += 1;
+            self.hostq_head = (h + 1) % self.hostq.capacity();
+            self.hostq.count -= 1;
+        }
+        let pending = self.hostq.count > 0;
+        if pending != self.hostq_set {
+            if pending { self.hostq_fd.set() } else { self.hostq_fd.clear() }
+            self.hostq_set = pending;
+        }
+    }
+
+    pub fn port_count(&self) -> usize {
+        self.ports().count()
+    }
+
+    pub fn describe(&self) -> Vec<(u32, String)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| if let Slot::Port(p) = s { Some((i as u32, p.descr.clone())) } else { None })
+            .collect()
+    }
+}
+
+impl Transport for NetNode {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        if self.hostq.count == 0 {
+            self.service()?;
+        }
+        if self.hostq.count == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let h = self.hostq_head;
+        let len = self.hostq.lens[h].min(buf.len());
+        buf[..len].copy_from_slice(&self.hostq.bufs[h][..len]);
+        self.hostq_head = (h + 1) % self.hostq.capacity();
+        self.hostq.count -= 1;
+        let mut none = Batch::new(0);
+        self.drain_host(&mut none); // only refreshes the pending flag
+        Ok(Recv::Frame(len))
+    }
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        self.forward(HOST, frame);
+        Ok(frame.len())
+    }
+    fn data_fd(&self) -> RawFd {
+        self.poll.raw()
+    }
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        batch.clear();
+        self.drain_host(batch);
+        if batch.count < batch.capacity() {
+            self.service()?;
+            self.drain_host(batch);
+        }
+        Ok(true)
+    }
+    fn extra_stats(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("ports", self.port_count() as u64),
+            ("port_drops", self.stats.port_drops),
+            ("host_drops", self.stats.host_drops),
+            ("joins", self.stats.joins),
+            ("leaves", self.stats.leaves),
+            ("rejected", self.stats.rejected),
+        ]
+    }
+}
+
+impl Drop for NetNode {
+    fn drop(&mut self) {
+        for id in 1..self.slots.len() as PortId {
+            self.close_port(id);
+        }
+        let _ = std::fs::remove_file(&self.ctl_path);
+        if self.created_dir {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}

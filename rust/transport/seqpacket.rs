@@ -1,0 +1,33 @@
+//! seqpacket://<fd> — frames as packets on an inherited SOCK_SEQPACKET fd
+//! (how vdeplug4's static libvdeplug.a talks to a forked vde_plug).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::{Recv, Transport};
+use crate::sys;
+
+pub struct SeqPacket {
+    fd: OwnedFd,
+}
+
+pub fn open(fd: RawFd) -> io::Result<SeqPacket> {
+    let fd = sys::adopt_fd(fd)?;
+    sys::set_cloexec(fd.as_raw_fd())?;
+    Ok(SeqPacket { fd })
+}
+
+impl Transport for SeqPacket {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        match sys::recv(self.fd.as_raw_fd(), buf, libc::MSG_DONTWAIT)? {
+            0 => Ok(Recv::Closed),
+            n => Ok(Recv::Frame(n)),
+        }
+    }
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        sys::send(self.fd.as_raw_fd(), frame, 0)
+    }
+    fn data_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

@@ -1,0 +1,152 @@
+//! vde://path[port] — a client of a legacy vde_switch (or of our switch://).
+//! Connects to `path/ctl`, announces a datagram socket of ours, and talks
+//! to the switch's per-port socket; the control stream stays open and its
+//! EOF means the switch went away.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::udp::send_connected_batch;
+use super::{ctx, err, Batch, Recv, SendOutcome, Transport};
+use crate::sys;
+use crate::wire::vde_ctl::{self, Request};
+
+pub struct VdeClient {
+    ctl: UnixStream,
+    data: UnixDatagram,
+    pub switch_path: PathBuf,
+    pub port_path: PathBuf,
+}
+
+/// Typed options of vde:// (from the URL and vde_open_args).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub port: Option<u32>,
+    pub portgroup: Option<String>,
+    pub mode: Option<u32>,
+    pub gid: Option<u32>,
+    pub descr: String,
+}
+
+/// Where the default switch is: /var/run/vde.ctl if present, else /tmp/vde.ctl.
+fn default_switch() -> PathBuf {
+    for p in ["/var/run/vde.ctl", "/run/vde.ctl"] {
+        if Path::new(p).join("ctl").exists() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("/tmp/vde.ctl")
+}
+
+fn connect_ctl(dir: &Path, portgroup: Option<&str>) -> io::Result<UnixStream> {
+    if let Some(g) = portgroup {
+        if let Ok(s) = UnixStream::connect(dir.join(g)) {
+            return Ok(s);
+        }
+    }
+    let ctl = dir.join("ctl");
+    UnixStream::connect(&ctl).map_err(|e| {
+        let what = if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::ConnectionRefused {
+            format!("vde: no switch at {} (is vde_switch running?)", dir.display())
+        } else {
+            format!("vde: {}", ctl.display())
+        };
+        ctx(e, what)
+    })
+}
+
+/// Bind our datagram socket in the switch directory (or a fallback dir).
+fn bind_data(dir: &Path) -> io::Result<(UnixDatagram, PathBuf)> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    let mut last = None;
+    for base in [dir, Path::new("/var/run"), Path::new("/var/tmp"), Path::new("/tmp")] {
+        for _ in 0..64 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let name = if base == dir { format!(".{pid:05}-{n:05}") } else { format!("vde.{pid:05}-{n:05}") };
+            let path = base.join(name);
+            match UnixDatagram::bind(&path) {
+                Ok(s) => return Ok((s, path)),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| err(io::ErrorKind::AddrInUse, "vde: no free data socket name")))
+}
+
+pub fn open(path: &Path, opts: &Options) -> io::Result<VdeClient> {
+    let dir = if path.as_os_str().is_empty() { default_switch() } else { path.to_path_buf() };
+    let dir = std::fs::canonicalize(&dir).map_err(|e| ctx(e, format!("vde: no switch at {}", dir.display())))?;
+    let mut ctl = connect_ctl(&dir, opts.portgroup.as_deref())?;
+    sys::set_cloexec(ctl.as_raw_fd())?;
+    let (data, my_path) = bind_data(&dir)?;
+    sys::set_cloexec(data.as_raw_fd())?;
+    let cleanup = |e: io::Error| {
+        let _ = std::fs::remove_file(&my_path);
+        e
+    };
+    if let Some(g) = opts.gid {
+        sys::chown_group(&my_path, g).map_err(|e| cleanup(ctx(e, "vde: chown data socket")))?;
+    }
+    let mode = opts.mode.unwrap_or(0o700);
+    sys::chmod(&my_path, mode).map_err(|e| cleanup(ctx(e, "vde: chmod data socket")))?;
+
+    use std::os::unix::ffi::OsStrExt;
+    let req = Request { kind: Request::kind_for_port(opts.port), sock_path: my_path.as_os_str().as_bytes().to_vec(), descr: opts.descr.as_bytes().to_vec() };
+    let bytes = req.emit().map_err(|e| cleanup(err(io::ErrorKind::InvalidInput, format!("vde: {e}"))))?;
+    ctl.write_all(&bytes).map_err(|e| cleanup(ctx(e, "vde: request")))?;
+    ctl.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reply = [0u8; vde_ctl::SOCKADDR_UN_LEN];
+    ctl.read_exact(&mut reply).map_err(|e| {
+        let msg = match opts.port {
+            Some(p) => format!("vde: switch {} refused the connection (port {p} unavailable?)", dir.display()),
+            None => format!("vde: switch {} refused the connection", dir.display()),
+        };
+        cleanup(ctx(e, msg))
+    })?;
+    ctl.set_read_timeout(None)?;
+    let port_path = PathBuf::from(std::ffi::OsStr::from_bytes(vde_ctl::decode_sockaddr_un(&reply).map_err(|e| cleanup(err(io::ErrorKind::InvalidData, format!("vde: bad reply: {e}"))))?));
+    data.connect(&port_path).map_err(|e| cleanup(ctx(e, format!("vde: connect {}", port_path.display()))))?;
+    // Connected: our file name is no longer needed (vdeplug4 does the same).
+    let _ = std::fs::remove_file(&my_path);
+    Ok(VdeClient { ctl, data, switch_path: dir, port_path })
+}
+
+impl Transport for VdeClient {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        match sys::recv(self.data.as_raw_fd(), buf, libc::MSG_DONTWAIT) {
+            // Nothing to read: has the switch hung up (control stream EOF)?
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && sys::poll_in(self.ctl.as_raw_fd(), 0)? => Ok(Recv::Closed),
+            r => Ok(Recv::Frame(r?)),
+        }
+    }
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        sys::send(self.data.as_raw_fd(), frame, 0)
+    }
+    fn data_fd(&self) -> RawFd {
+        self.data.as_raw_fd()
+    }
+    fn ctl_fd(&self) -> Option<RawFd> {
+        Some(self.ctl.as_raw_fd())
+    }
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        batch.clear();
+        batch.count = match sys::recv_batch(self.data.as_raw_fd(), &mut batch.bufs, &mut batch.lens, None) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(true)
+    }
+    fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
+        send_connected_batch(self.data.as_raw_fd(), batch, idx)
+    }
+}
