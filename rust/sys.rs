@@ -294,7 +294,7 @@ pub fn send_batch<'a>(
         }
     }
     // SAFETY: headers point at frames and addresses that outlive this call.
-    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL) };
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     Ok(cvt(sent)? as usize)
 }
 
@@ -534,7 +534,7 @@ pub fn send_batch_prefixed<'a>(
         h.msg_namelen = destlen[i];
     }
     // SAFETY: headers point at the prefix, frames and addresses, all live.
-    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL) };
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     Ok(cvt(sent)? as usize)
 }
 

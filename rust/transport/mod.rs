@@ -113,6 +113,34 @@ impl SendOutcome {
     }
 }
 
+/// How long a datagram send waits for room at a full peer before the frame
+/// is dropped. Bounded, so two plugs sending to each other cannot deadlock
+/// (unix datagram queues hold only ~10 frames), yet a briefly busy peer
+/// still gets backpressure instead of losses.
+pub const SEND_PATIENCE_MS: i32 = 10;
+
+static PATIENCE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(SEND_PATIENCE_MS);
+
+/// Change the send patience (ms) of this process; 0 drops at once. A traffic
+/// generator that must keep reading while it sends uses 0.
+pub fn set_send_patience(ms: i32) {
+    PATIENCE.store(ms.max(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn send_patience() -> i32 {
+    PATIENCE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Send one datagram on a connected socket without blocking for long.
+pub fn send_patiently(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
+    match crate::sys::send(fd, frame, libc::MSG_DONTWAIT) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && crate::sys::poll_out(fd, send_patience())? => {
+            crate::sys::send(fd, frame, libc::MSG_DONTWAIT)
+        }
+        r => r,
+    }
+}
+
 /// Errors after which the link is still usable: the frame is just dropped.
 pub fn is_transient(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 use super::udp::send_connected_batch;
-use super::{ctx, err, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, err, send_patiently, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Ptp {
@@ -97,11 +97,11 @@ impl Transport for Ptp {
         if !self.connected && !self.reconnect() {
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         }
-        match sys::send(self.sock.as_raw_fd(), frame, 0) {
+        match send_patiently(self.sock.as_raw_fd(), frame) {
             // The peer went away (or restarted): try once to reach a new one.
             Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOTCONN) => {
                 if self.reconnect() {
-                    sys::send(self.sock.as_raw_fd(), frame, 0)
+                    send_patiently(self.sock.as_raw_fd(), frame)
                 } else {
                     Err(e)
                 }

@@ -6,7 +6,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::{ctx, is_transient, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, is_transient, send_patience, send_patiently, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Udp {
@@ -47,7 +47,7 @@ impl Transport for Udp {
 
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
         self.ensure_connected()?;
-        sys::send(self.sock.as_raw_fd(), frame, 0)
+        send_patiently(self.sock.as_raw_fd(), frame)
     }
 
     fn data_fd(&self) -> RawFd {
@@ -79,6 +79,7 @@ impl Transport for Udp {
 
 /// sendmmsg over a connected socket, skipping single frames that fail
 /// transiently (e.g. EMSGSIZE) so one bad frame cannot stall the rest.
+/// When the peer is full it waits up to SEND_PATIENCE_MS, then drops the rest.
 pub fn send_connected_batch(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
     let mut out = SendOutcome::default();
     let mut rest = idx;
@@ -88,6 +89,12 @@ pub fn send_connected_batch(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutc
             Ok(n) => {
                 out.sent += n;
                 rest = &rest[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !sys::poll_out(fd, send_patience()).unwrap_or(false) {
+                    out.dropped += rest.len();
+                    break;
+                }
             }
             Err(e) if is_transient(&e) => {
                 out.dropped += 1;

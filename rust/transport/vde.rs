@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::udp::send_connected_batch;
-use super::{ctx, err, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, err, send_patiently, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 use crate::wire::vde_ctl::{self, Request};
 
@@ -129,7 +129,7 @@ impl Transport for VdeClient {
         }
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        sys::send(self.data.as_raw_fd(), frame, 0)
+        send_patiently(self.data.as_raw_fd(), frame)
     }
     fn data_fd(&self) -> RawFd {
         self.data.as_raw_fd()

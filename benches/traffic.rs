@@ -1,0 +1,320 @@
+//! vdeplug-bench: the traffic generator, sink and micro-benchmarks used by
+//! benches/run.py. Built with `cargo build --release --example vdeplug-bench`.
+//!
+//! It drives a network path with our own Rust transports (the same for the
+//! C and the Rust relay under test, so the comparison is fair), closed loop:
+//! at most `--window` frames in flight, sent and received in batches
+//! (sendmmsg/recvmmsg), each frame carrying a sequence number and a send
+//! timestamp so the sink measures one-way latency.
+//!
+//!   vdeplug-bench traffic --flow TX RX [--flow TX RX]... --size 64 --seconds 2
+//!   vdeplug-bench traffic --echo ENDPOINT ...        (frames come back on the same endpoint)
+//!   vdeplug-bench micro
+//!
+//! Endpoints: udp:SRCPORT:DSTPORT (loopback), ptp:PATH, vde:PATH, vxvde:GROUP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use _core::mac_table::MacTable;
+use _core::sys::{self, Epoll};
+use _core::transport::overlay::Config;
+use _core::transport::{ptp, udp, vde, vxvde, Batch, Transport};
+use _core::wire::ethernet::Address;
+use _core::wire::vxlan::{Packet, Repr};
+
+fn open(spec: &str) -> io::Result<Box<dyn Transport>> {
+    let (kind, rest) = spec.split_once(':').ok_or_else(|| io::Error::other(format!("bad endpoint {spec}")))?;
+    Ok(match kind {
+        "udp" => {
+            let (s, d) = rest.split_once(':').ok_or_else(|| io::Error::other("udp:SRC:DST"))?;
+            let src: SocketAddr = format!("127.0.0.1:{s}").parse().map_err(io::Error::other)?;
+            let dst: SocketAddr = format!("127.0.0.1:{d}").parse().map_err(io::Error::other)?;
+            Box::new(udp::open(src, dst)?)
+        }
+        "ptp" => Box::new(ptp::open(Path::new(rest), None, None)?),
+        "vde" => Box::new(vde::open(Path::new(rest), &vde::Options { descr: "vdeplug-bench".into(), ..Default::default() })?),
+        "vxvde" => {
+            let cfg = Config { group: rest.parse().map_err(io::Error::other)?, port: 14789, vni: 1, ttl: 1, ifname: None, rcvbuf: Some(4 << 20), hashsize: 1024, expiretime: 128 };
+            Box::new(vxvde::open(&cfg, None)?)
+        }
+        _ => return Err(io::Error::other(format!("unknown endpoint kind {kind}"))),
+    })
+}
+
+fn mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0xbe, n]
+}
+
+fn clock_ns(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
+/// A prepared batch of `n` frames for flow `f` (header fixed, stamp per send).
+fn fill(batch: &mut Batch, n: usize, size: usize, flow: u8, seq: &mut u64, now: u64) {
+    batch.clear();
+    for i in 0..n {
+        let b = &mut batch.bufs[i];
+        b[..6].copy_from_slice(&mac(0x20 + flow));
+        b[6..12].copy_from_slice(&mac(0x10 + flow));
+        b[12..14].copy_from_slice(&[0x88, 0xb5]);
+        b[14..22].copy_from_slice(&seq.to_be_bytes());
+        b[22..30].copy_from_slice(&now.to_be_bytes());
+        b[30] = flow;
+        *seq += 1;
+        batch.lens[i] = size;
+    }
+    batch.count = n;
+}
+
+fn learn_frame(src: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb6]);
+    f.resize(60, 0);
+    f
+}
+
+struct Args {
+    flows: Vec<(String, Option<String>)>,
+    size: usize,
+    seconds: f64,
+    warmup: f64,
+    window: usize,
+}
+
+fn traffic(a: Args) -> io::Result<()> {
+    // Never wait for room on the sending side: the same thread must keep
+    // reading, or a relay blocked on us would stall the whole loop.
+    _core::transport::set_send_patience(0);
+    let mut tx: Vec<Box<dyn Transport>> = Vec::new();
+    let mut rx: Vec<Box<dyn Transport>> = Vec::new();
+    let echo = a.flows.iter().all(|(_, r)| r.is_none());
+    for (t, r) in &a.flows {
+        tx.push(open(t)?);
+        if let Some(r) = r {
+            rx.push(open(r)?);
+        }
+    }
+    // Learning phase: every endpoint announces its MAC (switches, vxvde).
+    std::thread::sleep(Duration::from_millis(200));
+    for round in 0..3 {
+        for (i, t) in tx.iter_mut().enumerate() {
+            let _ = t.send(&learn_frame(mac(0x10 + i as u8)));
+        }
+        for (i, r) in rx.iter_mut().enumerate() {
+            let _ = r.send(&learn_frame(mac(0x20 + i as u8)));
+        }
+        std::thread::sleep(Duration::from_millis(if round == 2 { 300 } else { 50 }));
+    }
+    let sinks: &mut Vec<Box<dyn Transport>> = if echo { &mut tx } else { &mut rx };
+    let mut drain = Batch::new(64);
+    for s in sinks.iter_mut() {
+        while s.recv_batch(&mut drain).is_ok() && drain.count > 0 {}
+    }
+
+    let poll = Epoll::new()?;
+    let nsinks = if echo { tx.len() } else { rx.len() };
+    for i in 0..nsinks {
+        let fd = if echo { tx[i].data_fd() } else { rx[i].data_fd() };
+        poll.add(fd, i as u64)?;
+    }
+    let origin = Instant::now();
+    let warm_end = a.warmup;
+    let end = a.warmup + a.seconds;
+    let mut out = Batch::new(32);
+    let mut inb = Batch::new(64);
+    let mut events = sys::empty_events::<8>();
+    let idx: Vec<usize> = (0..32).collect();
+    let (mut in_flight, mut seq) = (0usize, 0u64);
+    let (mut frames, mut bytes, mut lost_resets) = (0u64, 0u64, 0u64);
+    let mut lat: Vec<u32> = Vec::with_capacity(1 << 20);
+    let mut last_rx = Instant::now();
+    let mut measure_start: Option<Instant> = None;
+    let mut flow = 0usize;
+    loop {
+        let t = origin.elapsed().as_secs_f64();
+        if t >= end {
+            break;
+        }
+        if t >= warm_end && measure_start.is_none() {
+            measure_start = Some(Instant::now());
+        }
+        // Send while the window allows, one batch per flow in turn.
+        while in_flight + 32 <= a.window {
+            let now = clock_ns(origin);
+            fill(&mut out, 32, a.size, flow as u8, &mut seq, now);
+            let o = tx[flow].send_batch(&out, &idx);
+            in_flight += o.sent;
+            flow = (flow + 1) % tx.len();
+            if o.sent == 0 {
+                break;
+            }
+        }
+        let n = match poll.wait(&mut events, 1) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        for ev in &events[..n] {
+            let i = ev.u64 as usize;
+            let s = if echo { &mut tx[i] } else { &mut rx[i] };
+            loop {
+                s.recv_batch(&mut inb)?;
+                if inb.count == 0 {
+                    break;
+                }
+                let now = clock_ns(origin);
+                for k in 0..inb.count {
+                    let f = inb.frame(k);
+                    if f.len() < 31 || f[12..14] != [0x88, 0xb5] {
+                        continue;
+                    }
+                    in_flight = in_flight.saturating_sub(1);
+                    if measure_start.is_some() {
+                        frames += 1;
+                        bytes += f.len() as u64;
+                        let sent = u64::from_be_bytes(f[22..30].try_into().unwrap_or([0; 8]));
+                        lat.push((now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
+                    }
+                }
+                last_rx = Instant::now();
+            }
+        }
+        // Frames lost (e.g. a full queue dropped them): reopen the window.
+        if in_flight > 0 && last_rx.elapsed() > Duration::from_millis(20) {
+            in_flight = 0;
+            lost_resets += 1;
+            last_rx = Instant::now();
+        }
+    }
+    let secs = measure_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0).max(1e-9);
+    lat.sort_unstable();
+    let pct = |p: f64| if lat.is_empty() { 0 } else { lat[((lat.len() - 1) as f64 * p) as usize] };
+    println!(
+        "{{\"frames\": {frames}, \"seconds\": {secs:.4}, \"fps\": {:.1}, \"mbps\": {:.2}, \"lat_p50_us\": {}, \"lat_p99_us\": {}, \"stalls\": {lost_resets}, \"size\": {}}}",
+        frames as f64 / secs,
+        bytes as f64 * 8.0 / secs / 1e6,
+        pct(0.50),
+        pct(0.99),
+        a.size
+    );
+    Ok(())
+}
+
+fn micro() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut parts = Vec::new();
+    for entries in [1usize << 10, 1 << 16] {
+        // Table sized 2x the entries (vdeplug4 sizes tables by hashsize too).
+        let mut t: MacTable<u32> = MacTable::new(entries * 2, 1_000_000, 1);
+        let macs: Vec<Address> = (0..entries)
+            .map(|_| {
+                let r = rnd().to_le_bytes();
+                Address([r[0] & 0xfe, r[1], r[2], r[3], r[4], r[5]])
+            })
+            .collect();
+        for (i, m) in macs.iter().enumerate() {
+            t.learn(*m, 0, i as u32, 10);
+        }
+        let order: Vec<usize> = (0..1 << 20).map(|_| (rnd() as usize) % entries).collect();
+        let mut hits = 0u64;
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_millis(700) {
+            for &i in &order {
+                if t.lookup(std::hint::black_box(macs[i]), 0, 10).is_some() {
+                    hits += 1;
+                }
+            }
+            n += order.len() as u64;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        parts.push(format!("\"mac_lookups_per_s_{}k\": {:.0}, \"mac_hit_ratio_{}k\": {:.4}", entries >> 10, rate, entries >> 10, hits as f64 / n as f64));
+    }
+    for size in [64usize, 1500] {
+        let frame = vec![0xabu8; size];
+        let mut buf = vec![0u8; size + 8];
+        let hdr = Repr { vni: 42 };
+        let iters = 5_000_000u64;
+        let start = Instant::now();
+        for _ in 0..iters {
+            hdr.emit(&mut buf);
+            buf[8..].copy_from_slice(std::hint::black_box(&frame));
+            std::hint::black_box(&buf);
+        }
+        let enc = start.elapsed().as_nanos() as f64 / iters as f64;
+        let start = Instant::now();
+        let mut ok = 0u64;
+        for _ in 0..iters {
+            if let Ok(p) = Packet::new_checked(std::hint::black_box(&buf[..])) {
+                if Repr::parse(&p, 42, true).is_ok() && p.payload().len() == size {
+                    ok += 1;
+                }
+            }
+        }
+        let dec = start.elapsed().as_nanos() as f64 / iters as f64;
+        assert_eq!(ok, iters);
+        parts.push(format!("\"vxlan_encap_ns_{size}\": {enc:.2}, \"vxlan_decap_ns_{size}\": {dec:.2}"));
+    }
+    println!("{{{}}}", parts.join(", "));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: vdeplug-bench traffic (--flow TX RX | --echo EP)... [--size N] [--seconds S] [--warmup S] [--window N] | micro";
+    match args.first().map(String::as_str) {
+        Some("micro") => micro(),
+        Some("traffic") => {
+            let mut a = Args { flows: Vec::new(), size: 64, seconds: 2.0, warmup: 0.3, window: 256 };
+            let mut i = 1;
+            let num = |s: Option<&String>| s.and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{usage}"));
+            while i < args.len() {
+                match args[i].as_str() {
+                    "--flow" => {
+                        a.flows.push((args[i + 1].clone(), Some(args[i + 2].clone())));
+                        i += 3;
+                    }
+                    "--echo" => {
+                        a.flows.push((args[i + 1].clone(), None));
+                        i += 2;
+                    }
+                    "--size" => {
+                        a.size = num(args.get(i + 1)) as usize;
+                        i += 2;
+                    }
+                    "--seconds" => {
+                        a.seconds = num(args.get(i + 1));
+                        i += 2;
+                    }
+                    "--warmup" => {
+                        a.warmup = num(args.get(i + 1));
+                        i += 2;
+                    }
+                    "--window" => {
+                        a.window = num(args.get(i + 1)) as usize;
+                        i += 2;
+                    }
+                    _ => panic!("{usage}"),
+                }
+            }
+            assert!(!a.flows.is_empty() && a.size >= 60, "{usage}");
+            if let Err(e) = traffic(a) {
+                eprintln!("vdeplug-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        _ => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    }
+}
