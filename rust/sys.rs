@@ -267,37 +267,6 @@ pub fn recv_batch(
     Ok(got)
 }
 
-/// sendmmsg(2) of `n` frames given by `frame(i)`, on a connected socket or,
-/// with `dest`, each to `dest(i)`. Returns how many the kernel took.
-pub fn send_batch<'a>(
-    fd: RawFd,
-    n: usize,
-    frame: impl Fn(usize) -> &'a [u8],
-    dest: Option<&dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::socklen_t)>,
-) -> io::Result<usize> {
-    let n = n.min(MAX_BATCH);
-    if n == 0 {
-        return Ok(0);
-    }
-    // SAFETY: zeroed arrays are valid initial values.
-    let mut iov: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    for i in 0..n {
-        let f = frame(i);
-        iov[i] = libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() };
-        msgs[i].msg_hdr.msg_iov = &mut iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        if let Some(d) = dest {
-            let (p, l) = d(i);
-            msgs[i].msg_hdr.msg_name = p as *mut _;
-            msgs[i].msg_hdr.msg_namelen = l;
-        }
-    }
-    // SAFETY: headers point at frames and addresses that outlive this call.
-    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
-    Ok(cvt(sent)? as usize)
-}
-
 /// connect(2) with a raw address (AF_UNSPEC to dissolve an association).
 pub fn connect_unspec(fd: RawFd) -> io::Result<()> {
     let mut ss = zeroed_storage();
@@ -507,37 +476,6 @@ pub fn recv_batch_prefixed<B: AsMut<[u8]>>(
     Ok(got)
 }
 
-/// sendmmsg(2) of `n` datagrams, each `prefix` + `frame(i)`, to `dest(i)`.
-pub fn send_batch_prefixed<'a>(
-    fd: RawFd,
-    prefix: &[u8],
-    n: usize,
-    frame: impl Fn(usize) -> &'a [u8],
-    dest: &[libc::sockaddr_storage],
-    destlen: &[libc::socklen_t],
-) -> io::Result<usize> {
-    let n = n.min(MAX_BATCH).min(dest.len());
-    if n == 0 {
-        return Ok(0);
-    }
-    // SAFETY: zeroed arrays are valid initial values.
-    let mut iov: [[libc::iovec; 2]; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    for i in 0..n {
-        let f = frame(i);
-        iov[i][0] = libc::iovec { iov_base: prefix.as_ptr() as *mut _, iov_len: prefix.len() };
-        iov[i][1] = libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() };
-        let h = &mut msgs[i].msg_hdr;
-        h.msg_iov = iov[i].as_mut_ptr();
-        h.msg_iovlen = 2;
-        h.msg_name = (&dest[i] as *const libc::sockaddr_storage) as *mut _;
-        h.msg_namelen = destlen[i];
-    }
-    // SAFETY: headers point at the prefix, frames and addresses, all live.
-    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
-    Ok(cvt(sent)? as usize)
-}
-
 /// IP_MULTICAST_IF by interface index (IPv4; ip_mreqn).
 pub fn set_multicast_if_v4_index(fd: RawFd, ifindex: u32) -> io::Result<()> {
     let mreq = libc::ip_mreqn {
@@ -575,4 +513,147 @@ pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
     // SAFETY: ifap came from getifaddrs.
     unsafe { libc::freeifaddrs(ifap) };
     out
+}
+
+// ---------------------------------------------------------------- UDP GSO
+
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// Kernel limits for one UDP GSO send (UDP_MAX_SEGMENTS is 64 on older kernels).
+pub const GSO_MAX_SEGS: usize = 64;
+pub const GSO_MAX_BYTES: usize = 65_000;
+
+/// A run of consecutive frames sent as one UDP GSO datagram train: every
+/// segment is `seg` bytes (prefix included) except possibly the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GsoRun {
+    pub first: usize,
+    pub count: usize,
+    pub seg: usize,
+}
+
+/// Group frames `0..n` (lengths `len(i)`, destinations compared by
+/// `same_dest(i, j)`) into GSO runs. Pure; returns how many runs were written.
+/// `max_segs` 1 plans one datagram per frame (no GSO).
+pub fn plan_gso_runs(n: usize, prefix: usize, len: impl Fn(usize) -> usize, same_dest: impl Fn(usize, usize) -> bool, runs: &mut [GsoRun], max_segs: usize) -> usize {
+    let mut r = 0;
+    let mut i = 0;
+    while i < n && r < runs.len() {
+        let seg = prefix + len(i);
+        let (mut count, mut bytes) = (1, seg);
+        while i + count < n && count < max_segs.min(GSO_MAX_SEGS) && same_dest(i, i + count) {
+            let l = prefix + len(i + count);
+            if l > seg || bytes + l > GSO_MAX_BYTES {
+                break;
+            }
+            count += 1;
+            bytes += l;
+            if l < seg {
+                break; // a shorter segment can only be the last one
+            }
+        }
+        runs[r] = GsoRun { first: i, count, seg };
+        r += 1;
+        i += count;
+    }
+    r
+}
+
+/// sendmmsg(2) of GSO runs: each run is one message whose payload is the
+/// concatenation of `prefix` + frame for its frames, with a UDP_SEGMENT
+/// cmsg when it has more than one. `dest(i)` addresses frame i's run.
+/// Returns how many runs the kernel took.
+pub fn send_gso<'a>(
+    fd: RawFd,
+    prefix: &[u8],
+    runs: &[GsoRun],
+    frame: impl Fn(usize) -> &'a [u8],
+    dest: Option<&dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::socklen_t)>,
+) -> io::Result<usize> {
+    let n = runs.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let total: usize = runs[..n].iter().map(|r| r.count).sum();
+    if total > MAX_BATCH {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many frames for one GSO batch"));
+    }
+    // SAFETY: zeroed arrays are valid initial values.
+    let mut iov: [libc::iovec; 2 * MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut ctrl = [[0u64; 4]; MAX_BATCH];
+    let mut v = 0;
+    for (k, run) in runs[..n].iter().enumerate() {
+        let start = v;
+        for i in run.first..run.first + run.count {
+            if !prefix.is_empty() {
+                iov[v] = libc::iovec { iov_base: prefix.as_ptr() as *mut _, iov_len: prefix.len() };
+                v += 1;
+            }
+            let f = frame(i);
+            iov[v] = libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() };
+            v += 1;
+        }
+        let h = &mut msgs[k].msg_hdr;
+        h.msg_iov = iov[start..].as_mut_ptr();
+        h.msg_iovlen = v - start;
+        if let Some(d) = dest {
+            let (p, l) = d(run.first);
+            h.msg_name = p as *mut _;
+            h.msg_namelen = l;
+        }
+        if run.count > 1 {
+            h.msg_control = ctrl[k].as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE/LEN are pure size computations.
+            h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+            // SAFETY: the control buffer is 32 bytes, enough for one u16 cmsg.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, run.seg as u16);
+            }
+        }
+    }
+    // SAFETY: every header points at live iovecs, frames, cmsgs and addresses.
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    Ok(cvt(sent)? as usize)
+}
+
+#[cfg(test)]
+mod gso_tests {
+    use super::*;
+
+    fn plan(lens: &[usize], dests: &[u8]) -> Vec<GsoRun> {
+        let mut runs = [GsoRun::default(); 64];
+        let n = plan_gso_runs(lens.len(), 0, |i| lens[i], |a, b| dests[a] == dests[b], &mut runs, GSO_MAX_SEGS);
+        runs[..n].to_vec()
+    }
+
+    #[test]
+    fn equal_sizes_one_run() {
+        assert_eq!(plan(&[64; 10], &[0; 10]), vec![GsoRun { first: 0, count: 10, seg: 64 }]);
+    }
+
+    #[test]
+    fn shorter_frame_ends_a_run_larger_starts_one() {
+        let runs = plan(&[100, 100, 60, 100, 200], &[0; 5]);
+        assert_eq!(runs, vec![GsoRun { first: 0, count: 3, seg: 100 }, GsoRun { first: 3, count: 1, seg: 100 }, GsoRun { first: 4, count: 1, seg: 200 }]);
+    }
+
+    #[test]
+    fn max_segs_one_means_single_datagrams() {
+        let mut runs = [GsoRun::default(); 64];
+        assert_eq!(plan_gso_runs(5, 8, |_| 64, |_, _| true, &mut runs, 1), 5);
+        assert!(runs[..5].iter().all(|r| r.count == 1 && r.seg == 72));
+    }
+
+    #[test]
+    fn destinations_split_runs_and_bytes_are_bounded() {
+        assert_eq!(plan(&[64; 4], &[0, 0, 1, 1]).len(), 2);
+        let runs = plan(&[9000; 20], &[0; 20]);
+        assert!(runs.iter().all(|r| r.count * 9000 <= GSO_MAX_BYTES));
+        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 20);
+    }
 }

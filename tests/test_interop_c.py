@@ -131,3 +131,29 @@ def test_c_vde_plug_in_cmd_url(tmp_path):
             c.send(g)
             assert cb.recv(timeout=5) == g
     wait_for(lambda: not os.path.exists(b), what="C vde_plug ended and removed its socket")
+
+
+def burst_frames() -> list[bytes]:
+    """Runs of equal sizes (which our relay sends with UDP GSO) and odd sizes."""
+    sizes = [64] * 20 + [500] * 15 + [1514] * 10 + [60, 61, 1514, 62, 1000, 1000, 999, 64]
+    return [frame(s, src=0x40, seed=i) for i, s in enumerate(sizes)]
+
+
+def test_udp_bursts_reach_c_intact_and_in_order(tmp_path, stream_peers):
+    """Our relay batches (sendmmsg + UDP GSO); C must still get every frame."""
+    p_ours, p_c = free_udp_port(), free_udp_port()
+    link = str(tmp_path / "l")
+    c = StreamPeer([C_VDE_PLUG, f"udp://127.0.0.1:{p_c}->127.0.0.1:{p_ours}"])
+    stream_peers.append(c)
+    relay = subprocess.Popen([VDE_PLUG, f"ptp://{link}", f"udp://127.0.0.1:{p_ours}->127.0.0.1:{p_c}"])
+    try:
+        wait_for(lambda: os.path.exists(link), what="relay")
+        with vdeplug.open(f"ptp://{link}") as src:
+            frames = burst_frames()
+            for f in frames:
+                assert src.send(f) == len(f)
+            got = [c.recv() for _ in frames]
+            assert got == frames
+    finally:
+        relay.terminate()
+        relay.wait(5)

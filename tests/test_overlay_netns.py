@@ -169,3 +169,71 @@ def test_vxvde_c_and_ours_share_a_host(lan_factory):
         assert x.recv(ours1) == h
     finally:
         c_peer.close()
+
+
+def _burst() -> list[bytes]:
+    from test_interop_c import burst_frames
+
+    return burst_frames()
+
+
+@needs_c
+def test_vxvde_bursts_from_ours_reach_c_intact(lan_factory, tmp_path):
+    """Known-unicast bursts leave our relay as UDP GSO trains; the C endpoint
+    in another namespace must get every frame, in order."""
+    import os
+
+    import vdeplug
+    from conftest import StreamPeer, wait_for
+
+    h1, h2 = lan_factory(2).hosts
+    link = str(tmp_path / "l")
+    plug(h1, f"ptp://{link}", "vxvde://239.7.7.7")
+    wait_for(lambda: os.path.exists(link), what="relay")
+    c_peer = StreamPeer(["ip", "netns", "exec", h2.name, C_VDE_PLUG, "vxvde://239.7.7.7"])
+    try:
+        with vdeplug.open(f"ptp://{link}") as src:
+            time.sleep(0.5)
+            hello = frame(60, src=0x41, dst=BCAST)
+            c_peer.send(hello)  # our relay learns mac(0x41) -> the C endpoint
+            assert src.recv(timeout=5) == hello
+            frames = [f[:0] + mac(0x41) + f[6:] for f in _burst()]
+            for f in frames:
+                src.send(f)
+            got = [c_peer.recv() for _ in frames]
+            assert got == frames
+    finally:
+        c_peer.close()
+
+
+def test_vxlan_bursts_from_ours_reach_kernel(lan_factory, tmp_path):
+    """A burst of known-unicast frames (GSO trains) into a kernel vxlan device."""
+    import os
+
+    import vdeplug
+    from conftest import wait_for
+
+    h1, h2 = lan_factory(2).hosts
+    h1.run("ip", "link", "add", "vx0", "type", "vxlan", "id", "9", "group", "239.1.1.9", "dstport", "4789", "dev", "eth0")
+    h1.addr("vx0", "192.168.75.1/24")
+    link = str(tmp_path / "l")
+    plug(h2, f"ptp://{link}", "vxlan://239.1.1.9/vni=9")
+    wait_for(lambda: os.path.exists(link), what="relay")
+    vxmac = h1.mac("vx0")
+    with vdeplug.open(f"ptp://{link}") as src:
+        time.sleep(0.3)
+        h1.run("ping", "-c", "1", "-W", "1", "192.168.75.2", check=False)  # vx0 ARPs: we learn its MAC
+        deadline = time.monotonic() + 5
+        while True:
+            f = src.recv(timeout=max(0.1, deadline - time.monotonic()))
+            if f[6:12] == vxmac:
+                break
+        rx0 = int(h1.run("cat", "/sys/class/net/vx0/statistics/rx_packets").stdout)
+        frames = [vxmac + f[6:] for f in _burst()]
+        for f in frames:
+            src.send(f)
+        deadline = time.monotonic() + 5
+        while int(h1.run("cat", "/sys/class/net/vx0/statistics/rx_packets").stdout) - rx0 < len(frames):
+            got = int(h1.run("cat", "/sys/class/net/vx0/statistics/rx_packets").stdout) - rx0
+            assert time.monotonic() < deadline, f"kernel vxlan got {got} of {len(frames)} frames"
+            time.sleep(0.05)

@@ -141,6 +141,81 @@ pub fn send_patiently(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
     }
 }
 
+type DestFn<'d> = &'d dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::socklen_t);
+
+/// The one batched datagram sender (udp, ptp, vde, vxlan, vxvde): frames
+/// `0..n` (each `prefix` + `frame(i)`, to `dest(i)` or the connected peer)
+/// go out with sendmmsg; with `gso`, consecutive equal-size frames to one
+/// destination leave as a single UDP GSO send. A train the kernel refuses
+/// (segment above the path MTU, no GSO here) is resent as single datagrams.
+/// A full peer gets `send_patience()` ms, then the rest is dropped.
+pub fn send_datagrams<'a>(
+    fd: RawFd,
+    prefix: &[u8],
+    n: usize,
+    frame: &dyn Fn(usize) -> &'a [u8],
+    dest: Option<DestFn<'_>>,
+    same_dest: &dyn Fn(usize, usize) -> bool,
+    gso: &mut bool,
+) -> SendOutcome {
+    use crate::sys::{plan_gso_runs, send_gso, GsoRun, GSO_MAX_SEGS, MAX_BATCH};
+    let mut out = SendOutcome::default();
+    let mut start = 0;
+    while start < n {
+        let chunk = (n - start).min(MAX_BATCH);
+        let mut runs = [GsoRun::default(); MAX_BATCH];
+        let max_segs = if *gso { GSO_MAX_SEGS } else { 1 };
+        let nr = plan_gso_runs(chunk, prefix.len(), |i| frame(start + i).len(), |a, b| same_dest(start + a, start + b), &mut runs, max_segs);
+        let at = |i: usize| frame(start + i);
+        let dest_at = dest.map(|d| move |i: usize| d(start + i));
+        let dest_ref = dest_at.as_ref().map(|d| d as &dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::socklen_t));
+        let mut done = 0;
+        while done < nr {
+            match send_gso(fd, prefix, &runs[done..nr], at, dest_ref) {
+                Ok(0) => break,
+                Ok(k) => {
+                    out.sent += runs[done..done + k].iter().map(|r| r.count).sum::<usize>();
+                    done += k;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !crate::sys::poll_out(fd, send_patience()).unwrap_or(false) {
+                        break;
+                    }
+                }
+                Err(e) if runs[done].count > 1 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO | libc::EOPNOTSUPP | libc::ENOPROTOOPT)) => {
+                    if matches!(e.raw_os_error(), Some(libc::EIO | libc::EOPNOTSUPP | libc::ENOPROTOOPT)) {
+                        *gso = false; // no GSO on this socket or path
+                    }
+                    let r = runs[done];
+                    let first = start + r.first;
+                    let sub_dest = dest.map(|d| move |i: usize| d(first + i));
+                    let sub_ref = sub_dest.as_ref().map(|d| d as &dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::socklen_t));
+                    let sub = send_datagrams(fd, prefix, r.count, &|i| frame(first + i), sub_ref, &|_, _| true, &mut false);
+                    out.sent += sub.sent;
+                    out.dropped += sub.dropped;
+                    if sub.error.is_some() {
+                        out.error = sub.error;
+                        return out;
+                    }
+                    done += 1;
+                }
+                Err(e) if is_transient(&e) => {
+                    out.dropped += runs[done].count;
+                    done += 1;
+                }
+                Err(e) => {
+                    out.dropped += runs[done..nr].iter().map(|r| r.count).sum::<usize>();
+                    out.error = Some(e);
+                    return out;
+                }
+            }
+        }
+        out.dropped += runs[done..nr].iter().map(|r| r.count).sum::<usize>();
+        start += chunk;
+    }
+    out
+}
+
 /// Errors after which the link is still usable: the frame is just dropped.
 pub fn is_transient(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)

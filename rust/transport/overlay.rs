@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{ctx, is_transient, now_secs, Batch, SendOutcome};
+use super::{ctx, now_secs, send_datagrams, Batch, SendOutcome};
 use crate::mac_table::MacTable;
 use crate::sys::{self, Meta, MAX_BATCH};
 use crate::wire::ethernet::Frame;
@@ -76,6 +76,9 @@ pub struct Overlay {
     meta: Box<[Meta; MAX_BATCH]>,
     dest: Box<[libc::sockaddr_storage; MAX_BATCH]>,
     destlen: [libc::socklen_t; MAX_BATCH],
+    addrs: [SocketAddr; MAX_BATCH],
+    /// UDP GSO for runs to one peer; off after the kernel refuses it.
+    gso: bool,
 }
 
 impl Overlay {
@@ -92,6 +95,8 @@ impl Overlay {
             meta: Box::new([Meta::default(); MAX_BATCH]),
             dest: Box::new([sys::zeroed_storage(); MAX_BATCH]),
             destlen: [0; MAX_BATCH],
+            addrs: [Peer::default().0; MAX_BATCH],
+            gso: true,
         }
     }
 
@@ -180,33 +185,32 @@ impl Overlay {
     }
 
     /// Encapsulate and send `batch[idx]` from `fd`, each to its destination.
+    /// Consecutive frames of equal size to the same peer leave as one UDP
+    /// GSO send (one trip through the IP stack per run).
     pub fn send_batch(&mut self, fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
         let mut out = SendOutcome::default();
         let now = now_secs();
         for chunk in idx.chunks(MAX_BATCH) {
             for (k, &i) in chunk.iter().enumerate() {
                 let d = self.destination(batch.frame(i), now);
+                self.addrs[k] = d;
                 self.destlen[k] = sys::std_to_sockaddr(&d, &mut self.dest[k]);
             }
-            let mut done = 0;
-            while done < chunk.len() {
-                let rest = &chunk[done..];
-                match sys::send_batch_prefixed(fd, &self.header, rest.len(), |k| batch.frame(rest[k]), &self.dest[done..], &self.destlen[done..]) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        out.sent += n;
-                        done += n;
-                    }
-                    Err(e) if is_transient(&e) => {
-                        out.dropped += 1;
-                        done += 1;
-                    }
-                    Err(e) => {
-                        out.dropped += chunk.len() - done;
-                        out.error = Some(e);
-                        return out;
-                    }
-                }
+            let (dest, destlen, addrs) = (&self.dest, &self.destlen, &self.addrs);
+            let o = send_datagrams(
+                fd,
+                &self.header,
+                chunk.len(),
+                &|k| batch.frame(chunk[k]),
+                Some(&|k| (&dest[k] as *const libc::sockaddr_storage, destlen[k])),
+                &|a, b| addrs[a] == addrs[b],
+                &mut self.gso,
+            );
+            out.sent += o.sent;
+            out.dropped += o.dropped;
+            if o.error.is_some() {
+                out.error = o.error;
+                break;
             }
         }
         out
@@ -217,8 +221,12 @@ impl Overlay {
         let d = self.destination(frame, now_secs());
         let mut ss = sys::zeroed_storage();
         let len = sys::std_to_sockaddr(&d, &mut ss);
-        sys::send_batch_prefixed(fd, &self.header, 1, |_| frame, std::slice::from_ref(&ss), &[len])?;
-        Ok(frame.len())
+        let o = send_datagrams(fd, &self.header, 1, &|_| frame, Some(&|_| (&ss as *const libc::sockaddr_storage, len)), &|_, _| true, &mut false);
+        match o.error {
+            Some(e) => Err(e),
+            None if o.sent == 1 => Ok(frame.len()),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     /// Receive one datagram, its frame into `buf`. Ok(None): consumed, not a frame.

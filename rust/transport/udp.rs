@@ -6,19 +6,21 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::{ctx, is_transient, send_patience, send_patiently, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, send_datagrams, send_patiently, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Udp {
     sock: UdpSocket,
     dst: SocketAddr,
     connected: bool,
+    /// UDP GSO for runs of equal-size frames; off after the kernel refuses it.
+    gso: bool,
 }
 
 /// Bind `src` and talk to `dst` (both already resolved, same family).
 pub fn open(src: SocketAddr, dst: SocketAddr) -> io::Result<Udp> {
     let sock = UdpSocket::bind(src).map_err(|e| ctx(e, format!("udp: bind {src}")))?;
-    Ok(Udp { sock, dst, connected: false })
+    Ok(Udp { sock, dst, connected: false, gso: true })
 }
 
 impl Udp {
@@ -73,39 +75,12 @@ impl Transport for Udp {
         if let Err(e) = self.ensure_connected() {
             return SendOutcome::failed(idx.len(), e);
         }
-        send_connected_batch(self.sock.as_raw_fd(), batch, idx)
+        // Equal-size frames leave as UDP GSO trains; receivers see plain datagrams.
+        send_datagrams(self.sock.as_raw_fd(), &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut self.gso)
     }
 }
 
-/// sendmmsg over a connected socket, skipping single frames that fail
-/// transiently (e.g. EMSGSIZE) so one bad frame cannot stall the rest.
-/// When the peer is full it waits up to SEND_PATIENCE_MS, then drops the rest.
+/// sendmmsg over a connected unix or UDP socket, no GSO.
 pub fn send_connected_batch(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
-    let mut out = SendOutcome::default();
-    let mut rest = idx;
-    while !rest.is_empty() {
-        match sys::send_batch(fd, rest.len(), |i| batch.frame(rest[i]), None) {
-            Ok(0) => break,
-            Ok(n) => {
-                out.sent += n;
-                rest = &rest[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !sys::poll_out(fd, send_patience()).unwrap_or(false) {
-                    out.dropped += rest.len();
-                    break;
-                }
-            }
-            Err(e) if is_transient(&e) => {
-                out.dropped += 1;
-                rest = &rest[1..];
-            }
-            Err(e) => {
-                out.dropped += rest.len();
-                out.error = Some(e);
-                break;
-            }
-        }
-    }
-    out
+    send_datagrams(fd, &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut false)
 }
