@@ -27,11 +27,19 @@ pub enum Exit {
     Failed(usize, io::Error),
 }
 
+/// Under sustained load (batches of at least HOT_BATCH frames) the loop
+/// polls without sleeping for up to SPIN before it blocks again: the peers
+/// then never pay for waking us, and idle or light traffic costs nothing.
+const HOT_BATCH: usize = 8;
+const SPIN: Duration = Duration::from_micros(50);
+
 /// Reusable state of one forwarding job.
 pub struct Forwarder {
     poll: Epoll,
     batch: Batch,
     idx: Vec<usize>,
+    /// While `Some`, busy-poll until this instant.
+    spin_until: Option<Instant>,
 }
 
 impl Forwarder {
@@ -43,7 +51,7 @@ impl Forwarder {
                 poll.add(c, CTL + side as u64)?;
             }
         }
-        Ok(Forwarder { poll, batch: Batch::new(BATCH), idx: Vec::with_capacity(BATCH) })
+        Ok(Forwarder { poll, batch: Batch::new(BATCH), idx: Vec::with_capacity(BATCH), spin_until: None })
     }
 
     /// Forward in both directions for up to `tick`.
@@ -57,7 +65,9 @@ impl Forwarder {
             if left.is_zero() {
                 return Exit::Tick;
             }
-            let n = match self.poll.wait(&mut events, left.as_millis().max(1) as i32) {
+            let spinning = self.spin_until.is_some_and(|t| Instant::now() < t);
+            let timeout = if spinning { 0 } else { left.as_millis().max(1) as i32 };
+            let n = match self.poll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Exit::Tick,
                 Err(e) => return Exit::Failed(0, e),
@@ -99,6 +109,9 @@ impl Forwarder {
             } else {
                 from.stats.drops_in += 1;
             }
+        }
+        if self.batch.count + self.batch.skipped >= HOT_BATCH {
+            self.spin_until = Some(Instant::now() + SPIN);
         }
         if !self.idx.is_empty() {
             let out = to.transport.send_batch(&self.batch, &self.idx);

@@ -148,7 +148,9 @@ type DestFn<'d> = &'d dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::soc
 /// go out with sendmmsg; with `gso`, consecutive equal-size frames to one
 /// destination leave as a single UDP GSO send. A train the kernel refuses
 /// (segment above the path MTU, no GSO here) is resent as single datagrams.
-/// A full peer gets `send_patience()` ms, then the rest is dropped.
+/// A full peer gets `patience_ms` (usually `send_patience()`), then the
+/// rest is dropped.
+#[allow(clippy::too_many_arguments)]
 pub fn send_datagrams<'a>(
     fd: RawFd,
     prefix: &[u8],
@@ -157,6 +159,7 @@ pub fn send_datagrams<'a>(
     dest: Option<DestFn<'_>>,
     same_dest: &dyn Fn(usize, usize) -> bool,
     gso: &mut bool,
+    patience_ms: i32,
 ) -> SendOutcome {
     use crate::sys::{plan_gso_runs, send_gso, GsoRun, GSO_MAX_SEGS, MAX_BATCH};
     let mut out = SendOutcome::default();
@@ -178,7 +181,7 @@ pub fn send_datagrams<'a>(
                     done += k;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !crate::sys::poll_out(fd, send_patience()).unwrap_or(false) {
+                    if patience_ms == 0 || !crate::sys::poll_out(fd, patience_ms).unwrap_or(false) {
                         break;
                     }
                 }
@@ -190,7 +193,7 @@ pub fn send_datagrams<'a>(
                     let first = start + r.first;
                     let sub_dest = dest.map(|d| move |i: usize| d(first + i));
                     let sub_ref = sub_dest.as_ref().map(|d| d as &dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::socklen_t));
-                    let sub = send_datagrams(fd, prefix, r.count, &|i| frame(first + i), sub_ref, &|_, _| true, &mut false);
+                    let sub = send_datagrams(fd, prefix, r.count, &|i| frame(first + i), sub_ref, &|_, _| true, &mut false, patience_ms);
                     out.sent += sub.sent;
                     out.dropped += sub.dropped;
                     if sub.error.is_some() {

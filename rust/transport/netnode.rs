@@ -22,7 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use super::{ctx, err, now_secs, Batch, Recv, Transport, RECV_BUFSIZE};
+use super::{ctx, err, now_secs, send_datagrams, Batch, Recv, SendOutcome, Transport};
 use crate::mac_table::MacTable;
 use crate::sys::{self, Epoll, EventFd};
 use crate::wire::ethernet::Frame;
@@ -57,6 +57,13 @@ struct Port {
     data: UnixDatagram,
     data_path: PathBuf,
     descr: String,
+}
+
+enum Decision {
+    Drop,
+    Host,
+    Port(PortId),
+    Flood,
 }
 
 enum Slot {
@@ -96,6 +103,11 @@ pub struct NetNode {
     hostq_head: usize,
     hostq_set: bool,
     scratch: Batch,
+    /// One-frame batch for `send`.
+    single: Batch,
+    /// Per destination port: indexes of the frames to send it (reused).
+    out: Vec<Vec<usize>>,
+    touched: Vec<PortId>,
     rr: usize,
     mode: u32,
     gid: Option<u32>,
@@ -154,6 +166,9 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
         hostq_head: 0,
         hostq_set: false,
         scratch: Batch::new(crate::fwd::BATCH),
+        single: Batch::new(1),
+        out: Vec::new(),
+        touched: Vec::new(),
         rr: 0,
         mode,
         gid: o.gid,
@@ -294,12 +309,82 @@ impl NetNode {
         }
     }
 
-    fn send_port(&mut self, id: PortId, frame: &[u8]) {
-        if let Some(Slot::Port(p)) = self.slots.get(id as usize) {
-            if sys::send(p.data.as_raw_fd(), frame, libc::MSG_DONTWAIT).is_err() {
-                self.stats.port_drops += 1;
+    /// Where one frame entering at `src` goes. Learns its source (switch).
+    fn decide(&mut self, src: PortId, frame: &[u8]) -> Decision {
+        let Ok(eth) = Frame::new_checked(frame) else { return Decision::Drop };
+        match self.kind {
+            Kind::Hub => Decision::Flood,
+            Kind::Switch => {
+                let vlan = eth.vlan_id().unwrap_or(0);
+                let now = now_secs();
+                self.table.learn(eth.src_addr(), vlan, src, now);
+                match self.table.lookup(eth.dst_addr(), vlan, now) {
+                    Some(d) if d == src => Decision::Drop,
+                    Some(HOST) => Decision::Host,
+                    Some(d) if matches!(self.slots.get(d as usize), Some(Slot::Port(_))) => Decision::Port(d),
+                    _ => Decision::Flood,
+                }
+            }
+            Kind::Multi | Kind::Bonding if src != HOST => Decision::Host,
+            Kind::Multi => Decision::Flood,
+            Kind::Bonding => {
+                let n = self.ports().count();
+                if n == 0 {
+                    return Decision::Drop;
+                }
+                let pick = self.ports().nth(self.rr % n);
+                self.rr = self.rr.wrapping_add(1);
+                pick.map_or(Decision::Drop, Decision::Port)
             }
         }
+    }
+
+    fn queue(&mut self, port: PortId, i: usize) {
+        let list = &mut self.out[port as usize];
+        if list.is_empty() {
+            self.touched.push(port);
+        }
+        list.push(i);
+    }
+
+    /// Forward frames `idx` of `frames`, which entered at `src`: decide
+    /// every frame, then one non-blocking sendmmsg per destination port
+    /// (per-port order is kept). A slow port loses frames, never stalls us.
+    fn forward_batch(&mut self, src: PortId, frames: &Batch, idx: &[usize]) {
+        if self.out.len() < self.slots.len() {
+            self.out.resize_with(self.slots.len(), || Vec::with_capacity(crate::fwd::BATCH));
+        }
+        for &i in idx {
+            let f = frames.frame(i);
+            match self.decide(src, f) {
+                Decision::Drop => {}
+                Decision::Host => self.to_host(f),
+                Decision::Port(p) => self.queue(p, i),
+                Decision::Flood => {
+                    for p in 1..self.slots.len() as PortId {
+                        if p != src && matches!(self.slots[p as usize], Slot::Port(_)) {
+                            self.queue(p, i);
+                        }
+                    }
+                    if src != HOST {
+                        self.to_host(f);
+                    }
+                }
+            }
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        for &p in &touched {
+            let list = std::mem::take(&mut self.out[p as usize]);
+            if let Some(Slot::Port(port)) = self.slots.get(p as usize) {
+                let o = send_datagrams(port.data.as_raw_fd(), &[], list.len(), &|k| frames.frame(list[k]), None, &|_, _| true, &mut false, 0);
+                self.stats.port_drops += o.dropped as u64;
+            }
+            let mut list = list;
+            list.clear();
+            self.out[p as usize] = list;
+        }
+        touched.clear();
+        self.touched = touched;
     }
 
     fn to_host(&mut self, frame: &[u8]) {
@@ -314,93 +399,47 @@ impl NetNode {
         q.count += 1;
     }
 
-    fn flood(&mut self, src: PortId, frame: &[u8]) {
-        for id in 1..self.slots.len() as PortId {
-            if id != src && matches!(self.slots[id as usize], Slot::Port(_)) {
-                self.send_port(id, frame);
-            }
-        }
-        if src != HOST {
-            self.to_host(frame);
-        }
-    }
-
-    fn deliver(&mut self, dst: PortId, frame: &[u8]) {
-        if dst == HOST { self.to_host(frame) } else { self.send_port(dst, frame) }
-    }
-
     fn ports(&self) -> impl Iterator<Item = PortId> + '_ {
         self.slots.iter().enumerate().filter(|(_, s)| matches!(s, Slot::Port(_))).map(|(i, _)| i as PortId)
     }
 
-    /// Forward one frame that entered at `src`.
-    fn forward(&mut self, src: PortId, frame: &[u8]) {
-        let Ok(eth) = Frame::new_checked(frame) else { return };
-        match self.kind {
-            Kind::Hub => self.flood(src, frame),
-            Kind::Switch => {
-                let vlan = eth.vlan_id().unwrap_or(0);
-                let now = now_secs();
-                self.table.learn(eth.src_addr(), vlan, src, now);
-                match self.table.lookup(eth.dst_addr(), vlan, now) {
-                    Some(d) if d == src => {}
-                    Some(d) if d == HOST || matches!(self.slots.get(d as usize), Some(Slot::Port(_))) => self.deliver(d, frame),
-                    _ => self.flood(src, frame),
-                }
-            }
-            Kind::Multi | Kind::Bonding if src != HOST => self.to_host(frame),
-            Kind::Multi => self.flood(HOST, frame),
-            Kind::Bonding => {
-                let n = self.ports().count();
-                if n > 0 {
-                    let pick = self.ports().nth(self.rr % n);
-                    self.rr = self.rr.wrapping_add(1);
-                    if let Some(p) = pick {
-                        self.send_port(p, frame);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Frames waiting on a port's data socket.
-    fn data_event(&mut self, id: PortId) {
+    /// Frames waiting on a port's data socket; returns how many were read.
+    fn data_event(&mut self, id: PortId) -> usize {
         let fd = match self.slots.get(id as usize) {
             Some(Slot::Port(p)) => p.data.as_raw_fd(),
-            _ => return,
+            _ => return 0,
         };
         let mut scratch = std::mem::replace(&mut self.scratch, Batch::new(0));
         scratch.clear();
-        if let Ok(n) = sys::recv_batch(fd, &mut scratch.bufs, &mut scratch.lens, None) {
-            for i in 0..n {
-                let len = scratch.lens[i];
-                if len <= RECV_BUFSIZE - 1 {
-                    self.forward(id, &scratch.bufs[i][..len]);
-                }
-            }
-        }
+        let n = sys::recv_batch(fd, &mut scratch.bufs, &mut scratch.lens, None).unwrap_or(0);
+        scratch.count = n;
+        let idx: [usize; crate::fwd::BATCH] = std::array::from_fn(|i| i);
+        self.forward_batch(id, &scratch, &idx[..n]);
         self.scratch = scratch;
+        n
     }
 
-    /// Handle whatever is ready, without waiting.
-    fn service(&mut self) -> io::Result<()> {
+    /// Handle whatever is ready, without waiting. Returns the frames moved
+    /// between ports (work that never reaches the host).
+    fn service(&mut self) -> io::Result<usize> {
         let mut events = sys::empty_events::<32>();
         let n = match self.poll.wait(&mut events, 0) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
         };
+        let mut moved = 0;
         for ev in &events[..n] {
             let t = ev.u64;
             match t {
                 TOKEN_LISTEN => self.accept(),
                 TOKEN_HOSTQ => {}
                 t if t & 3 == TAG_CTL => self.ctl_event((t >> 2) as PortId),
-                t if t & 3 == TAG_DATA => self.data_event((t >> 2) as PortId),
+                t if t & 3 == TAG_DATA => moved += self.data_event((t >> 2) as PortId),
                 _ => {}
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Move queued host frames into `out`, as many as fit.
@@ -452,8 +491,17 @@ impl Transport for NetNode {
         Ok(Recv::Frame(len))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        self.forward(HOST, frame);
+        let mut one = std::mem::replace(&mut self.single, Batch::new(0));
+        one.bufs[0][..frame.len()].copy_from_slice(frame);
+        one.lens[0] = frame.len();
+        one.count = 1;
+        self.forward_batch(HOST, &one, &[0]);
+        self.single = one;
         Ok(frame.len())
+    }
+    fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
+        self.forward_batch(HOST, batch, idx);
+        SendOutcome { sent: idx.len(), ..Default::default() }
     }
     fn data_fd(&self) -> RawFd {
         self.poll.raw()
@@ -462,7 +510,8 @@ impl Transport for NetNode {
         batch.clear();
         self.drain_host(batch);
         if batch.count < batch.capacity() {
-            self.service()?;
+            // Port-to-port traffic counts as consumed work (keeps the loop hot).
+            batch.skipped += self.service()?;
             self.drain_host(batch);
         }
         Ok(true)

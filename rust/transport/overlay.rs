@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{ctx, now_secs, send_datagrams, Batch, SendOutcome};
+use super::{ctx, now_secs, send_datagrams, send_patience, Batch, SendOutcome};
 use crate::mac_table::MacTable;
 use crate::sys::{self, Meta, MAX_BATCH};
 use crate::wire::ethernet::Frame;
@@ -205,6 +205,7 @@ impl Overlay {
                 Some(&|k| (&dest[k] as *const libc::sockaddr_storage, destlen[k])),
                 &|a, b| addrs[a] == addrs[b],
                 &mut self.gso,
+                send_patience(),
             );
             out.sent += o.sent;
             out.dropped += o.dropped;
@@ -221,7 +222,7 @@ impl Overlay {
         let d = self.destination(frame, now_secs());
         let mut ss = sys::zeroed_storage();
         let len = sys::std_to_sockaddr(&d, &mut ss);
-        let o = send_datagrams(fd, &self.header, 1, &|_| frame, Some(&|_| (&ss as *const libc::sockaddr_storage, len)), &|_, _| true, &mut false);
+        let o = send_datagrams(fd, &self.header, 1, &|_| frame, Some(&|_| (&ss as *const libc::sockaddr_storage, len)), &|_, _| true, &mut false, send_patience());
         match o.error {
             Some(e) => Err(e),
             None if o.sent == 1 => Ok(frame.len()),

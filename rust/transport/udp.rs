@@ -6,7 +6,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::{ctx, send_datagrams, send_patiently, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, send_datagrams, send_patience, send_patiently, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Udp {
@@ -76,11 +76,11 @@ impl Transport for Udp {
             return SendOutcome::failed(idx.len(), e);
         }
         // Equal-size frames leave as UDP GSO trains; receivers see plain datagrams.
-        send_datagrams(self.sock.as_raw_fd(), &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut self.gso)
+        send_datagrams(self.sock.as_raw_fd(), &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut self.gso, send_patience())
     }
 }
 
 /// sendmmsg over a connected unix or UDP socket, no GSO.
 pub fn send_connected_batch(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
-    send_datagrams(fd, &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut false)
+    send_datagrams(fd, &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut false, send_patience())
 }
