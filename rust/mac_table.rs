@@ -3,7 +3,7 @@
 //!
 //! Fixed size, allocated once: `hashsize` slots (rounded up to a power of
 //! two) arranged as 4-way set-associative buckets. A lookup or insert touches
-//! one bucket (one or two cache lines), never allocates, and a flood of random
+//! one bucket (a single 64-byte cache line for switch ports), never allocates, and a flood of random
 //! source MACs can only evict, never grow. Eviction policy inside a full
 //! bucket: expired slots first, else the least recently seen one. (vdeplug4
 //! uses one slot per bucket, so any collision evicts; this keeps up to 4.)
@@ -29,11 +29,16 @@ fn key(mac: Address, vlan: u16) -> u64 {
     u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]) | (u64::from(vlan & 0x0fff) << 48)
 }
 
+/// One bucket: keys, ages and values side by side, cache-line aligned. With
+/// 4-byte values (switch ports) a bucket is exactly one 64-byte line, so a
+/// lookup costs one cache miss at most.
 #[derive(Clone, Copy)]
-struct Slot<V> {
-    key: u64,
-    last_seen: u64,
-    value: V,
+#[repr(C, align(64))]
+struct Bucket<V> {
+    keys: [u64; WAYS],
+    /// Seconds (truncated to 32 bits: wraps after 136 years).
+    seen: [u32; WAYS],
+    vals: [V; WAYS],
 }
 
 /// What `learn` did.
@@ -48,10 +53,10 @@ pub enum Learned {
 }
 
 pub struct MacTable<V: Copy + PartialEq> {
-    slots: Box<[Slot<V>]>,
-    bucket_mask: usize,
+    buckets: Box<[Bucket<V>]>,
+    mask: usize,
     seed: u64,
-    max_age: u64,
+    max_age: u32,
 }
 
 impl<V: Copy + PartialEq + Default> MacTable<V> {
@@ -59,21 +64,23 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
     /// for `max_age` seconds after they were last seen.
     pub fn new(size: usize, max_age: u64, seed: u64) -> Self {
         let size = size.clamp(WAYS, 1 << 24).next_power_of_two();
-        let slots = vec![Slot { key: EMPTY, last_seen: 0, value: V::default() }; size].into_boxed_slice();
-        MacTable { slots, bucket_mask: size / WAYS - 1, seed, max_age }
+        let empty = Bucket { keys: [EMPTY; WAYS], seen: [0; WAYS], vals: [V::default(); WAYS] };
+        let buckets = vec![empty; size / WAYS].into_boxed_slice();
+        MacTable { buckets, mask: size / WAYS - 1, seed, max_age: max_age.min(u64::from(u32::MAX)) as u32 }
     }
 
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.buckets.len() * WAYS
     }
 
-    fn bucket(&self, k: u64) -> core::ops::Range<usize> {
-        let b = (fmix64(k, self.seed) as usize) & self.bucket_mask;
-        b * WAYS..b * WAYS + WAYS
+    #[inline]
+    fn bucket(&self, k: u64) -> usize {
+        (fmix64(k, self.seed) as usize) & self.mask
     }
 
-    fn fresh(&self, s: &Slot<V>, now: u64) -> bool {
-        s.key != EMPTY && s.last_seen.saturating_add(self.max_age) >= now
+    #[inline]
+    fn fresh(&self, seen: u32, now: u32) -> bool {
+        now.wrapping_sub(seen) <= self.max_age
     }
 
     /// Where `mac` was last seen, unless unknown, expired or a group address.
@@ -83,7 +90,9 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
             return None;
         }
         let k = key(mac, vlan);
-        self.slots[self.bucket(k)].iter().find(|s| s.key == k && self.fresh(s, now)).map(|s| s.value)
+        let b = &self.buckets[self.bucket(k)];
+        let now = now as u32;
+        (0..WAYS).find(|&w| b.keys[w] == k && self.fresh(b.seen[w], now)).map(|w| b.vals[w])
     }
 
     /// Record that `mac` was seen at `value` now.
@@ -93,44 +102,53 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
             return Learned::Ignored;
         }
         let k = key(mac, vlan);
-        let range = self.bucket(k);
+        let i = self.bucket(k);
+        let now = now as u32;
         let max_age = self.max_age;
-        let bucket = &mut self.slots[range];
-        if let Some(s) = bucket.iter_mut().find(|s| s.key == k) {
-            let was_fresh = s.last_seen.saturating_add(max_age) >= now;
-            let moved = s.value != value;
-            s.value = value;
-            s.last_seen = now;
+        let fresh = |seen: u32| now.wrapping_sub(seen) <= max_age;
+        let b = &mut self.buckets[i];
+        if let Some(w) = (0..WAYS).find(|&w| b.keys[w] == k) {
+            let was_fresh = fresh(b.seen[w]);
+            let moved = b.vals[w] != value;
+            b.vals[w] = value;
+            b.seen[w] = now;
             return if !was_fresh { Learned::New } else if moved { Learned::Moved } else { Learned::Refreshed };
         }
         // Victim: an empty or expired slot, else the least recently seen.
         let mut victim = 0;
-        for (i, s) in bucket.iter().enumerate() {
-            if s.key == EMPTY || s.last_seen.saturating_add(max_age) < now {
-                victim = i;
+        for w in 0..WAYS {
+            if b.keys[w] == EMPTY || !fresh(b.seen[w]) {
+                victim = w;
                 break;
             }
-            if s.last_seen < bucket[victim].last_seen {
-                victim = i;
+            if now.wrapping_sub(b.seen[w]) > now.wrapping_sub(b.seen[victim]) {
+                victim = w;
             }
         }
-        bucket[victim] = Slot { key: k, last_seen: now, value };
+        b.keys[victim] = k;
+        b.seen[victim] = now;
+        b.vals[victim] = value;
         Learned::New
     }
 
     /// Forget every entry pointing at `value` (a port that closed, a vxvde peer that left).
     pub fn forget_value(&mut self, value: V) -> usize {
         let mut n = 0;
-        for s in self.slots.iter_mut().filter(|s| s.key != EMPTY && s.value == value) {
-            s.key = EMPTY;
-            n += 1;
+        for b in self.buckets.iter_mut() {
+            for w in 0..WAYS {
+                if b.keys[w] != EMPTY && b.vals[w] == value {
+                    b.keys[w] = EMPTY;
+                    n += 1;
+                }
+            }
         }
         n
     }
 
     /// Number of valid entries at `now` (a full scan: for stats, not the hot path).
     pub fn len(&self, now: u64) -> usize {
-        self.slots.iter().filter(|s| self.fresh(s, now)).count()
+        let now = now as u32;
+        self.buckets.iter().map(|b| (0..WAYS).filter(|&w| b.keys[w] != EMPTY && self.fresh(b.seen[w], now)).count()).sum()
     }
 
     pub fn is_empty(&self, now: u64) -> bool {
@@ -208,11 +226,11 @@ mod tests {
     #[test]
     fn expired_slot_reused_first() {
         let mut t: MacTable<u32> = MacTable::new(4, 10, 0);
-        t.learn(mac(0), 0, 0, 100); // newest but will stay
         for i in 1..4 {
             t.learn(mac(i), 0, i, 1); // expired at 100
         }
-        t.learn(mac(5), 0, 5, 100);
+        t.learn(mac(0), 0, 0, 100); // takes the free slot
+        t.learn(mac(5), 0, 5, 100); // must take an expired slot, not mac(0)'s
         assert_eq!(t.lookup(mac(0), 0, 100), Some(0));
         assert_eq!(t.lookup(mac(5), 0, 100), Some(5));
     }
@@ -226,6 +244,11 @@ mod tests {
         assert_eq!(t.forget_value(3), 2);
         assert_eq!(t.lookup(mac(1), 0, 0), None);
         assert_eq!(t.lookup(mac(3), 0, 0), Some(4));
+    }
+
+    #[test]
+    fn bucket_is_one_cache_line_for_port_values() {
+        assert_eq!(std::mem::size_of::<Bucket<u32>>(), 64);
     }
 
     #[test]

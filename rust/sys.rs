@@ -25,17 +25,6 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
-pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
-    // SAFETY: fcntl on a caller-owned fd, no pointers involved.
-    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    let new = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
-    if new != flags {
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, new) })?;
-    }
-    Ok(())
-}
-
 pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a caller-owned fd.
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
@@ -52,16 +41,6 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: buf is valid for buf.len() readable bytes.
     cvt_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
-}
-
-/// writev(2) of two slices (a header and a payload).
-pub fn writev2(fd: RawFd, a: &[u8], b: &[u8]) -> io::Result<usize> {
-    let iov = [
-        libc::iovec { iov_base: a.as_ptr() as *mut _, iov_len: a.len() },
-        libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() },
-    ];
-    // SAFETY: both iovecs point into live slices of the stated length.
-    cvt_size(unsafe { libc::writev(fd, iov.as_ptr(), 2) })
 }
 
 /// recv(2) with flags, on any socket.
@@ -288,43 +267,6 @@ pub fn set_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// One datagram with its sender and (IPv4) the local address it was sent to.
-pub struct RecvInfo {
-    pub len: usize,
-    pub from: Option<SocketAddr>,
-    pub spec_dst: Option<Ipv4Addr>,
-}
-
-/// recvmsg(2) with MSG_DONTWAIT, reading IP_PKTINFO when present.
-pub fn recv_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvInfo> {
-    let mut ss = zeroed_storage();
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let mut cbuf = [0u64; 16];
-    // SAFETY: msghdr zero is valid; fields set below point into live locals.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = (&mut ss as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = mem::size_of_val(&cbuf);
-    // SAFETY: msg is fully initialised.
-    let len = cvt_size(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) })?;
-    let mut spec_dst = None;
-    // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
-                let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
-                spec_dst = Some(Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr)));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok(RecvInfo { len, from: sockaddr_to_std(&ss), spec_dst })
-}
-
 // ---------------------------------------------------------------- tap
 
 /// Open /dev/net/tun as a tap device named `name` (empty: kernel chooses).
@@ -386,11 +328,6 @@ pub fn chmod(path: &std::path::Path, mode: u32) -> io::Result<()> {
 
 pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
     std::os::unix::fs::chown(path, None, Some(gid))
-}
-
-pub fn geteuid() -> u32 {
-    // SAFETY: always succeeds.
-    unsafe { libc::geteuid() }
 }
 
 /// kill(2); errors ignored (the process may be gone already).

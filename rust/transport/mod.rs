@@ -219,6 +219,11 @@ pub fn send_datagrams<'a>(
     out
 }
 
+/// Batched send on a connected unix datagram socket (ptp, vde): no GSO.
+pub fn send_connected(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
+    send_datagrams(fd, &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut false, send_patience())
+}
+
 /// Errors after which the link is still usable: the frame is just dropped.
 pub fn is_transient(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
@@ -252,6 +257,23 @@ impl Batch {
         self.count = 0;
         self.skipped = 0;
     }
+    /// Fill with the datagrams waiting on `fd` (recvmmsg, non-blocking).
+    /// Returns true when a 0-byte datagram (vdeplug4's "disconnect") was
+    /// among them; those are removed.
+    pub fn recv_datagrams(&mut self, fd: RawFd) -> io::Result<bool> {
+        self.clear();
+        self.count = match crate::sys::recv_batch(fd, &mut self.bufs, &mut self.lens, None) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        let empty = self.lens[..self.count].contains(&0);
+        if empty {
+            self.compact_empty();
+        }
+        Ok(empty)
+    }
+
     /// Remove 0-length entries (control datagrams), keeping order.
     pub fn compact_empty(&mut self) {
         let mut keep = 0;

@@ -410,9 +410,10 @@ impl NetNode {
             _ => return 0,
         };
         let mut scratch = std::mem::replace(&mut self.scratch, Batch::new(0));
-        scratch.clear();
-        let n = sys::recv_batch(fd, &mut scratch.bufs, &mut scratch.lens, None).unwrap_or(0);
-        scratch.count = n;
+        if scratch.recv_datagrams(fd).is_err() {
+            scratch.clear();
+        }
+        let n = scratch.count;
         let idx: [usize; crate::fwd::BATCH] = std::array::from_fn(|i| i);
         self.forward_batch(id, &scratch, &idx[..n]);
         self.scratch = scratch;

@@ -8,8 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
-use super::udp::send_connected_batch;
-use super::{ctx, err, send_patiently, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, err, send_connected, send_patiently, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Ptp {
@@ -75,6 +74,12 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
 }
 
 impl Ptp {
+    /// A 0-byte datagram from the peer dissolves the association (vdeplug4).
+    fn disconnect(&mut self) {
+        let _ = sys::connect_unspec(self.sock.as_raw_fd());
+        self.connected = false;
+    }
+
     /// Connect to the peer's file if it is there now (it may have (re)started).
     fn reconnect(&mut self) -> bool {
         self.connected = self.sock.connect(&self.peer).is_ok();
@@ -86,8 +91,7 @@ impl Transport for Ptp {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let n = sys::recv(self.sock.as_raw_fd(), buf, libc::MSG_DONTWAIT)?;
         if n == 0 {
-            let _ = sys::connect_unspec(self.sock.as_raw_fd());
-            self.connected = false;
+            self.disconnect();
             return Ok(Recv::Skip);
         }
         Ok(Recv::Frame(n))
@@ -115,16 +119,8 @@ impl Transport for Ptp {
     }
 
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
-        batch.clear();
-        batch.count = match sys::recv_batch(self.sock.as_raw_fd(), &mut batch.bufs, &mut batch.lens, None) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
-        };
-        if batch.lens[..batch.count].contains(&0) {
-            let _ = sys::connect_unspec(self.sock.as_raw_fd());
-            self.connected = false;
-            batch.compact_empty();
+        if batch.recv_datagrams(self.sock.as_raw_fd())? {
+            self.disconnect();
         }
         Ok(true)
     }
@@ -133,7 +129,7 @@ impl Transport for Ptp {
         if !self.connected && !self.reconnect() {
             return SendOutcome { dropped: idx.len(), ..Default::default() };
         }
-        let out = send_connected_batch(self.sock.as_raw_fd(), batch, idx);
+        let out = send_connected(self.sock.as_raw_fd(), batch, idx);
         if out.sent == 0 && out.dropped > 0 {
             self.connected = false; // retry the peer's file next time
         }

@@ -57,16 +57,8 @@ impl Transport for Udp {
     }
 
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
-        batch.clear();
-        let n = match sys::recv_batch(self.sock.as_raw_fd(), &mut batch.bufs, &mut batch.lens, None) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
-        };
-        batch.count = n;
-        if batch.lens[..n].contains(&0) {
+        if batch.recv_datagrams(self.sock.as_raw_fd())? {
             self.disconnect();
-            batch.compact_empty();
         }
         Ok(true)
     }
@@ -78,9 +70,4 @@ impl Transport for Udp {
         // Equal-size frames leave as UDP GSO trains; receivers see plain datagrams.
         send_datagrams(self.sock.as_raw_fd(), &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut self.gso, send_patience())
     }
-}
-
-/// sendmmsg over a connected unix or UDP socket, no GSO.
-pub fn send_connected_batch(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
-    send_datagrams(fd, &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut false, send_patience())
 }

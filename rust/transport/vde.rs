@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::udp::send_connected_batch;
-use super::{ctx, err, send_patiently, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, err, send_connected, send_patiently, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 use crate::wire::vde_ctl::{self, Request};
 
@@ -138,15 +137,10 @@ impl Transport for VdeClient {
         Some(self.ctl.as_raw_fd())
     }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
-        batch.clear();
-        batch.count = match sys::recv_batch(self.data.as_raw_fd(), &mut batch.bufs, &mut batch.lens, None) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
-        };
+        batch.recv_datagrams(self.data.as_raw_fd())?;
         Ok(true)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        send_connected_batch(self.data.as_raw_fd(), batch, idx)
+        send_connected(self.data.as_raw_fd(), batch, idx)
     }
 }
