@@ -322,3 +322,27 @@ def test_qemu_plugs_into_our_switch_and_dhcp_discover_arrives(our_switch):
     with vdeplug.open(f"vde://{d}") as a, vdeplug.open(f"vde://{d}") as b:
         a.send(frame(100))
         assert b.recv(timeout=5) == frame(100)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another group needs root")
+def test_switch_group_ownership(tmp_path):
+    import grp as grp_mod
+
+    gid = grp_mod.getgrnam("daemon").gr_gid
+    d = tmp_path / "sw"
+    p = subprocess.Popen([VDE_PLUG, "null://", f"switch://{d}[grp=daemon/mode=0660]"])
+    try:
+        wait_for(lambda: (d / "ctl").exists(), what="ctl")
+        assert os.stat(d).st_gid == gid and os.stat(d / "ctl").st_gid == gid
+        with vdeplug.open(f"vde://{d}"):
+            ports = [f for f in os.listdir(d) if f != "ctl"]
+            assert os.stat(d / ports[0]).st_gid == gid
+    finally:
+        p.terminate()
+        p.wait(5)
+
+
+def test_vde_bad_bracket_option_is_named(our_switch):
+    d = our_switch()
+    r = subprocess.run([VDE_PLUG, f"vde://{d}[bogus=1]", "null://"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "bogus" in r.stderr and "known: port" in r.stderr
