@@ -162,3 +162,21 @@ def test_c_dpipe_runs_our_vde_plug(tmp_path):
     finally:
         p.terminate()
         p.wait(5)
+
+
+@pytest.mark.parametrize(
+    "middle,expect",
+    [
+        (["=}", "sed", "-u", "s/go/F/", "}="], "F-C"),  # a -> f -> c -> a
+        (["={", "sed", "-u", "s/go/B/", "{="], "B-C"),  # a -> c -> b -> a ... b filters c's reply
+        (["=}", "sed", "-u", "s/go/F/", "}={", "sed", "-u", "s/F/FB/", "{="], "FB-C"),
+    ],
+    ids=["forward", "backward", "both"],
+)
+def test_dpipe_one_directional_filters(tmp_path, middle, expect):
+    out = tmp_path / "a_got"
+    a = ["sh", "-c", f'echo go; read x; echo "$x" > {out}']
+    c = ["sh", "-c", 'read x; echo "$x-C"']
+    r = subprocess.run([DPIPE, *a, *middle, *c], timeout=10)
+    assert r.returncode == 0
+    assert out.read_text().strip() == expect

@@ -1,7 +1,9 @@
 """``dpipe cmd1 args = cmd2 args [= cmd3 ...]``: a bidirectional pipe. Each
 ``=`` joins stdout of the left command to stdin of the right one and back.
 A middle command talks to its right neighbour on the fds named by
-``$ALTERNATE_STDIN`` / ``$ALTERNATE_STDOUT`` (as vdeplug4's dpipe)."""
+``$ALTERNATE_STDIN`` / ``$ALTERNATE_STDOUT`` (as vdeplug4's dpipe).
+``a =} f }= b`` puts f on the a→b direction only, ``a ={ g {= b`` puts g on
+the b→a direction only; both may join the same two commands."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from .cli import write_pidfile
@@ -18,21 +21,62 @@ PROG = "dpipe"
 USAGE = "usage: dpipe [-d] [-p PIDFILE] [-P PGRPFILE] [-n|-N] command [args] = command [args] [= ...]"
 
 
-def split_commands(words: Sequence[str]) -> list[list[str]]:
-    cmds: list[list[str]] = [[]]
+@dataclass
+class Link:
+    """What joins main command k to main command k+1: commands inserted in
+    the left-to-right direction (``=} f }=``) and right-to-left (``={ g {=``)."""
+
+    forward: list[list[str]] = field(default_factory=list)
+    backward: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class Pipeline:
+    mains: list[list[str]]
+    links: list[Link]
+
+
+CONNECTORS = ("=", "=}", "}=", "={", "{=", "}={")
+
+
+def split_commands(words: Sequence[str]) -> Pipeline:
+    """Parse ``a = b``, ``a =} f }= b``, ``a ={ g {= b``, ``a =} f }={ g {= b``."""
+    mains: list[list[str]] = [[]]
+    links: list[Link] = []
+    mode = "main"  # or "fwd" / "bwd": collecting a one-directional command
+    cur: list[str] = []
     for w in words:
-        if w == "=":
-            cmds.append([])
-        elif w in ("=}", "}=", "={", "{="):
-            raise SystemExit(f"{PROG}: one-directional links ({w}) are not supported yet")
+        if w not in CONNECTORS:
+            (cur if mode != "main" else mains[-1]).append(w)
+            continue
+        if mode == "main":
+            if w == "=":
+                links.append(Link())
+                mains.append([])
+            elif w in ("=}", "={"):
+                links.append(Link())
+                mode, cur = ("fwd" if w == "=}" else "bwd"), []
+            else:
+                raise SystemExit(f"{PROG}: unexpected {w!r}\n{USAGE}")
+        elif mode == "fwd" and w in ("}=", "}={"):
+            links[-1].forward.append(cur)
+            if w == "}=":
+                mode = "main"
+                mains.append([])
+            else:
+                mode, cur = "bwd", []
+        elif mode == "bwd" and w == "{=":
+            links[-1].backward.append(cur)
+            mode = "main"
+            mains.append([])
         else:
-            cmds[-1].append(w)
-    if len(cmds) < 2 or any(not c for c in cmds):
-        raise SystemExit(f"{PROG}: need at least two commands separated by '='\n{USAGE}")
-    return cmds
+            raise SystemExit(f"{PROG}: unexpected {w!r}\n{USAGE}")
+    if mode != "main" or len(mains) < 2 or any(not c for c in mains) or any(not c for lk in links for c in lk.forward + lk.backward):
+        raise SystemExit(PROG + ": need commands joined by '=' (or =} cmd }=, ={ cmd {=)\n" + USAGE)
+    return Pipeline(mains, links)
 
 
-def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Pipeline]:
     p = argparse.ArgumentParser(prog=PROG, usage=USAGE, allow_abbrev=False)
     p.add_argument("-d", "--daemon", action="store_true")
     p.add_argument("-p", "--pidfile")
@@ -51,33 +95,60 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
     return p.parse_args(opts), split_commands(argv[i:])
 
 
-def spawn(cmds: list[list[str]]) -> list[subprocess.Popen[bytes]]:
-    """Start every command with its pipes; link k joins cmds[k] and cmds[k+1]."""
-    links = [(os.pipe(), os.pipe()) for _ in range(len(cmds) - 1)]  # (left→right, right→left)
+@dataclass
+class Proc:
+    argv: list[str]
+    stdin: int | None = None
+    stdout: int | None = None
+    alt: tuple[int, int] | None = None  # (ALTERNATE_STDIN, ALTERNATE_STDOUT)
+
+
+def chain(out_fd_of_src: list[int], filters: list[list[str]], procs: list[Proc], pipes: list[int]) -> int:
+    """Wire ``filters`` one after the other; returns the read end at the far side."""
+    r, w = os.pipe()
+    pipes += [r, w]
+    out_fd_of_src.append(w)
+    for argv in filters:
+        r2, w2 = os.pipe()
+        pipes += [r2, w2]
+        procs.append(Proc(argv, stdin=r, stdout=w2))
+        r = r2
+    return r
+
+
+def spawn(p: Pipeline) -> list[subprocess.Popen[bytes]]:
+    """Start every command; main k talks to main k-1 on stdin/stdout and to
+    main k+1 on its alternate fds (stdin/stdout for the first one)."""
+    pipes: list[int] = []
+    mains = [Proc(argv) for argv in p.mains]
+    filters: list[Proc] = []
+    for k, link in enumerate(p.links):
+        left, right = mains[k], mains[k + 1]
+        out: list[int] = []
+        right.stdin = chain(out, link.forward, filters, pipes)  # left -> right
+        left_out = out[0]
+        out = []
+        left_in = chain(out, link.backward, filters, pipes)  # right -> left
+        right.stdout = out[0]
+        if k == 0:
+            left.stdin, left.stdout = left_in, left_out
+        else:
+            left.alt = (left_in, left_out)
     procs = []
-    for k, argv in enumerate(cmds):
-        stdin = stdout = None
+    for pr in mains + filters:
         env = dict(os.environ)
         pass_fds: tuple[int, ...] = ()
-        if k > 0:  # talks to its left neighbour on stdin/stdout
-            (l2r, r2l) = links[k - 1]
-            stdin, stdout = l2r[0], r2l[1]
-        if k < len(cmds) - 1:
-            (l2r, r2l) = links[k]
-            if k == 0:
-                stdin, stdout = r2l[0], l2r[1]
-            else:  # middle: alternate fds towards the right
-                pass_fds = (r2l[0], l2r[1])
-                env["ALTERNATE_STDIN"], env["ALTERNATE_STDOUT"] = str(r2l[0]), str(l2r[1])
+        if pr.alt:
+            pass_fds = pr.alt
+            env["ALTERNATE_STDIN"], env["ALTERNATE_STDOUT"] = str(pr.alt[0]), str(pr.alt[1])
         try:
-            procs.append(subprocess.Popen(argv, stdin=stdin, stdout=stdout, pass_fds=pass_fds, env=env))
+            procs.append(subprocess.Popen(pr.argv, stdin=pr.stdin, stdout=pr.stdout, pass_fds=pass_fds, env=env))
         except OSError as e:
-            for p in procs:
-                p.terminate()
-            raise SystemExit(f"{PROG}: cannot run {argv[0]}: {e.strerror}") from None
-    for (a, b) in links:
-        for fd in (*a, *b):
-            os.close(fd)
+            for q in procs:
+                q.terminate()
+            raise SystemExit(f"{PROG}: cannot run {pr.argv[0]}: {e.strerror}") from None
+    for fd in pipes:
+        os.close(fd)
     return procs
 
 
