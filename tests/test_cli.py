@@ -180,3 +180,22 @@ def test_dpipe_one_directional_filters(tmp_path, middle, expect):
     r = subprocess.run([DPIPE, *a, *middle, *c], timeout=10)
     assert r.returncode == 0
     assert out.read_text().strip() == expect
+
+
+def test_sigusr1_prints_counters(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    p = subprocess.Popen([VDE_PLUG, f"ptp://{a}", f"ptp://{b}"], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
+        with vdeplug.open(f"ptp://{a}") as x, vdeplug.open(f"ptp://{b}") as y:
+            for _ in range(3):
+                x.send(frame(100))
+                assert y.recv(timeout=5) == frame(100)
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+    finally:
+        p.terminate()
+        p.wait(5)
+    err = p.stderr.read() if p.stderr else ""
+    assert f"ptp://{a}: Stats(frames_in=3, bytes_in=300" in err, err
+    assert f"ptp://{b}: Stats(frames_in=0, bytes_in=0, frames_out=3, bytes_out=300" in err, err

