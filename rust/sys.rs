@@ -330,6 +330,11 @@ pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
     std::os::unix::fs::chown(path, None, Some(gid))
 }
 
+pub fn geteuid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::geteuid() }
+}
+
 /// kill(2); errors ignored (the process may be gone already).
 pub fn kill(pid: i32, sig: libc::c_int) {
     // SAFETY: plain syscall.

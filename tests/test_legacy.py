@@ -346,3 +346,26 @@ def test_vde_bad_bracket_option_is_named(our_switch):
     d = our_switch()
     r = subprocess.run([VDE_PLUG, f"vde://{d}[bogus=1]", "null://"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "bogus" in r.stderr and "known: port" in r.stderr
+
+
+@needs_vde_switch
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root and runuser to start a switch as another user")
+def test_vde_client_reaches_a_switch_of_another_user():
+    """As vdeplug4: our data socket is shared with the switch owner's group,
+    so a vde_switch run by another user can talk to us."""
+    import tempfile
+    from pathlib import Path
+
+    base = Path(tempfile.mkdtemp(prefix="vdp-other-", dir="/tmp"))
+    base.chmod(0o777)
+    d = base / "sw"
+    p = subprocess.Popen(["runuser", "-u", "nobody", "--", "vde_switch", "-s", str(d), "-m", "0666"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (d / "ctl").exists(), what="vde_switch ctl")
+        with vdeplug.open(f"vde://{d}") as a, vdeplug.open(f"vde://{d}") as b:
+            a.send(frame(100))
+            assert b.recv(timeout=5) == frame(100)
+    finally:
+        p.terminate()
+        p.wait(5)
+        shutil.rmtree(base, ignore_errors=True)

@@ -92,10 +92,19 @@ pub fn open(path: &Path, opts: &Options) -> io::Result<VdeClient> {
         let _ = std::fs::remove_file(&my_path);
         e
     };
+    let mut mode = opts.mode.unwrap_or(0o700);
     if let Some(g) = opts.gid {
         sys::chown_group(&my_path, g).map_err(|e| cleanup(ctx(e, "vde: chown data socket")))?;
+    } else if mode & 0o077 == 0 {
+        // A switch run by another user must be able to reach our socket: as
+        // vdeplug4, share it with the switch's group (or with everybody).
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(dir.join("ctl")) {
+            if m.uid() != 0 && m.uid() != sys::geteuid() {
+                mode |= if sys::chown_group(&my_path, m.gid()).is_ok() { 0o070 } else { 0o077 };
+            }
+        }
     }
-    let mode = opts.mode.unwrap_or(0o700);
     sys::chmod(&my_path, mode).map_err(|e| cleanup(ctx(e, "vde: chmod data socket")))?;
 
     use std::os::unix::ffi::OsStrExt;
