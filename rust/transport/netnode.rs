@@ -358,7 +358,7 @@ impl NetNode {
             let f = frames.frame(i);
             match self.decide(src, f) {
                 Decision::Drop => {}
-                Decision::Host => self.to_host(f),
+                Decision::Host => self.deliver_to_host(f),
                 Decision::Port(p) => self.queue(p, i),
                 Decision::Flood => {
                     for p in 1..self.slots.len() as PortId {
@@ -367,7 +367,7 @@ impl NetNode {
                         }
                     }
                     if src != HOST {
-                        self.to_host(f);
+                        self.deliver_to_host(f);
                     }
                 }
             }
@@ -387,7 +387,7 @@ impl NetNode {
         self.touched = touched;
     }
 
-    fn to_host(&mut self, frame: &[u8]) {
+    fn deliver_to_host(&mut self, frame: &[u8]) {
         let q = &mut self.hostq;
         if q.count == q.capacity() {
             self.stats.host_drops += 1;

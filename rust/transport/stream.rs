@@ -87,7 +87,7 @@ impl Stream {
 impl Transport for Stream {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         loop {
-            let res = match self.decoder.next() {
+            let res = match self.decoder.next_frame() {
                 Next::Frame(f) if f.len() <= buf.len() => {
                     buf[..f.len()].copy_from_slice(f);
                     Some(Recv::Frame(f.len()))

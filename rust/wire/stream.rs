@@ -82,7 +82,7 @@ impl Decoder {
         len > MAX_STREAM_FRAME || avail >= LEN_PREFIX + len
     }
 
-    pub fn next(&mut self) -> Next<'_> {
+    pub fn next_frame(&mut self) -> Next<'_> {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(self.buffered());
@@ -134,9 +134,9 @@ mod tests {
     fn test_two_frames_one_read() {
         let mut d = Decoder::new();
         d.push(&framed(&[&[1; 60], &[2; 100]]));
-        assert_eq!(d.next(), Next::Frame(&[1; 60]));
-        assert_eq!(d.next(), Next::Frame(&[2; 100]));
-        assert_eq!(d.next(), Next::NeedMore);
+        assert_eq!(d.next_frame(), Next::Frame(&[1; 60]));
+        assert_eq!(d.next_frame(), Next::Frame(&[2; 100]));
+        assert_eq!(d.next_frame(), Next::NeedMore);
     }
 
     #[test]
@@ -145,9 +145,9 @@ mod tests {
         for cut in 0..bytes.len() {
             let mut d = Decoder::new();
             d.push(&bytes[..cut]);
-            assert_eq!(d.next(), Next::NeedMore, "cut at {cut}");
+            assert_eq!(d.next_frame(), Next::NeedMore, "cut at {cut}");
             d.push(&bytes[cut..]);
-            assert_eq!(d.next(), Next::Frame(&[7; 1514][..]));
+            assert_eq!(d.next_frame(), Next::Frame(&[7; 1514][..]));
         }
     }
 
@@ -162,7 +162,7 @@ mod tests {
         for chunk in v.chunks(1000) {
             d.push(chunk);
             loop {
-                match d.next() {
+                match d.next_frame() {
                     Next::Frame(f) => got.push(Ok(f.to_vec())),
                     Next::Oversized(n) => got.push(Err(n)),
                     Next::NeedMore => break,
@@ -181,7 +181,7 @@ mod tests {
         let mut n = 0;
         while n < 5 {
             pos += d.push(&bytes[pos..]);
-            while let Next::Frame(got) = d.next() {
+            while let Next::Frame(got) = d.next_frame() {
                 assert_eq!(got.len(), MAX_STREAM_FRAME);
                 n += 1;
             }
