@@ -108,3 +108,6 @@ def wait_for(pred, timeout: float = 5.0, what: str = "condition") -> None:
             return
         time.sleep(0.02)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+from netns import lan_factory  # noqa: E402,F401  (a fixture, shared by every test module)

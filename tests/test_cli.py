@@ -59,7 +59,7 @@ def test_sigterm_and_sigint_stop_cleanly(tmp_path):
     for sig, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
         a, b = str(tmp_path / "a"), str(tmp_path / "b")
         p = subprocess.Popen([VDE_PLUG, f"ptp://{a}", f"ptp://{b}"], stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
+        wait_for(lambda a=a, b=b: os.path.exists(a) and os.path.exists(b), what="sockets")
         time.sleep(0.2)
         p.send_signal(sig)
         assert p.wait(5) == code, p.stderr.read() if p.stderr else ""

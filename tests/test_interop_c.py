@@ -7,7 +7,6 @@ import os
 import subprocess
 import time
 
-import pytest
 
 import vdeplug
 

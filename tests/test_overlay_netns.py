@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import C_VDE_PLUG, VDE_PLUG, frame, mac, needs_c
-from netns import lan_factory, needs_netns  # noqa: F401  (fixture)
+from netns import needs_netns
 
 pytestmark = needs_netns
 

@@ -2,6 +2,29 @@
 
 from typing import final
 
+__all__ = [
+    "ETH_BUFSIZE",
+    "Endpoint",
+    "MAX_STREAM_FRAME",
+    "MacTable",
+    "forward",
+    "frame_info",
+    "open_cmd",
+    "open_netnode",
+    "open_null",
+    "open_ptp",
+    "open_seqpacket",
+    "open_stdio",
+    "open_stream",
+    "open_tap",
+    "open_udp",
+    "open_vde",
+    "open_vxlan",
+    "open_vxvde",
+    "vxlan_decap",
+    "vxlan_encap",
+]
+
 ETH_BUFSIZE: int
 MAX_STREAM_FRAME: int
 
@@ -24,7 +47,7 @@ class Endpoint:
 
 @final
 class MacTable:
-    def __init__(self, size: int = 1024, max_age: int = 128, seed: int = 0) -> None: ...
+    def __new__(cls, size: int = 1024, max_age: int = 128, seed: int = 0) -> "MacTable": ...
     @property
     def capacity(self) -> int: ...
     def learn(self, mac: bytes, vlan: int, value: int, now: int) -> str: ...
@@ -60,7 +83,7 @@ def open_vde(
     portgroup: str | None = None,
     mode: int | None = None,
     gid: int | None = None,
-    descr: str = "",
+    descr: str = ...,
 ) -> Endpoint: ...
 def open_netnode(
     kind: str,

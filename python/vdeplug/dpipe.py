@@ -168,7 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.pidfile:
         write_pidfile(opts.pidfile, os.getpid())
     procs = spawn(cmds)
-    signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs])
+
+    def stop(_sig: int, _frame: object) -> None:
+        for q in procs:
+            q.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
     status = 0
     try:
         for p in procs:
