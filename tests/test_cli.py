@@ -199,3 +199,10 @@ def test_sigusr1_prints_counters(tmp_path):
     err = p.stderr.read() if p.stderr else ""
     assert f"ptp://{a}: Stats(frames_in=3, bytes_in=300" in err, err
     assert f"ptp://{b}: Stats(frames_in=0, bytes_in=0, frames_out=3, bytes_out=300" in err, err
+
+
+def test_first_end_cleaned_up_when_second_fails(tmp_path):
+    a = tmp_path / "a"
+    r = run(f"ptp://{a}", f"vde://{tmp_path}/no-switch")
+    assert r.returncode == 1 and "no switch" in r.stderr
+    assert not a.exists(), "the ptp socket of the first end was left behind"

@@ -5,6 +5,7 @@ by the Rust loop behind ``vdeplug.join`` (see forward.py → _core.forward)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -139,21 +140,24 @@ def _on_sigterm(_sig: int, _frame: object) -> None:
 def run(args: Args) -> int:
     """Open both ends, join them, report how it ended. Returns the exit code."""
     urls = args.urls or [""]
-    first = _open(args, 0, urls[0])
-    if args.command is not None:
-        second, kind = Connection(_core.open_cmd(args.command), "= " + " ".join(args.command)), "cmd"
-    elif len(urls) == 2:
-        second, kind = _open(args, 1, urls[1]), "url"
-    else:
-        second, kind = Connection(_core.open_stdio(), "stdio"), "stdio"
     pidfile = os.path.abspath(args.pidfile) if args.pidfile else None
-    with first, second:
+    with contextlib.ExitStack() as stack:
+        # Each end is closed (its socket files removed) even if the other fails to open.
+        first = stack.enter_context(_open(args, 0, urls[0]))
+        if args.command is not None:
+            second, kind = Connection(_core.open_cmd(args.command), "= " + " ".join(args.command)), "cmd"
+        elif len(urls) == 2:
+            second, kind = _open(args, 1, urls[1]), "url"
+        else:
+            second, kind = Connection(_core.open_stdio(), "stdio"), "stdio"
+        stack.enter_context(second)
         if args.daemon:
             _daemonize()
         if pidfile:
             write_pidfile(pidfile, os.getpid())
         if args.log:
             _syslog(f"START {' '.join(urls)} user={os.geteuid()}")
+
         def report(_sig: int, _frame: object) -> None:
             # kill -USR1 <pid>: counters of both ends on stderr, then carry on.
             for c in (first, second):
