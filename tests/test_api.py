@@ -216,3 +216,22 @@ def test_join_in_python_api(tmp_path):
         t.join(5)
         assert result and result[0].closed
         assert a.stats.frames_in == 1 and a.stats.frames_out == 1
+
+
+def test_ptp_new_second_end_after_the_old_one_died(tmp_path):
+    """The first end stays associated with a dead second end (kernel EPERM
+    for newcomers) until it sends; a new second end must still open and the
+    link must recover as soon as the first end speaks."""
+    path = str(tmp_path / "l")
+    with vdeplug.open(f"ptp://{path}") as first:
+        old = vdeplug.open(f"ptp://{path}")
+        old.send(frame(60, src=1))
+        assert first.recv(timeout=2) == frame(60, src=1)
+        first.send(frame(61))  # first end now associated with `old`
+        assert old.recv(timeout=2) == frame(61)
+        old.close()
+        with vdeplug.open(f"ptp://{path}") as new:
+            first.send(frame(62))  # ECONNREFUSED inside: re-associates with `new`
+            assert new.recv(timeout=2) == frame(62)
+            new.send(frame(63, src=3))
+            assert first.recv(timeout=2) == frame(63, src=3)

@@ -49,21 +49,25 @@ fn bind_or_replace_stale(path: &Path) -> io::Result<UnixDatagram> {
 pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp> {
     let probe = UnixDatagram::unbound()?;
     let (sock, mine, peer, connected) = match probe.connect(path) {
-        Ok(()) => {
-            // Someone is at PATH: we are the second end.
-            let mine = plus(path);
-            let sock = bind_or_replace_stale(&mine).map_err(|e| ctx(e, format!("ptp: bind {}", mine.display())))?;
-            sock.connect(path).map_err(|e| ctx(e, format!("ptp: connect {}", path.display())))?;
-            (sock, mine, path.to_path_buf(), true)
-        }
         Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOENT) => {
+            // Nobody at PATH (or a stale file): we are the first end.
             if is_errno(&e, libc::ECONNREFUSED) {
                 let _ = std::fs::remove_file(path);
             }
             let sock = UnixDatagram::bind(path).map_err(|e| ctx(e, format!("ptp: bind {}", path.display())))?;
             (sock, path.to_path_buf(), plus(path), false)
         }
-        Err(e) => return Err(ctx(e, format!("ptp: {}", path.display()))),
+        Err(e) if !is_errno(&e, libc::EPERM) => return Err(ctx(e, format!("ptp: {}", path.display()))),
+        // Someone is at PATH: we are the second end. EPERM means the first
+        // end is still associated with a previous second end that died; it
+        // re-associates with us the next time it sends (it then gets
+        // ECONNREFUSED), so we take PATH+ and connect lazily.
+        probed => {
+            let mine = plus(path);
+            let sock = bind_or_replace_stale(&mine).map_err(|e| ctx(e, format!("ptp: bind {}", mine.display())))?;
+            let connected = probed.is_ok() && sock.connect(path).is_ok();
+            (sock, mine, path.to_path_buf(), connected)
+        }
     };
     sys::set_cloexec(sock.as_raw_fd())?;
     if let Some(g) = gid {
