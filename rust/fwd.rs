@@ -40,6 +40,37 @@ pub struct Forwarder {
     idx: Vec<usize>,
     /// While `Some`, busy-poll until this instant.
     spin_until: Option<Instant>,
+    /// `vde_plug -L`: source addresses seen in frames from side 1.
+    pub iplog: Option<IpLog>,
+}
+
+/// `vde_plug -L`: each source IPv4/IPv6 address (with its VLAN) seen in
+/// frames coming from one side is logged once. Bounded: after `MAX` distinct
+/// addresses nothing new is remembered (or logged).
+#[derive(Default)]
+pub struct IpLog {
+    seen: std::collections::HashSet<(std::net::IpAddr, u16)>,
+}
+
+impl IpLog {
+    const MAX: usize = 65_536;
+
+    /// The source address of an IP frame, if this is the first time it is seen.
+    pub fn observe(&mut self, frame: &[u8]) -> Option<(std::net::IpAddr, u16)> {
+        use crate::wire::ethernet::{EtherType, Frame};
+        let f = Frame::new_checked(frame).ok()?;
+        let p = f.payload();
+        let ip: std::net::IpAddr = match f.inner_ethertype() {
+            EtherType::Ipv4 if p.len() >= 20 && p[0] >> 4 == 4 => <[u8; 4]>::try_from(&p[12..16]).ok()?.into(),
+            EtherType::Ipv6 if p.len() >= 40 && p[0] >> 4 == 6 => <[u8; 16]>::try_from(&p[8..24]).ok()?.into(),
+            _ => return None,
+        };
+        let key = (ip, f.vlan_id().unwrap_or(0));
+        if self.seen.len() >= Self::MAX || !self.seen.insert(key) {
+            return None;
+        }
+        Some(key)
+    }
 }
 
 impl Forwarder {
@@ -51,7 +82,7 @@ impl Forwarder {
                 poll.add(c, CTL + side as u64)?;
             }
         }
-        Ok(Forwarder { poll, batch: Batch::new(BATCH), idx: Vec::with_capacity(BATCH), spin_until: None })
+        Ok(Forwarder { poll, batch: Batch::new(BATCH), idx: Vec::with_capacity(BATCH), spin_until: None, iplog: None })
     }
 
     /// Forward in both directions for up to `tick`.
@@ -106,6 +137,11 @@ impl Forwarder {
                 from.stats.frames_in += 1;
                 from.stats.bytes_in += f.len() as u64;
                 self.idx.push(i);
+                if side == 1 {
+                    if let Some((ip, vlan)) = self.iplog.as_mut().and_then(|l| l.observe(f)) {
+                        sys::syslog_info(&format!("{}: IP {ip} vlan {vlan}", from.name));
+                    }
+                }
             } else {
                 from.stats.drops_in += 1;
             }
@@ -180,6 +216,30 @@ mod tests {
         assert_eq!(a.stats.frames_in, 2);
         assert_eq!(a.stats.drops_in, 1);
         drop((p2r, p3w));
+    }
+
+    #[test]
+    fn iplog_once_per_address_and_vlan() {
+        let mut log = IpLog::default();
+        let mut v4 = vec![0xffu8; 6];
+        v4.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45]);
+        v4.resize(14 + 20, 0);
+        v4[14 + 12..14 + 16].copy_from_slice(&[10, 0, 0, 7]);
+        assert_eq!(log.observe(&v4), Some(("10.0.0.7".parse().unwrap(), 0)));
+        assert_eq!(log.observe(&v4), None, "once");
+        let mut tagged = v4[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+        tagged.extend_from_slice(&v4[12..]);
+        assert_eq!(log.observe(&tagged), Some(("10.0.0.7".parse().unwrap(), 5)), "per vlan");
+        let mut v6 = vec![0xffu8; 6];
+        v6.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x86, 0xdd, 0x60]);
+        v6.resize(14 + 40, 0);
+        v6[14 + 8..14 + 24].copy_from_slice(&"fd77::9".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(log.observe(&v6), Some(("fd77::9".parse().unwrap(), 0)));
+        let mut arp = v4.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(log.observe(&arp), None, "not IP");
+        assert_eq!(log.observe(&v4[..30]), None, "truncated IP header");
     }
 
     #[test]

@@ -193,8 +193,10 @@ impl PyEndpoint {
 /// Join two endpoints until one side hangs up or fails. Returns
 /// (side, reason): side 0 or 1, reason "closed" or the error text.
 /// Signals are checked every 200 ms (KeyboardInterrupt propagates).
+/// With `iplog`, source IP addresses of frames from `b` are logged to syslog once each.
 #[pyfunction]
-fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint) -> PyResult<(usize, String)> {
+#[pyo3(signature = (a, b, iplog = false))]
+fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint, iplog: bool) -> PyResult<(usize, String)> {
     if Arc::ptr_eq(&a.inner, &b.inner) {
         return Err(PyValueError::new_err("cannot forward an endpoint to itself"));
     }
@@ -204,6 +206,9 @@ fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint) -> PyResult<(usize, S
         let (ea, eb) = (ga.as_ref().ok_or_else(closed)?, gb.as_ref().ok_or_else(closed)?);
         Forwarder::new([ea, eb]).map_err(os_err)?
     };
+    if iplog {
+        fw.iplog = Some(crate::fwd::IpLog::default());
+    }
     loop {
         let exit = py.detach(|| {
             let (mut ga, mut gb) = (lock(&ia), lock(&ib));

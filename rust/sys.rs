@@ -335,6 +335,14 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// syslog(3) at LOG_INFO (openlog is done by the Python side).
+pub fn syslog_info(msg: &str) {
+    if let Ok(c) = std::ffi::CString::new(msg.replace('\0', "")) {
+        // SAFETY: constant "%s" format with one valid C string argument.
+        unsafe { libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), c.as_ptr()) };
+    }
+}
+
 /// kill(2); errors ignored (the process may be gone already).
 pub fn kill(pid: i32, sig: libc::c_int) {
     // SAFETY: plain syscall.

@@ -165,7 +165,7 @@ def run(args: Args) -> int:
 
         signal.signal(signal.SIGUSR1, report)
         try:
-            end = join(first, second)
+            end = join(first, second, iplog=args.iplog)
         finally:
             if args.log:
                 _syslog("STOP")

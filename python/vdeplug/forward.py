@@ -23,11 +23,13 @@ class JoinEnd:
         return self.reason == "closed"
 
 
-def join(a: Connection, b: Connection) -> JoinEnd:
-    """Forward frames both ways until one side hangs up or fails."""
+def join(a: Connection, b: Connection, iplog: bool = False) -> JoinEnd:
+    """Forward frames both ways until one side hangs up or fails. With
+    ``iplog``, each source IP address seen in frames from ``b`` is logged to
+    syslog once (``vde_plug -L``; built-in endpoints only)."""
     ea, eb = a.endpoint, b.endpoint
     if isinstance(ea, _core.Endpoint) and isinstance(eb, _core.Endpoint):
-        side, reason = _core.forward(ea, eb)
+        side, reason = _core.forward(ea, eb, iplog)
         return JoinEnd(side, reason)
     return _join_python(a, b)
 
