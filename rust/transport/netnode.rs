@@ -56,7 +56,6 @@ struct Port {
     ctl: UnixStream,
     data: UnixDatagram,
     data_path: PathBuf,
-    descr: String,
 }
 
 enum Decision {
@@ -273,7 +272,7 @@ impl NetNode {
             let _ = std::fs::remove_file(&data_path);
             return Err(e);
         }
-        Ok(Port { ctl: conn, data, data_path, descr: String::from_utf8_lossy(&req.descr).into_owned() })
+        Ok(Port { ctl: conn, data, data_path })
     }
 
     fn close_port(&mut self, id: PortId) {
@@ -443,17 +442,21 @@ impl NetNode {
         Ok(moved)
     }
 
-    /// Move queued host frames into `out`, as many as fit.
-    fn drain_host(&mut self, out: &mut Batch) {
-        while self.hostq.count > 0 && out.count < out.capacity() {
-            let h = self.hostq_head;
-            let len = self.hostq.lens[h];
-            out.bufs[out.count][..len].copy_from_slice(&self.hostq.bufs[h][..len]);
-            out.lens[out.count] = len;
-            out.count += 1;
-            self.hostq_head = (h + 1) % self.hostq.capacity();
-            self.hostq.count -= 1;
+    /// Take the oldest queued host frame into `buf` (truncated to it).
+    fn pop_host(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.hostq.count == 0 {
+            return None;
         }
+        let h = self.hostq_head;
+        let len = self.hostq.lens[h].min(buf.len());
+        buf[..len].copy_from_slice(&self.hostq.bufs[h][..len]);
+        self.hostq_head = (h + 1) % self.hostq.capacity();
+        self.hostq.count -= 1;
+        Some(len)
+    }
+
+    /// Keep the eventfd readable exactly while host frames are queued.
+    fn refresh_pending(&mut self) {
         let pending = self.hostq.count > 0;
         if pending != self.hostq_set {
             if pending { self.hostq_fd.set() } else { self.hostq_fd.clear() }
@@ -461,16 +464,18 @@ impl NetNode {
         }
     }
 
-    pub fn port_count(&self) -> usize {
-        self.ports().count()
+    /// Move queued host frames into `out`, as many as fit.
+    fn drain_host(&mut self, out: &mut Batch) {
+        while out.count < out.capacity() {
+            let Some(n) = self.pop_host(&mut out.bufs[out.count]) else { break };
+            out.lens[out.count] = n;
+            out.count += 1;
+        }
+        self.refresh_pending();
     }
 
-    pub fn describe(&self) -> Vec<(u32, String)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| if let Slot::Port(p) = s { Some((i as u32, p.descr.clone())) } else { None })
-            .collect()
+    pub fn port_count(&self) -> usize {
+        self.ports().count()
     }
 }
 
@@ -479,17 +484,9 @@ impl Transport for NetNode {
         if self.hostq.count == 0 {
             self.service()?;
         }
-        if self.hostq.count == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let h = self.hostq_head;
-        let len = self.hostq.lens[h].min(buf.len());
-        buf[..len].copy_from_slice(&self.hostq.bufs[h][..len]);
-        self.hostq_head = (h + 1) % self.hostq.capacity();
-        self.hostq.count -= 1;
-        let mut none = Batch::new(0);
-        self.drain_host(&mut none); // only refreshes the pending flag
-        Ok(Recv::Frame(len))
+        let got = self.pop_host(buf);
+        self.refresh_pending();
+        got.map(Recv::Frame).ok_or_else(|| io::ErrorKind::WouldBlock.into())
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
         let mut one = std::mem::replace(&mut self.single, Batch::new(0));

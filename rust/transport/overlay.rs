@@ -6,7 +6,7 @@
 //! scattered/gathered in its own iovec, so frames are never copied.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -322,10 +322,6 @@ pub fn any(v6: bool) -> IpAddr {
 
 pub fn bind(s: &Socket, addr: SocketAddr) -> io::Result<()> {
     s.bind(&addr.into()).map_err(|e| ctx(e, format!("cannot bind {addr}")))
-}
-
-pub fn into_udp(s: Socket) -> UdpSocket {
-    s.into()
 }
 
 #[cfg(test)]

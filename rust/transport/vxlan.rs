@@ -29,7 +29,7 @@ pub fn open(cfg: &Config) -> io::Result<Vxlan> {
     overlay::join_group(&s, cfg.group, ifindex)?;
     overlay::multicast_out(&s, v6, ifindex, cfg.ttl, false)?;
     overlay::set_rcvbuf(&s, cfg)?;
-    Ok(Vxlan { sock: overlay::into_udp(s), ov: Overlay::new(cfg, false, Some(cfg.port)) })
+    Ok(Vxlan { sock: s.into(), ov: Overlay::new(cfg, false, Some(cfg.port)) })
 }
 
 impl Transport for Vxlan {

@@ -45,9 +45,9 @@ pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
     overlay::bind(&u, SocketAddr::new(bind.unwrap_or(overlay::any(v6)), 0))?;
     overlay::multicast_out(&u, v6, ifindex, cfg.ttl, true)?;
     overlay::set_rcvbuf(&u, cfg)?;
-    let uni = overlay::into_udp(u);
+    let uni: UdpSocket = u.into();
     let uni_port = uni.local_addr()?.port();
-    let multi = overlay::into_udp(m);
+    let multi: UdpSocket = m.into();
 
     let poll = Epoll::new()?;
     poll.add(multi.as_raw_fd(), 0)?;
