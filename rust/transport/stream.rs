@@ -118,16 +118,26 @@ impl Transport for Stream {
     }
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        // One writev for the whole batch: two iovecs per frame.
-        let lens: Vec<[u8; 2]> = idx.iter().map(|&i| encode_len(batch.lens[i])).collect();
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(idx.len() * 2);
-        for (k, &i) in idx.iter().enumerate() {
-            slices.push(IoSlice::new(&lens[k]));
-            slices.push(IoSlice::new(batch.frame(i)));
+        // One writev per 64 frames (two iovecs each), built on the stack.
+        const CHUNK: usize = 64;
+        let mut out = SendOutcome::default();
+        for chunk in idx.chunks(CHUNK) {
+            let mut lens = [[0u8; 2]; CHUNK];
+            for (k, &i) in chunk.iter().enumerate() {
+                lens[k] = encode_len(batch.lens[i]);
+            }
+            let mut slices = [IoSlice::new(&[]); 2 * CHUNK];
+            for (k, &i) in chunk.iter().enumerate() {
+                slices[2 * k] = IoSlice::new(&lens[k]);
+                slices[2 * k + 1] = IoSlice::new(batch.frame(i));
+            }
+            if let Err(e) = self.write_all(&mut slices[..2 * chunk.len()]) {
+                out.dropped = idx.len() - out.sent;
+                out.error = Some(e);
+                break;
+            }
+            out.sent += chunk.len();
         }
-        match self.write_all(&mut slices) {
-            Ok(()) => SendOutcome { sent: idx.len(), ..Default::default() },
-            Err(e) => SendOutcome { dropped: idx.len(), error: Some(e), ..Default::default() },
-        }
+        out
     }
 }
