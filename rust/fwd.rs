@@ -8,7 +8,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, Epoll};
-use crate::transport::{frame_ok, Batch, Endpoint};
+use crate::transport::{Batch, Endpoint};
 
 /// Frames moved per wakeup per side (also the recvmmsg/sendmmsg batch).
 pub const BATCH: usize = 64;
@@ -126,35 +126,24 @@ impl Forwarder {
 
     /// Move one batch from `from` (side `side`) to `to`.
     fn pump(&mut self, from: &mut Endpoint, to: &mut Endpoint, side: usize) -> Option<Exit> {
-        let open = match from.transport.recv_batch(&mut self.batch) {
+        let open = match from.recv_valid(&mut self.batch, &mut self.idx) {
             Ok(open) => open,
             Err(e) => return Some(Exit::Failed(side, e)),
         };
-        self.idx.clear();
-        for i in 0..self.batch.count {
-            let f = self.batch.frame(i);
-            if frame_ok(f) {
-                from.stats.frames_in += 1;
-                from.stats.bytes_in += f.len() as u64;
-                self.idx.push(i);
-                if side == 1 {
-                    if let Some((ip, vlan)) = self.iplog.as_mut().and_then(|l| l.observe(f)) {
+        if side == 1 {
+            if let Some(log) = self.iplog.as_mut() {
+                for &i in &self.idx {
+                    if let Some((ip, vlan)) = log.observe(self.batch.frame(i)) {
                         sys::syslog_info(&format!("{}: IP {ip} vlan {vlan}", from.name));
                     }
                 }
-            } else {
-                from.stats.drops_in += 1;
             }
         }
         if self.batch.count + self.batch.skipped >= HOT_BATCH {
             self.spin_until = Some(Instant::now() + SPIN);
         }
         if !self.idx.is_empty() {
-            let out = to.transport.send_batch(&self.batch, &self.idx);
-            to.stats.frames_out += out.sent as u64;
-            to.stats.bytes_out += self.idx[..out.sent].iter().map(|&i| self.batch.lens[i] as u64).sum::<u64>();
-            to.stats.drops_out += out.dropped as u64;
-            if let Some(e) = out.error {
+            if let Some(e) = to.send_valid(&self.batch, &self.idx) {
                 return Some(if is_hangup(&e) { Exit::Closed(1 - side) } else { Exit::Failed(1 - side, e) });
             }
         }

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::fwd::{Exit, Forwarder};
 use crate::sys;
 use crate::transport::overlay::Config;
-use crate::transport::{self, errno_of, Endpoint as CoreEndpoint, Recv, Transport, RECV_BUFSIZE};
+use crate::transport::{self, errno_of, Batch, Endpoint as CoreEndpoint, Recv, Transport, RECV_BUFSIZE};
 
 /// io::Error → OSError(errno, message), so Python sees FileNotFoundError etc.
 fn os_err(e: io::Error) -> PyErr {
@@ -48,31 +49,23 @@ fn closed() -> PyErr {
 }
 
 impl PyEndpoint {
-    fn wrap(name: String, t: impl Transport + 'static) -> PyEndpoint {
-        let data_fd = t.data_fd();
-        let ctl_fd = t.ctl_fd();
-        PyEndpoint { inner: Arc::new(Mutex::new(Some(CoreEndpoint::new(name.clone(), Box::new(t))))), data_fd, ctl_fd, name }
-    }
-}
-
-#[pymethods]
-impl PyEndpoint {
-    /// Wait for one valid frame and return it (at most `max` bytes of it).
-    /// Returns b"" when the peer has gone away, None when `timeout` (seconds) expires.
-    #[pyo3(signature = (max = RECV_BUFSIZE, timeout = None))]
-    fn recv(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Option<Py<PyBytes>>> {
+    /// Run `attempt` (non-blocking: `WouldBlock` = nothing yet) until it
+    /// yields, polling the data fd in 100 ms slices with the GIL released
+    /// so Ctrl-C is seen. None when `timeout` (seconds) expires.
+    fn wait<T: Send>(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        mut attempt: impl FnMut(&mut CoreEndpoint) -> io::Result<T> + Send,
+    ) -> PyResult<Option<T>> {
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
-        let mut buf = vec![0u8; RECV_BUFSIZE];
         loop {
-            // Try without waiting first (frames may be buffered), then poll in
-            // slices so Ctrl-C is seen within 100 ms.
-            let got = py.detach(|| -> io::Result<Option<Recv>> {
+            let got = py.detach(|| -> io::Result<Option<T>> {
                 loop {
                     let mut g = lock(&self.inner);
                     let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
-                    match ep.recv_frame(&mut buf) {
-                        Ok(Recv::Skip) => continue,
-                        Ok(r) => return Ok(Some(r)),
+                    match attempt(ep) {
+                        Ok(t) => return Ok(Some(t)),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
                         Err(e) => return Err(e),
@@ -94,9 +87,8 @@ impl PyEndpoint {
                 }
             });
             match got {
-                Ok(Some(Recv::Frame(n))) => return Ok(Some(PyBytes::new(py, &buf[..n.min(max)]).unbind())),
-                Ok(Some(Recv::Closed)) => return Ok(Some(PyBytes::new(py, b"").unbind())),
-                Ok(Some(Recv::Skip)) | Ok(None) => {
+                Ok(Some(t)) => return Ok(Some(t)),
+                Ok(None) => {
                     py.check_signals()?;
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Ok(None);
@@ -105,6 +97,88 @@ impl PyEndpoint {
                 Err(e) => return Err(if lock(&self.inner).is_none() { closed() } else { os_err(e) }),
             }
         }
+    }
+
+    /// Take the transport out of this endpoint (it becomes closed), to nest it.
+    fn take(&self) -> PyResult<CoreEndpoint> {
+        lock(&self.inner).take().ok_or_else(closed)
+    }
+
+    fn wrap(name: String, t: impl Transport + 'static) -> PyEndpoint {
+        let data_fd = t.data_fd();
+        let ctl_fd = t.ctl_fd();
+        PyEndpoint { inner: Arc::new(Mutex::new(Some(CoreEndpoint::new(name.clone(), Box::new(t))))), data_fd, ctl_fd, name }
+    }
+}
+
+#[pymethods]
+impl PyEndpoint {
+    /// Wait for one valid frame and return it (at most `max` bytes of it).
+    /// Returns b"" when the peer has gone away, None when `timeout` (seconds) expires.
+    #[pyo3(signature = (max = RECV_BUFSIZE, timeout = None))]
+    fn recv(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Option<Py<PyBytes>>> {
+        let mut buf = vec![0u8; RECV_BUFSIZE];
+        let got = self.wait(py, timeout, |ep| loop {
+            match ep.recv_frame(&mut buf)? {
+                Recv::Frame(n) => return Ok(n),
+                Recv::Closed => return Ok(0),
+                Recv::Skip => continue,
+            }
+        })?;
+        Ok(got.map(|n| PyBytes::new(py, &buf[..n.min(max)]).unbind()))
+    }
+
+    /// Wait for frames and return up to `n` of them, as many as are ready
+    /// (one batched receive). An empty list means the peer went away; None
+    /// that `timeout` (seconds) expired.
+    #[pyo3(signature = (n = 64, timeout = None))]
+    fn recv_many(&self, py: Python<'_>, n: usize, timeout: Option<f64>) -> PyResult<Option<Vec<Py<PyBytes>>>> {
+        let mut batch = Batch::new(n.clamp(1, crate::sys::MAX_BATCH));
+        let mut idx = Vec::new();
+        let open = self.wait(py, timeout, |ep| loop {
+            let open = ep.recv_valid(&mut batch, &mut idx)?;
+            if !idx.is_empty() || !open {
+                return Ok(open);
+            }
+            if batch.count + batch.skipped == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        })?;
+        Ok(open.map(|_| idx.iter().map(|&i| PyBytes::new(py, batch.frame(i)).unbind()).collect()))
+    }
+
+    /// Send many frames with batched system calls. Returns how many went
+    /// out; malformed frames and frames the network could not take now are
+    /// dropped and counted in `stats`.
+    fn send_many(&self, py: Python<'_>, frames: Vec<PyBackedBytes>) -> PyResult<usize> {
+        let inner = self.inner.clone();
+        py.detach(move || -> io::Result<usize> {
+            let mut g = lock(&inner);
+            let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
+            let mut batch = Batch::new(crate::fwd::BATCH.min(frames.len()).max(1));
+            let mut idx = Vec::with_capacity(batch.capacity());
+            let mut sent = 0;
+            for chunk in frames.chunks(batch.capacity()) {
+                idx.clear();
+                for (i, f) in chunk.iter().enumerate() {
+                    if crate::transport::frame_ok(f) {
+                        batch.bufs[i][..f.len()].copy_from_slice(f);
+                        batch.lens[i] = f.len();
+                        idx.push(i);
+                    } else {
+                        ep.stats.drops_out += 1;
+                    }
+                }
+                let before = ep.stats.frames_out;
+                let err = ep.send_valid(&batch, &idx);
+                sent += (ep.stats.frames_out - before) as usize;
+                if let Some(e) = err {
+                    return Err(e);
+                }
+            }
+            Ok(sent)
+        })
+        .map_err(|e| if lock(&self.inner).is_none() { closed() } else { os_err(e) })
     }
 
     /// Receive without waiting: a frame, b"" if the peer went away, None if nothing is ready.
@@ -336,6 +410,27 @@ fn open_seqpacket(py: Python<'_>, fd: RawFd) -> PyResult<PyEndpoint> {
     endpoint(format!("seqpacket://{fd}"), py.detach(|| transport::seqpacket::open(fd)))
 }
 
+/// vlan://…{VNL}: 802.1Q tagging around `inner` (which this takes over).
+#[pyfunction]
+#[pyo3(signature = (inner, vlan, untag, map, trunk, qinq))]
+fn open_vlan(inner: &PyEndpoint, vlan: u16, untag: u16, map: Vec<(u16, u16)>, trunk: bool, qinq: bool) -> PyResult<PyEndpoint> {
+    let cfg = transport::vlan::Config { vlan, untag, map, trunk, qinq };
+    let ep = inner.take()?;
+    let t = transport::nested::Nested::new(ep.transport, transport::vlan::hook(cfg));
+    Ok(PyEndpoint::wrap(format!("vlan://{vlan}{{{}}}", ep.name), t))
+}
+
+/// capture://FILE{VNL} and vde_plug --pcap: everything crossing `inner`
+/// (which this takes over) is written to a pcap file, rotated at `limit` bytes.
+#[pyfunction]
+fn open_capture(py: Python<'_>, inner: &PyEndpoint, path: PathBuf, limit: u64, files: u32) -> PyResult<PyEndpoint> {
+    let cfg = transport::capture::Config { path: path.clone(), limit, files };
+    let hook = py.detach(|| transport::capture::hook(cfg)).map_err(os_err)?;
+    let ep = inner.take()?;
+    let t = transport::nested::Nested::new(ep.transport, hook);
+    Ok(PyEndpoint::wrap(format!("capture://{}{{{}}}", path.display(), ep.name), t))
+}
+
 // ---------------------------------------------------------------- wire helpers
 // The per-frame code itself, exposed for scripting and property tests.
 
@@ -442,6 +537,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open_vde, m)?)?;
     m.add_function(wrap_pyfunction!(open_netnode, m)?)?;
     m.add_function(wrap_pyfunction!(open_seqpacket, m)?)?;
+    m.add_function(wrap_pyfunction!(open_vlan, m)?)?;
+    m.add_function(wrap_pyfunction!(open_capture, m)?)?;
     m.add_class::<PyMacTable>()?;
     m.add_function(wrap_pyfunction!(frame_info, m)?)?;
     m.add_function(wrap_pyfunction!(vxlan_encap, m)?)?;

@@ -78,7 +78,7 @@ class Host:
         self.run("ip", "addr", "add", cidr, "dev", ifname)
         self.run("ip", "link", "set", ifname, "up")
 
-    def agent(self) -> "Agent":
+    def agent(self) -> Agent:
         return Agent(self)
 
     def stop(self) -> None:

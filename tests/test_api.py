@@ -9,11 +9,9 @@ import selectors
 import sys
 
 import pytest
-
 import vdeplug
-from vdeplug import _core
-
 from conftest import SIZES, VDE_PLUG, frame, free_udp_port, wait_for
+from vdeplug import _core
 
 
 def test_null():

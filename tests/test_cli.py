@@ -9,9 +9,7 @@ import sys
 import time
 
 import pytest
-
 import vdeplug
-
 from conftest import C_VDE_PLUG, DPIPE, VDE_PLUG, StreamPeer, frame, needs_c, wait_for
 
 

@@ -7,10 +7,19 @@ import os
 import subprocess
 import time
 
-
 import vdeplug
-
-from conftest import C_DPIPE, C_VDE_PLUG, DPIPE, SIZES, VDE_PLUG, StreamPeer, frame, free_udp_port, needs_c, wait_for
+from conftest import (
+    C_DPIPE,
+    C_VDE_PLUG,
+    DPIPE,
+    SIZES,
+    VDE_PLUG,
+    StreamPeer,
+    frame,
+    free_udp_port,
+    needs_c,
+    wait_for,
+)
 
 pytestmark = needs_c
 

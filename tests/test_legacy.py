@@ -14,10 +14,17 @@ import threading
 import time
 
 import pytest
-
 import vdeplug
-
-from conftest import C_VDE_PLUG, SIZES, VDE_PLUG, StreamPeer, frame, mac, needs_c, wait_for
+from conftest import (
+    C_VDE_PLUG,
+    SIZES,
+    VDE_PLUG,
+    StreamPeer,
+    frame,
+    mac,
+    needs_c,
+    wait_for,
+)
 
 BCAST = b"\xff" * 6
 needs_vde_switch = pytest.mark.skipif(shutil.which("vde_switch") is None, reason="vde_switch not installed (apt-get install vde-switch)")

@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import C_VDE_PLUG, VDE_PLUG, frame, mac, needs_c
 from netns import needs_netns
 

@@ -79,3 +79,11 @@ def test_vde_plug_joins_python_plugin_with_builtin(plugin_path, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(5) == 0
+
+
+def test_help_lists_third_party_plugins(plugin_path):
+    env = dict(os.environ, PYTHONPATH=plugin_path)
+    r = subprocess.run([sys.executable, "-m", "vdeplug", "--help"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("myplugin://"))
+    assert "[" in line  # marked with the module it comes from

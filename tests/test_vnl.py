@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from vdeplug import registry
-from vdeplug.vnl import Option, VNLError, default_vnl, integer, parse_rest, size, split, split_scheme
+from vdeplug.vnl import (
+    Option,
+    VNLError,
+    default_vnl,
+    integer,
+    parse_rest,
+    size,
+    split,
+    split_scheme,
+)
 
 TABLE = (
     Option("port", integer(0, 65535), 4789),

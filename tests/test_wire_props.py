@@ -6,10 +6,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from vdeplug import _core
+from vdeplug import VNLError, _core, registry
 from vdeplug.plugins.vxvde import with_gid
-from vdeplug import registry, VNLError
 
 macs = st.binary(min_size=6, max_size=6)
 

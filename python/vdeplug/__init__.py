@@ -1,6 +1,7 @@
 """vdeplug: Virtual Distributed Ethernet plugs, vdeplug4-compatible, with a
 Rust data plane. ``vdeplug.open(url)`` returns a ``Connection``."""
 
+from .aio import AsyncConnection, aopen
 from .connection import ETH_BUFSIZE, Connection, Stats, open
 from .forward import join
 from .registry import OpenArgs, Plugin, UnknownScheme, available
@@ -8,6 +9,7 @@ from .vnl import Option, Target, VNLError
 
 __all__ = [
     "ETH_BUFSIZE",
+    "AsyncConnection",
     "Connection",
     "OpenArgs",
     "Option",
@@ -16,6 +18,7 @@ __all__ = [
     "Target",
     "UnknownScheme",
     "VNLError",
+    "aopen",
     "available",
     "join",
     "open",

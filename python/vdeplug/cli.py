@@ -9,13 +9,18 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
 from . import _core
-from .connection import Connection, open as vde_open
+from .connection import Connection
+from .connection import open as vde_open
 from .forward import join
-from .vnl import VNLError, octal
+from .plugins.capture import capture
+from .registry import BUILTIN, available
+from .registry import get as get_plugin
+from .vnl import VNLError, octal, size
 
 PROG = "vde_plug"
 
@@ -26,7 +31,14 @@ usage: vde_plug [OPTIONS] [URL]                  plug URL into stdin/stdout (str
 
 URL is a VNL: vde:///tmp/sw[3], /tmp/sw, ptp:///tmp/link, udp://"5000->host:5001",
 tap://t0, vxlan://239.0.0.1/vni=5, vxvde://239.1.2.3, switch:///tmp/sw, null://,
-cmd://"command args"; '' or no URL means the default switch."""
+cmd://"command args", vlan://3{VNL}, capture:///tmp/x.pcap{VNL};
+'' or no URL means the default switch.
+
+options: -d/--daemon  -p/--pidfile FILE  -l/--log (syslog START/STOP)
+         -L/--iplog (also log source IPs from the second end)  -D/--descr TEXT
+         -m/--mod MODE -M/--mod2 MODE  -g/--group G -G/--group2 G  --port N --port2 N
+         --pcap FILE [--pcap-limit SIZE (64M)] [--pcap-files N (4)]
+                     capture every frame crossing the first URL (pcap, rotated)"""
 
 
 class Terminated(Exception):
@@ -45,6 +57,9 @@ class Args:
     mode: list[int | None] = field(default_factory=lambda: [None, None])
     group: list[str | None] = field(default_factory=lambda: [None, None])
     port: list[int | None] = field(default_factory=lambda: [None, None])
+    pcap: str | None = None
+    pcap_limit: int = 64 << 20
+    pcap_files: int = 4
 
 
 def die(msg: str, code: int = 1) -> NoReturn:
@@ -57,6 +72,27 @@ def _octal(text: str) -> int:
         return octal(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"bad mode {text!r}: {e}") from None
+
+
+def _size(text: str) -> int:
+    try:
+        return size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: {e}") from None
+
+
+def plugin_list() -> str:
+    """The installed plugins, built-in and third-party, one line each."""
+    lines = ["plugins (scheme: what):"]
+    for scheme in available():
+        try:
+            plugin = get_plugin(scheme)
+            what = plugin.summary or plugin.__class__.__doc__ or ""
+            origin = "" if scheme in BUILTIN else f"  [{type(plugin).__module__}]"
+        except Exception as e:  # a broken third-party plugin must not break --help
+            what, origin = f"cannot load: {e}", ""
+        lines.append(f"  {scheme + '://':14} {what.strip().splitlines()[0] if what.strip() else ''}{origin}")
+    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str]) -> Args:
@@ -80,10 +116,13 @@ def parse_args(argv: Sequence[str]) -> Args:
     p.add_argument("-G", "--group2")
     p.add_argument("--port", type=int)
     p.add_argument("--port2", type=int)
+    p.add_argument("--pcap")
+    p.add_argument("--pcap-limit", type=_size, default=64 << 20)
+    p.add_argument("--pcap-files", type=int, default=4)
     p.add_argument("urls", nargs="*")
     ns = p.parse_args(argv)
     if ns.help:
-        print(USAGE)
+        print(USAGE + "\n\n" + plugin_list())
         sys.exit(0)
     if len(ns.urls) > 2 or (command is not None and len(ns.urls) > 1):
         die("too many URLs\n" + USAGE, 2)
@@ -98,6 +137,9 @@ def parse_args(argv: Sequence[str]) -> Args:
         mode=[ns.mode, ns.mode2],
         group=[ns.group, ns.group2],
         port=[ns.port, ns.port2],
+        pcap=ns.pcap,
+        pcap_limit=ns.pcap_limit,
+        pcap_files=ns.pcap_files,
     )
 
 
@@ -144,6 +186,12 @@ def run(args: Args) -> int:
     with contextlib.ExitStack() as stack:
         # Each end is closed (its socket files removed) even if the other fails to open.
         first = stack.enter_context(_open(args, 0, urls[0]))
+        if args.pcap:
+            if not isinstance(first.endpoint, _core.Endpoint):
+                die("--pcap needs a built-in transport as the first URL", 2)
+            first = stack.enter_context(
+                Connection(capture(first.endpoint, args.pcap, args.pcap_limit, args.pcap_files), first.url)
+            )
         if args.command is not None:
             second, kind = Connection(_core.open_cmd(args.command), "= " + " ".join(args.command)), "cmd"
         elif len(urls) == 2:

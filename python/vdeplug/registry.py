@@ -7,11 +7,19 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from .vnl import Option, Syntax, Target, VNLError, parse_rest, split_scheme
+from .vnl import (
+    Option,
+    Syntax,
+    Target,
+    VNLError,
+    parse_rest,
+    split_nested,
+    split_scheme,
+)
 
 ENTRY_POINT_GROUP = "vdeplug.plugins"
 
@@ -66,11 +74,19 @@ class Plugin:
     #: path syntax: the option a bare ``[item]`` sets (vde: ``[3]`` is the port)
     bare: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
+    #: nested plugin: ``scheme://head{inner VNL}`` (head in ``syntax``, or ``[...]`` options)
+    nests: ClassVar[bool] = False
 
     def parse(self, vnl: str, rest: str) -> Target:
-        return parse_rest(vnl, self.scheme, rest, self.syntax, self.options, self.bare)
+        """The text after ``scheme://`` → a typed ``Target`` (raises VNLError)."""
+        if not self.nests:
+            return parse_rest(vnl, self.scheme, rest, self.syntax, self.options, self.bare)
+        head, inner = split_nested(vnl, rest)
+        syntax: Syntax = "path" if "[" in head else self.syntax
+        return replace(parse_rest(vnl, self.scheme, head, syntax, self.options, self.bare), nested=inner)
 
     def open(self, target: Target, args: OpenArgs) -> Any:
+        """Open the network: return an object with the ``Endpoint`` methods."""
         raise NotImplementedError
 
 
@@ -106,6 +122,20 @@ def get(scheme: str, vnl: str = "") -> Plugin:
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise UnknownScheme(f"entry point {scheme!r} is not a vdeplug Plugin class", vnl, scheme)
     return cls()
+
+
+def open_nested(target: Target, args: OpenArgs) -> Any:
+    """Open a nested plugin's inner VNL. Only built-in (Rust) transports can
+    be wrapped, since the wrapper runs in the Rust data plane."""
+    from . import _core
+
+    assert target.nested is not None
+    plugin, inner = resolve(target.nested)
+    ep = plugin.open(inner, args)
+    if not isinstance(ep, _core.Endpoint):
+        ep.close()
+        raise VNLError(f"{target.scheme}:// can only wrap built-in transports, not {plugin.scheme}://", target.vnl, target.nested)
+    return ep
 
 
 def resolve(vnl: str) -> tuple[Plugin, Target]:

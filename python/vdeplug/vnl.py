@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Literal
 
 Syntax = Literal["net", "path", "raw"]
 
@@ -47,6 +48,8 @@ class Target:
     address: str
     options: Mapping[str, Any] = field(default_factory=dict)
     given: frozenset[str] = frozenset()
+    #: nested plugins (``vlan://3{vde:///tmp/sw}``): the VNL inside the braces
+    nested: str | None = None
 
     def __getitem__(self, name: str) -> Any:
         return self.options[name]
@@ -215,6 +218,25 @@ def parse_rest(
     items = split(rest[start + 1 : closes[-1]], "/", vnl)
     values, given = typed_options(items, table, vnl, scheme, bare)
     return Target(vnl, scheme, path, values, given)
+
+
+def split_nested(vnl: str, rest: str) -> tuple[str, str]:
+    """``head{inner}`` → (head, inner), as vdeplug4's vde_parsenestparms:
+    the inner VNL is the text between the first ``{`` and the last ``}``,
+    quotes kept (it is parsed again when opened)."""
+    opens = _unquoted_positions(rest, "{", vnl)
+    if not opens:
+        raise VNLError("needs a nested VNL in braces, e.g. vlan://3{vde:///tmp/sw}", vnl, rest)
+    closes = [i for i in _unquoted_positions(rest, "}", vnl) if i > opens[0]]
+    if not closes:
+        raise VNLError("unterminated '{'", vnl, rest[opens[0]:])
+    tail = rest[closes[-1] + 1 :]
+    if tail.strip():
+        raise VNLError("text after the nested VNL", vnl, tail)
+    inner = rest[opens[0] + 1 : closes[-1]]
+    if not inner.strip():
+        raise VNLError("empty nested VNL", vnl, rest[opens[0]:])
+    return rest[: opens[0]], inner
 
 
 # --------------------------------------------------------------- value converters

@@ -7,7 +7,9 @@ use std::os::fd::RawFd;
 
 use crate::wire::{self, ETH_BUFSIZE};
 
+pub mod capture;
 pub mod cmd;
+pub mod nested;
 pub mod netnode;
 pub mod null;
 pub mod overlay;
@@ -17,6 +19,7 @@ pub mod stream;
 pub mod tap;
 pub mod udp;
 pub mod vde;
+pub mod vlan;
 pub mod vxlan;
 pub mod vxvde;
 
@@ -342,6 +345,34 @@ impl Endpoint {
             }
             other => Ok(other),
         }
+    }
+
+    /// Receive a batch (`batch`), keep the valid frames' indices in `idx`,
+    /// count everything. `Ok(false)` once the peer closed.
+    pub fn recv_valid(&mut self, batch: &mut Batch, idx: &mut Vec<usize>) -> io::Result<bool> {
+        let open = self.transport.recv_batch(batch)?;
+        idx.clear();
+        for i in 0..batch.count {
+            let f = batch.frame(i);
+            if frame_ok(f) {
+                self.stats.frames_in += 1;
+                self.stats.bytes_in += f.len() as u64;
+                idx.push(i);
+            } else {
+                self.stats.drops_in += 1;
+            }
+        }
+        Ok(open)
+    }
+
+    /// Send `batch[i]` for i in `idx` (already valid), counting what went
+    /// out and what was dropped; returns the hard error, if one ended it.
+    pub fn send_valid(&mut self, batch: &Batch, idx: &[usize]) -> Option<io::Error> {
+        let out = self.transport.send_batch(batch, idx);
+        self.stats.frames_out += out.sent as u64;
+        self.stats.bytes_out += idx[..out.sent.min(idx.len())].iter().map(|&i| batch.lens[i] as u64).sum::<u64>();
+        self.stats.drops_out += out.dropped as u64;
+        out.error
     }
 
     /// Send one frame; a malformed frame is counted and dropped (returns 0).

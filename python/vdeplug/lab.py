@@ -1,0 +1,245 @@
+"""Build a virtual LAN from a declarative description, run it, tear it down.
+
+A lab owns everything it starts: a private work directory (switch sockets),
+the ``vde_plug`` processes, and (as root) network namespaces: one
+*underlay* namespace where every plug runs (so vxvde/vxlan multicast stays
+on its loopback and never reaches a real network) and one namespace per
+host, holding a tap interface moved there from the underlay. Leaving the
+``with`` block, or any error while building, removes all of it.
+
+>>> spec = {
+...     "switches": ["sw"],
+...     "hosts": {
+...         "a": {"plug": "sw", "ip": "10.0.0.1/24"},
+...         "b": {"plug": "vxvde://239.1.2.3", "ip": "10.0.0.2/24"},
+...     },
+...     "cables": [["sw", "vxvde://239.1.2.3"]],   # the switch joins a vxvde backbone
+... }
+>>> with Lab(spec) as lab:                          # doctest: +SKIP
+...     assert lab.hosts["a"].ping("10.0.0.2")      # (needs root)
+
+``plug`` and cable ends are VNLs; a switch's name stands for ``vde://`` to
+it. Hosts may be given ``vlan`` (their plug becomes ``vlan://N{...}``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Host", "Lab", "LabError", "can_build"]
+
+
+_LAB_IDS = itertools.count()
+
+
+class LabError(RuntimeError):
+    """The lab could not be built (what failed, and its error output)."""
+
+
+def can_build() -> str | None:
+    """None if this machine can build labs with hosts, else why not."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    if shutil.which("ip") is None:
+        return "iproute2 ('ip') is not installed"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing"
+    return None
+
+
+def _run(cmd: Sequence[str], timeout: float = 20) -> str:
+    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise LabError(f"{' '.join(cmd)}: {r.stderr.strip() or r.returncode}")
+    return r.stdout
+
+
+@dataclass
+class Host:
+    """A network namespace with one interface plugged into the lab."""
+
+    lab: Lab
+    name: str
+    netns: str
+    ifname: str
+    ips: tuple[str, ...]
+
+    def run(self, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the host's namespace."""
+        r = subprocess.run(["ip", "netns", "exec", self.netns, *cmd], capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise LabError(f"{self.name}: {' '.join(cmd)}: {r.stderr.strip() or r.returncode}")
+        return r
+
+    def ping(self, ip: str, count: int = 3, wait: float = 1) -> bool:
+        """True if ``ip`` answers at least one of ``count`` pings."""
+        r = self.run("ping", "-c", str(count), "-i", "0.2", "-W", str(wait), ip, check=False)
+        return r.returncode == 0
+
+
+@dataclass
+class Lab:
+    """A virtual LAN built from ``spec`` (see the module docstring). Use as a
+    context manager; ``close()`` is idempotent."""
+
+    spec: Mapping[str, Any] | None = None
+    workdir: str = ""
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    hosts: dict[str, Host] = field(default_factory=dict)
+    switches: dict[str, str] = field(default_factory=dict)
+    underlay: str | None = None
+    _namespaces: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._owned_workdir = not self.workdir
+        self.workdir = self.workdir or tempfile.mkdtemp(prefix="vdeplug-lab-")
+        self.prefix = f"vdl{os.getpid() % 100000}{next(_LAB_IDS)}"
+        self._what: dict[int, str] = {}
+        try:
+            if os.geteuid() == 0:
+                self.underlay = self._netns("net")
+                for cmd in (["link", "set", "lo", "up"], ["link", "set", "lo", "multicast", "on"],
+                            ["route", "add", "224.0.0.0/4", "dev", "lo"]):
+                    _run(["ip", "-n", self.underlay, *cmd])
+            if self.spec:
+                self.build(self.spec)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ building
+
+    def build(self, spec: Mapping[str, Any]) -> None:
+        """Switches first, then hosts, then cables."""
+        unknown = set(spec) - {"switches", "hosts", "cables"}
+        if unknown:
+            raise LabError(f"unknown lab keys: {', '.join(sorted(unknown))} (known: switches, hosts, cables)")
+        for name in spec.get("switches", ()):
+            self.switch(name)
+        for name, h in spec.get("hosts", {}).items():
+            self.host(name, **h)
+        for a, b in spec.get("cables", ()):
+            self.cable(a, b)
+
+    def vnl(self, ref: str) -> str:
+        """A switch name → ``vde://`` to it; anything else is a VNL already."""
+        return f"vde://{self.switches[ref]}" if ref in self.switches else ref
+
+    def switch(self, name: str, options: str = "") -> str:
+        """Start a stand-alone switch; returns its directory (``vde://`` path)."""
+        path = os.path.join(self.workdir, name)
+        self._plug(f"switch {name}", "null://", f"switch://{path}{'[' + options + ']' if options else ''}")
+        self._wait(lambda: os.path.exists(os.path.join(path, "ctl")), f"switch {name}")
+        self.switches[name] = path
+        return path
+
+    def cable(self, a: str, b: str) -> subprocess.Popen[bytes]:
+        """``vde_plug A B`` between two VNLs or switch names."""
+        return self._plug(f"cable {a} = {b}", self.vnl(a), self.vnl(b))
+
+    def host(self, name: str, plug: str, ip: str | Sequence[str] = (), ifname: str = "eth0", vlan: int | None = None) -> Host:
+        """A namespace whose ``ifname`` is plugged into ``plug`` (a switch name or VNL)."""
+        if self.underlay is None:
+            raise LabError(f"host {name}: {can_build() or 'needs root'}")
+        ips = (ip,) if isinstance(ip, str) else tuple(ip)
+        netns = self._netns(name)
+        tap = f"{self.prefix}{len(self._namespaces)}"
+        target = self.vnl(plug)
+        if vlan is not None:
+            target = f"vlan://{vlan}{{{target}}}"
+        p = self._plug(f"host {name}", target, f"tap://{tap}")
+        try:
+            self._wait(lambda: subprocess.run(["ip", "-n", self.underlay or "", "link", "show", tap],
+                                              capture_output=True, check=False).returncode == 0, f"host {name}: tap")
+            _run(["ip", "-n", self.underlay, "link", "set", tap, "netns", netns])
+            _run(["ip", "-n", netns, "link", "set", tap, "name", ifname])
+            for cidr in ips:
+                _run(["ip", "-n", netns, "addr", "add", cidr, "dev", ifname] + (["nodad"] if ":" in cidr else []))
+            _run(["ip", "-n", netns, "link", "set", ifname, "up"])
+        except LabError:
+            if p.poll() is None:
+                raise
+            raise LabError(self._failure(p)) from None
+        h = Host(self, name, netns, ifname, ips)
+        self.hosts[name] = h
+        return h
+
+    def _netns(self, name: str) -> str:
+        ns = f"{self.prefix}-{name}"
+        _run(["ip", "netns", "add", ns])
+        self._namespaces.append(ns)
+        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        return ns
+
+    def _plug(self, what: str, a: str, b: str) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "vdeplug", a, b]
+        if self.underlay:
+            cmd = ["ip", "netns", "exec", self.underlay, *cmd]
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._what[p.pid] = what
+        self.procs.append(p)
+        return p
+
+    def _wait(self, ready: Any, what: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise LabError(self._failure(p))
+            if time.monotonic() > deadline:
+                raise LabError(f"{what}: not ready after {timeout} s")
+            time.sleep(0.02)
+
+    def _failure(self, p: subprocess.Popen[bytes]) -> str:
+        """What a plug process that exited said (read once, remembered)."""
+        if p.stderr and not p.stderr.closed:
+            err = p.stderr.read().decode(errors="replace").strip()
+            p.stderr.close()
+            self._what[p.pid] = f"{self._what.get(p.pid)}: vde_plug exited with {p.returncode}: {err}"
+        return self._what[p.pid]
+
+    # ------------------------------------------------------------ teardown
+
+    def close(self) -> None:
+        """Stop every process (SIGTERM, then SIGKILL), delete the namespaces
+        and the work directory."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stderr and not p.stderr.closed:
+                p.stderr.close()
+        self.procs.clear()
+        for ns in reversed(self._namespaces):
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self._namespaces.clear()
+        self.hosts.clear()
+        if self._owned_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

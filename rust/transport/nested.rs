@@ -1,0 +1,128 @@
+//! Nested plugins (`vlan://…{VNL}`, `capture://…{VNL}`): a `Hook` sees every
+//! frame crossing an inner transport and may rewrite or drop it. The wrapper
+//! keeps the inner transport's batching: a received batch is rewritten in
+//! place, a batch to send is rewritten into one scratch batch.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::{Batch, Recv, SendOutcome, Transport};
+
+/// What a nested plugin does to frames.
+pub trait Hook: Send {
+    /// A frame from the inner network to our user, `len` bytes at the start
+    /// of `buf` (which has room to grow). Returns the new length, or None to drop it.
+    fn incoming(&mut self, buf: &mut [u8], len: usize) -> Option<usize>;
+    /// A frame from our user to the inner network: write what to send into
+    /// `out` and return its length, or None to drop it.
+    fn outgoing(&mut self, frame: &[u8], out: &mut [u8]) -> Option<usize>;
+    /// Called after each batch (a capture file flushes here).
+    fn flush(&mut self) {}
+    fn extra_stats(&self) -> Vec<(&'static str, u64)>;
+}
+
+pub struct Nested<H: Hook> {
+    inner: Box<dyn Transport>,
+    hook: H,
+    scratch: Batch,
+    idx: Vec<usize>,
+}
+
+impl<H: Hook> Nested<H> {
+    pub fn new(inner: Box<dyn Transport>, hook: H) -> Self {
+        Nested { inner, hook, scratch: Batch::new(crate::fwd::BATCH), idx: Vec::with_capacity(crate::fwd::BATCH) }
+    }
+}
+
+/// The error a dropped (filtered) single send reports: transient, so the
+/// endpoint counts it in drops_out and carries on.
+fn filtered() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+impl<H: Hook> Transport for Nested<H> {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        let r = match self.inner.recv(buf)? {
+            Recv::Frame(n) => match self.hook.incoming(buf, n) {
+                Some(m) => Recv::Frame(m),
+                None => Recv::Skip,
+            },
+            other => other,
+        };
+        self.hook.flush();
+        Ok(r)
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        let n = self.hook.outgoing(frame, &mut self.scratch.bufs[0]);
+        self.hook.flush();
+        match n {
+            Some(n) => self.inner.send(&self.scratch.bufs[0][..n]).map(|_| frame.len()),
+            None => Err(filtered()),
+        }
+    }
+
+    fn data_fd(&self) -> RawFd {
+        self.inner.data_fd()
+    }
+    fn ctl_fd(&self) -> Option<RawFd> {
+        self.inner.ctl_fd()
+    }
+    fn exit_status(&mut self) -> Option<i32> {
+        self.inner.exit_status()
+    }
+    fn extra_stats(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.inner.extra_stats();
+        v.extend(self.hook.extra_stats());
+        v
+    }
+
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        let open = self.inner.recv_batch(batch)?;
+        let mut keep = 0;
+        for i in 0..batch.count {
+            match self.hook.incoming(&mut batch.bufs[i], batch.lens[i]) {
+                Some(m) => {
+                    batch.lens[i] = m;
+                    if keep != i {
+                        batch.bufs.swap(keep, i);
+                        batch.lens[keep] = m;
+                    }
+                    keep += 1;
+                }
+                None => batch.skipped += 1,
+            }
+        }
+        batch.count = keep;
+        self.hook.flush();
+        Ok(open)
+    }
+
+    fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
+        let mut out = SendOutcome::default();
+        for part in idx.chunks(self.scratch.capacity()) {
+            self.idx.clear();
+            self.scratch.clear();
+            for &i in part {
+                let k = self.scratch.count;
+                match self.hook.outgoing(batch.frame(i), &mut self.scratch.bufs[k]) {
+                    Some(n) => {
+                        self.scratch.lens[k] = n;
+                        self.idx.push(k);
+                        self.scratch.count += 1;
+                    }
+                    None => out.dropped += 1,
+                }
+            }
+            let r = self.inner.send_batch(&self.scratch, &self.idx);
+            out.sent += r.sent;
+            out.dropped += r.dropped;
+            if r.error.is_some() {
+                out.error = r.error;
+                break;
+            }
+        }
+        self.hook.flush();
+        out
+    }
+}
