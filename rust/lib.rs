@@ -9,5 +9,8 @@ pub mod sys;
 pub mod transport;
 pub mod wire;
 
+#[cfg(test)]
+mod fuzz;
+
 #[cfg(feature = "python")]
 mod py;

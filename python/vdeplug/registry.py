@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import sys
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -100,8 +101,17 @@ def _load_builtin(scheme: str) -> type[Plugin]:
     return cls
 
 
+_EP_CACHE: tuple[tuple[str, ...], dict[str, Any]] | None = None
+
+
 def _third_party() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Installed plugins' entry points; scanning distributions is slow, so
+    the result is kept until ``sys.path`` changes."""
+    global _EP_CACHE
+    key = tuple(sys.path)
+    if _EP_CACHE is None or _EP_CACHE[0] != key:
+        _EP_CACHE = (key, {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return _EP_CACHE[1]
 
 
 def available() -> list[str]:

@@ -25,6 +25,8 @@ class VNLError(ValueError):
     def __init__(self, message: str, vnl: str = "", part: str = "") -> None:
         self.vnl = vnl
         self.part = part
+        if part and part not in message and part not in vnl:
+            message = f"{message}: {part!r}"  # a decoded part: show it as well
         super().__init__(f"{message} in {vnl!r}" if vnl else message)
 
 
@@ -99,7 +101,7 @@ def split(text: str, delims: str = "", vnl: str = "") -> list[str]:
             if len(pending_hex) == 3:
                 code = "".join(pending_hex[1:])
                 if not re.fullmatch(r"[0-9A-Fa-f]{2}", code):
-                    raise VNLError(f"bad percent escape '%{code}'", vnl, "%" + code)
+                    raise VNLError(f"bad percent escape {'%' + code!r}", vnl, "%" + code)
                 parts[-1].append(int(code, 16))
                 pending_hex = []
             continue
