@@ -1,6 +1,11 @@
 //! vdeplug4 stream framing (stdin/stdout, cmd://, dpipe): each frame is
 //! preceded by its length as a 2-byte big-endian number. A push decoder that,
-//! unlike the C one, keeps a length header split across two reads.
+//! unlike the C one, keeps a length header split across two reads, and
+//! recovers from a length above the maximum (which C answers by losing sync):
+//! if the bytes after it are consistent with a frame of that length, exactly
+//! that frame is skipped; if not (the length lied), decoding resumes at the
+//! first offset from which the buffered bytes parse as whole frames, or at
+//! the next read (writers send whole frames per write).
 
 use super::ETH_BUFSIZE;
 
@@ -28,6 +33,10 @@ pub struct Decoder {
     end: usize,
     /// Bytes of an oversized frame still to be skipped.
     skip: usize,
+    /// While skipping: where the latest read began (a place to resynchronise).
+    boundary: Option<usize>,
+    /// Scratch for the resynchronisation search (one flag per buffered byte).
+    exact: Vec<bool>,
 }
 
 impl Default for Decoder {
@@ -38,13 +47,15 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new() -> Self {
-        Decoder { buf: vec![0; 4 * (MAX_STREAM_FRAME + LEN_PREFIX)], start: 0, end: 0, skip: 0 }
+        let size = 4 * (MAX_STREAM_FRAME + LEN_PREFIX);
+        Decoder { buf: vec![0; size], start: 0, end: 0, skip: 0, boundary: None, exact: vec![false; size + 1] }
     }
 
     /// Free space to read into (compacts first so a whole frame always fits).
     pub fn space(&mut self) -> &mut [u8] {
         if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < MAX_STREAM_FRAME + LEN_PREFIX) {
             self.buf.copy_within(self.start..self.end, 0);
+            self.boundary = self.boundary.map(|b| b.saturating_sub(self.start));
             self.end -= self.start;
             self.start = 0;
         }
@@ -53,6 +64,9 @@ impl Decoder {
 
     /// Record that `n` bytes were read into `space()`.
     pub fn filled(&mut self, n: usize) {
+        if self.skip > 0 && n > 0 {
+            self.boundary = Some(self.end);
+        }
         self.end = (self.end + n).min(self.buf.len());
     }
 
@@ -85,6 +99,14 @@ impl Decoder {
     pub fn next_frame(&mut self) -> Next<'_> {
         loop {
             if self.skip > 0 {
+                // A read that starts with whole frames means the big length lied.
+                if let Some(b) = self.boundary.take() {
+                    if b >= self.start && self.parses_to_end(b, false) {
+                        self.skip = 0;
+                        self.start = b;
+                        continue;
+                    }
+                }
                 let n = self.skip.min(self.buffered());
                 self.start += n;
                 self.skip -= n;
@@ -103,9 +125,8 @@ impl Decoder {
                 continue;
             }
             if len > MAX_STREAM_FRAME {
-                // Skip exactly this frame's bytes: sync is kept, unlike vdeplug4.
                 self.start += LEN_PREFIX;
-                self.skip = len;
+                self.after_oversized(len);
                 return Next::Oversized(len);
             }
             if avail < LEN_PREFIX + len {
@@ -114,6 +135,60 @@ impl Decoder {
             self.start += LEN_PREFIX + len;
             return Next::Frame(&self.buf[s + LEN_PREFIX..s + LEN_PREFIX + len]);
         }
+    }
+
+    /// Just past an oversized length: skip that frame if what follows is
+    /// consistent with it, else resynchronise.
+    fn after_oversized(&mut self, len: usize) {
+        if self.buffered() >= len && self.parses_to_end(self.start + len, true) {
+            self.start += len; // an honest (if too big) frame
+            return;
+        }
+        if let Some(q) = self.first_exact_offset() {
+            self.start = q;
+            return;
+        }
+        // Not decidable yet: assume honesty, but check each new read.
+        let n = len.min(self.buffered());
+        self.start += n;
+        self.skip = len - n;
+        self.boundary = None;
+    }
+
+    /// Do the bytes from `q` to the end of the buffer parse as whole frames
+    /// (and, with `partial`, a last frame still arriving)?
+    fn parses_to_end(&self, mut q: usize, partial: bool) -> bool {
+        while q < self.end {
+            if self.end - q < LEN_PREFIX {
+                return partial;
+            }
+            let l = u16::from_be_bytes([self.buf[q], self.buf[q + 1]]) as usize;
+            if l != 0 && !(crate::wire::ethernet::HEADER_LEN..=MAX_STREAM_FRAME).contains(&l) {
+                return false;
+            }
+            q += LEN_PREFIX + l;
+        }
+        q == self.end || partial
+    }
+
+    /// The first offset (after `start`, with data after it) from which the
+    /// buffered bytes parse as whole frames; linear time, from the end back.
+    fn first_exact_offset(&mut self) -> Option<usize> {
+        let (s, e) = (self.start, self.end);
+        if s >= e {
+            return None;
+        }
+        let ok = &mut self.exact[..=e - s];
+        ok[e - s] = true;
+        for q in (s..e).rev() {
+            let i = q - s;
+            ok[i] = e - q >= LEN_PREFIX && {
+                let l = u16::from_be_bytes([self.buf[q], self.buf[q + 1]]) as usize;
+                let next = q + LEN_PREFIX + l;
+                (l == 0 || (crate::wire::ethernet::HEADER_LEN..=MAX_STREAM_FRAME).contains(&l)) && next <= e && ok[next - s]
+            };
+        }
+        (s..e).find(|&q| ok[q - s])
     }
 }
 
@@ -157,19 +232,49 @@ mod tests {
         v.extend_from_slice(&encode_len(MAX_STREAM_FRAME + 1));
         v.extend(std::iter::repeat_n(9u8, MAX_STREAM_FRAME + 1));
         v.extend(framed(&[&[3; 64]]));
-        let mut d = Decoder::new();
-        let mut got = Vec::new();
-        for chunk in v.chunks(1000) {
-            d.push(chunk);
-            loop {
-                match d.next_frame() {
-                    Next::Frame(f) => got.push(Ok(f.to_vec())),
-                    Next::Oversized(n) => got.push(Err(n)),
-                    Next::NeedMore => break,
-                }
+        for size in [1000, 3, 9300, 20000] {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for chunk in v.chunks(size) {
+                d.push(chunk);
+                drain(&mut d, &mut got);
+            }
+            assert_eq!(got, vec![Err(MAX_STREAM_FRAME + 1), Ok(vec![3; 64])], "chunks of {size}");
+        }
+    }
+
+    fn drain(d: &mut Decoder, got: &mut Vec<Result<Vec<u8>, usize>>) {
+        loop {
+            match d.next_frame() {
+                Next::Frame(f) => got.push(Ok(f.to_vec())),
+                Next::Oversized(n) => got.push(Err(n)),
+                Next::NeedMore => break,
             }
         }
-        assert_eq!(got, vec![Err(MAX_STREAM_FRAME + 1), Ok(vec![3; 64])]);
+    }
+
+    #[test]
+    fn test_lying_length_resyncs_on_the_frames_after_it() {
+        let lie = [&encode_len(0xffff)[..], &[0x55; 100][..]].concat();
+        let good = framed(&[&[1; 60], &[2; 1514]]);
+        // All in one read, and in two reads (the frames in their own write).
+        for split in [None, Some(lie.len())] {
+            let all = [&lie[..], &good[..]].concat();
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            match split {
+                None => {
+                    d.push(&all);
+                }
+                Some(k) => {
+                    d.push(&all[..k]);
+                    drain(&mut d, &mut got);
+                    d.push(&all[k..]);
+                }
+            }
+            drain(&mut d, &mut got);
+            assert_eq!(got, vec![Err(0xffff), Ok(vec![1; 60]), Ok(vec![2; 1514])], "split {split:?}");
+        }
     }
 
     #[test]
