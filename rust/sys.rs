@@ -336,7 +336,18 @@ pub fn geteuid() -> u32 {
 }
 
 /// syslog(3) at LOG_INFO (openlog is done by the Python side).
+/// Whether a syslog daemon listens (/dev/log); without one, logs go to stderr.
+pub fn syslog_available() -> bool {
+    static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAVE.get_or_init(|| std::path::Path::new("/dev/log").exists())
+}
+
+/// Log at LOG_INFO to syslog, or to stderr when there is no syslog daemon.
 pub fn syslog_info(msg: &str) {
+    if !syslog_available() {
+        eprintln!("vde_plug[{}]: {msg}", std::process::id());
+        return;
+    }
     if let Ok(c) = std::ffi::CString::new(msg.replace('\0', "")) {
         // SAFETY: constant "%s" format with one valid C string argument.
         unsafe { libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), c.as_ptr()) };

@@ -53,8 +53,8 @@ def test_open_error_is_reported():
     assert r.returncode == 1 and "Traceback" not in r.stderr and "nonexistent-dir" in r.stderr
 
 
-def test_sigterm_and_sigint_stop_cleanly(tmp_path):
-    for sig, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+def test_sigterm_sigint_sighup_stop_cleanly(tmp_path):
+    for sig, code in ((signal.SIGTERM, 0), (signal.SIGINT, 0), (signal.SIGHUP, 0)):
         a, b = str(tmp_path / "a"), str(tmp_path / "b")
         p = subprocess.Popen([VDE_PLUG, f"ptp://{a}", f"ptp://{b}"], stderr=subprocess.PIPE, text=True)
         wait_for(lambda a=a, b=b: os.path.exists(a) and os.path.exists(b), what="sockets")

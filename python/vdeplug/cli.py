@@ -42,7 +42,8 @@ options: -d/--daemon  -p/--pidfile FILE  -l/--log (syslog START/STOP)
 
 
 class Terminated(Exception):
-    """SIGTERM: stop cleanly (sockets removed, commands reaped)."""
+    """SIGTERM, SIGINT or SIGHUP: stop cleanly (sockets removed, commands
+    reaped, exit status 0)."""
 
 
 @dataclass
@@ -147,7 +148,7 @@ def _open(args: Args, i: int, url: str) -> Connection:
     return vde_open(url, descr=args.descr, mode=args.mode[i], group=args.group[i], port=args.port[i])
 
 
-def _daemonize() -> None:
+def _daemonize(keep_stderr: bool) -> None:
     # Unlike vdeplug4, after the URLs are open, so relative paths work.
     if os.fork():
         os._exit(0)
@@ -156,8 +157,9 @@ def _daemonize() -> None:
         os._exit(0)
     os.chdir("/")
     fd = os.open(os.devnull, os.O_RDWR)
-    for n in (0, 1, 2):
+    for n in (0, 1) if keep_stderr else (0, 1, 2):
         os.dup2(fd, n)
+    os.close(fd)
 
 
 def write_pidfile(path: str, value: int) -> None:
@@ -168,7 +170,15 @@ def write_pidfile(path: str, value: int) -> None:
     os.replace(tmp, path)
 
 
-def _syslog(msg: str) -> None:
+def have_syslog() -> bool:
+    return os.path.exists("/dev/log")
+
+
+def log(msg: str) -> None:
+    """-l/--log: to syslog, or to stderr when no syslog daemon listens."""
+    if not have_syslog():
+        print(f"{PROG}[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+        return
     import syslog
 
     syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_DAEMON)
@@ -200,11 +210,11 @@ def run(args: Args) -> int:
             second, kind = Connection(_core.open_stdio(), "stdio"), "stdio"
         stack.enter_context(second)
         if args.daemon:
-            _daemonize()
+            _daemonize(keep_stderr=args.log and not have_syslog())
         if pidfile:
             write_pidfile(pidfile, os.getpid())
         if args.log:
-            _syslog(f"START {' '.join(urls)} user={os.geteuid()}")
+            log(f"START {' '.join(urls)} user={os.geteuid()}")
 
         def report(_sig: int, _frame: object) -> None:
             # kill -USR1 <pid>: counters of both ends on stderr, then carry on.
@@ -216,7 +226,7 @@ def run(args: Args) -> int:
             end = join(first, second, iplog=args.iplog)
         finally:
             if args.log:
-                _syslog("STOP")
+                log("STOP")
             if pidfile:
                 try:
                     os.unlink(pidfile)
@@ -226,6 +236,9 @@ def run(args: Args) -> int:
             return 0  # stdin reached EOF: the normal end of stream mode
         if end.side == 1 and kind == "cmd":
             status = second.endpoint.exit_status()
+            if status:
+                how = f"killed by signal {status - 128}" if status > 128 else f"exited with status {status}"
+                print(f"{PROG}: command {how}", file=sys.stderr)
             return status if status is not None else 0
         who = (first, second)[end.side].url or "default switch"
         if end.closed:
@@ -237,16 +250,15 @@ def run(args: Args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_sigterm)
     try:
         return run(args)
     except VNLError as e:
         die(str(e), 2)
     except OSError as e:
         die(str(e) if e.filename or not e.strerror else e.strerror, 1)
-    except KeyboardInterrupt:
-        return 130
-    except Terminated:
+    except (Terminated, KeyboardInterrupt):
         return 0
 
 

@@ -168,22 +168,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.pidfile:
         write_pidfile(opts.pidfile, os.getpid())
     procs = spawn(cmds)
+    stopping = False
 
     def stop(_sig: int, _frame: object) -> None:
+        # SIGTERM/SIGINT/SIGHUP: stop every command, reap them all, exit 0.
+        nonlocal stopping
+        stopping = True
         for q in procs:
-            q.terminate()
+            if q.poll() is None:
+                q.terminate()
 
-    signal.signal(signal.SIGTERM, stop)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
     status = 0
     try:
         for p in procs:
-            rc = p.wait()
-            if rc and not status:
+            while True:
+                try:
+                    rc = p.wait(timeout=5 if stopping else None)
+                    break
+                except subprocess.TimeoutExpired:
+                    p.kill()  # ignored SIGTERM: do not hang
+            if rc and not status and not stopping:
                 status = rc if rc > 0 else 128 - rc
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        status = 130
     finally:
         if not opts.nowrapnoclean:
             for f in (opts.pidfile, opts.pgrpfile):

@@ -19,6 +19,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -86,7 +87,15 @@ struct NodeStats {
     joins: u64,
     leaves: u64,
     rejected: u64,
+    /// Bytes a joined client wrote on its (silent) control stream.
+    ctl_garbage: u64,
 }
+
+/// Ports (and connections still in their handshake) a switch serves at most:
+/// each takes file descriptors, so a flood of clients is refused instead of
+/// exhausting them.
+pub const MAX_PORTS: usize = 512;
+const MAX_PENDING: usize = 32;
 
 pub struct NetNode {
     kind: Kind,
@@ -111,6 +120,9 @@ pub struct NetNode {
     mode: u32,
     gid: Option<u32>,
     stats: NodeStats,
+    /// False while accept() fails for lack of fds (the listener is then out
+    /// of the poll set, so it cannot spin); back in when a port closes.
+    listening: bool,
 }
 
 fn is_live_socket(path: &Path) -> bool {
@@ -139,6 +151,7 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
             return Err(err(io::ErrorKind::AddrInUse, format!("switch: a switch is already running at {}", dir.display())));
         }
         std::fs::remove_file(&ctl_path).map_err(|e| ctx(e, format!("switch: stale {}", ctl_path.display())))?;
+        remove_stale_ports(&dir);
     }
     let listener = UnixListener::bind(&ctl_path).map_err(|e| ctx(e, format!("switch: bind {}", ctl_path.display())))?;
     listener.set_nonblocking(true)?;
@@ -172,7 +185,25 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
         mode,
         gid: o.gid,
         stats: NodeStats::default(),
+        listening: true,
     })
+}
+
+/// After a crash: port sockets (`NNN.fd`) nobody listens on any more. Only
+/// names of our own pattern, and only dead sockets, are removed.
+fn remove_stale_ports(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.split_once('.').is_some_and(|(a, b)| a.len() >= 3 && a.bytes().all(|c| c.is_ascii_digit()) && !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()));
+        if ours && e.file_type().is_ok_and(|t| t.is_socket()) {
+            let probe = UnixDatagram::unbound().and_then(|u| u.connect(e.path()));
+            if probe.is_err_and(|err| err.raw_os_error() == Some(libc::ECONNREFUSED)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 fn token(id: PortId, tag: u64) -> u64 {
@@ -202,7 +233,23 @@ impl NetNode {
     }
 
     fn accept(&mut self) {
-        while let Ok((conn, _)) = self.listener.accept() {
+        loop {
+            let conn = match self.listener.accept() {
+                Ok((conn, _)) => conn,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // No fd to accept with: stop polling the listener until a port closes.
+                    if self.poll.delete(self.listener.as_raw_fd()).is_ok() {
+                        self.listening = false;
+                    }
+                    return;
+                }
+                Err(_) => return,
+            };
+            let pending = self.slots.iter().filter(|s| matches!(s, Slot::Pending(_))).count();
+            if self.port_count() >= MAX_PORTS || pending >= MAX_PENDING {
+                self.stats.rejected += 1;
+                continue; // dropping conn closes it: the client sees EOF
+            }
             let _ = sys::set_cloexec(conn.as_raw_fd());
             if conn.set_nonblocking(true).is_err() {
                 continue;
@@ -283,11 +330,18 @@ impl NetNode {
                 let _ = std::fs::remove_file(&p.data_path);
                 self.table.forget_value(id);
                 self.stats.leaves += 1;
+                self.resume_listening();
             }
             Slot::Pending(c) => {
                 let _ = self.poll.delete(c.as_raw_fd());
             }
             Slot::Free => {}
+        }
+    }
+
+    fn resume_listening(&mut self) {
+        if !self.listening && self.poll.add(self.listener.as_raw_fd(), TOKEN_LISTEN).is_ok() {
+            self.listening = true;
         }
     }
 
@@ -299,7 +353,7 @@ impl NetNode {
                 let mut junk = [0u8; 256];
                 match p.ctl.read(&mut junk) {
                     Ok(0) => self.close_port(id),
-                    Ok(_) => {}
+                    Ok(n) => self.stats.ctl_garbage += n as u64,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => self.close_port(id),
                 }
@@ -522,6 +576,7 @@ impl Transport for NetNode {
             ("joins", self.stats.joins),
             ("leaves", self.stats.leaves),
             ("rejected", self.stats.rejected),
+            ("ctl_garbage", self.stats.ctl_garbage),
         ]
     }
 }

@@ -73,7 +73,7 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
     if let Some(g) = gid {
         sys::chown_group(&mine, g).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
     }
-    sys::chmod(&mine, mode.unwrap_or(0o700)).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
+    sys::chmod(&mine, mode.unwrap_or(0o600)).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
     Ok(Ptp { sock, mine, peer, connected })
 }
 
