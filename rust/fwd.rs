@@ -89,6 +89,9 @@ impl Forwarder {
     pub fn run_for(&mut self, ends: [&mut Endpoint; 2], tick: Duration) -> Exit {
         let [a, b] = ends;
         let mut ends = [a, b];
+        for e in ends.iter_mut() {
+            e.transport.tick();
+        }
         let deadline = Instant::now() + tick;
         let mut events = sys::empty_events::<4>();
         loop {

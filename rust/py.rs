@@ -66,7 +66,7 @@ impl PyEndpoint {
                     let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
                     match attempt(ep) {
                         Ok(t) => return Ok(Some(t)),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => ep.transport.tick(),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
                         Err(e) => return Err(e),
                     }
@@ -295,7 +295,7 @@ fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint, iplog: bool) -> PyRes
         match exit {
             Exit::Tick => py.check_signals()?,
             Exit::Closed(side) => return Ok((side, "closed".into())),
-            Exit::Failed(side, e) => return Ok((side, e.to_string())),
+            Exit::Failed(side, e) => return Ok((side, transport::describe(&e))),
         }
     }
 }

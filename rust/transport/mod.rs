@@ -55,6 +55,9 @@ pub trait Transport: Send {
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// Called every few hundred ms by whoever drives the transport (the
+    /// forwarding loop, a waiting `recv`): time-based housekeeping.
+    fn tick(&mut self) {}
     /// For transports that run a command: its exit code once it ended.
     fn exit_status(&mut self) -> Option<i32> {
         None
@@ -228,11 +231,13 @@ pub fn send_connected(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
 }
 
 /// Errors after which the link is still usable: the frame is just dropped.
+/// (EPERM: a unix datagram peer still bound to a previous partner, or a
+/// firewall rule.)
 pub fn is_transient(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
         || matches!(
             e.raw_os_error(),
-            Some(libc::ENOBUFS | libc::EMSGSIZE | libc::ECONNREFUSED | libc::ENOTCONN | libc::EDESTADDRREQ | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EINVAL)
+            Some(libc::ENOBUFS | libc::EMSGSIZE | libc::ECONNREFUSED | libc::ENOTCONN | libc::EDESTADDRREQ | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EINVAL | libc::EPERM)
         )
 }
 
@@ -429,9 +434,13 @@ impl std::error::Error for Context {}
 /// Prefix an io::Error with context, keeping its kind and errno.
 pub fn ctx(e: io::Error, what: impl std::fmt::Display) -> io::Error {
     let errno = e.raw_os_error().or_else(|| errno_of(&e));
-    let base = match e.get_ref().and_then(|r| r.downcast_ref::<Context>()) {
+    io::Error::new(e.kind(), Context { errno, msg: format!("{what}: {}", describe(&e)) })
+}
+
+/// An io::Error's message without std's " (os error N)" suffix.
+pub fn describe(e: &io::Error) -> String {
+    match e.get_ref().and_then(|r| r.downcast_ref::<Context>()) {
         Some(c) => c.msg.clone(),
-        // Drop std's " (os error N)" suffix: Python shows the errno itself.
         None => {
             let t = e.to_string();
             match t.rfind(" (os error ") {
@@ -439,8 +448,7 @@ pub fn ctx(e: io::Error, what: impl std::fmt::Display) -> io::Error {
                 None => t,
             }
         }
-    };
-    io::Error::new(e.kind(), Context { errno, msg: format!("{what}: {base}") })
+    }
 }
 
 /// The errno behind an io::Error, looking through `Context`.

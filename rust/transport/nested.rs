@@ -71,6 +71,9 @@ impl<H: Hook> Transport for Nested<H> {
     fn exit_status(&mut self) -> Option<i32> {
         self.inner.exit_status()
     }
+    fn tick(&mut self) {
+        self.inner.tick();
+    }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.inner.extra_stats();
         v.extend(self.hook.extra_stats());

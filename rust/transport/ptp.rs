@@ -16,6 +16,17 @@ pub struct Ptp {
     mine: PathBuf,
     peer: PathBuf,
     connected: bool,
+    /// The inode of the peer's socket file we are connected to: when the
+    /// peer is replaced, a connected unix datagram socket would refuse the
+    /// newcomer (EPERM) until we send, so `tick` notices and re-associates.
+    peer_ino: Option<(u64, i64, i64)>,
+}
+
+/// Identity of a socket file: inode and change time (tmpfs reuses inode
+/// numbers at once, so the inode alone cannot tell a new file from the old).
+fn inode(path: &Path) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 fn plus(path: &Path) -> PathBuf {
@@ -74,7 +85,8 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
         sys::chown_group(&mine, g).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
     }
     sys::chmod(&mine, mode.unwrap_or(0o600)).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
-    Ok(Ptp { sock, mine, peer, connected })
+    let peer_ino = if connected { inode(&peer) } else { None };
+    Ok(Ptp { sock, mine, peer, connected, peer_ino })
 }
 
 impl Ptp {
@@ -87,6 +99,7 @@ impl Ptp {
     /// Connect to the peer's file if it is there now (it may have (re)started).
     fn reconnect(&mut self) -> bool {
         self.connected = self.sock.connect(&self.peer).is_ok();
+        self.peer_ino = if self.connected { inode(&self.peer) } else { None };
         self.connected
     }
 }
@@ -122,6 +135,14 @@ impl Transport for Ptp {
         self.sock.as_raw_fd()
     }
 
+    fn tick(&mut self) {
+        if self.connected && inode(&self.peer) != self.peer_ino {
+            // Our peer's file is gone or belongs to a new peer now.
+            self.disconnect();
+            self.reconnect();
+        }
+    }
+
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
         if batch.recv_datagrams(self.sock.as_raw_fd())? {
             self.disconnect();
@@ -135,7 +156,11 @@ impl Transport for Ptp {
         }
         let out = send_connected(self.sock.as_raw_fd(), batch, idx);
         if out.sent == 0 && out.dropped > 0 {
-            self.connected = false; // retry the peer's file next time
+            // Nothing went: the peer may have restarted on its file. Reach
+            // the new one now rather than losing these frames too.
+            if self.reconnect() {
+                return send_connected(self.sock.as_raw_fd(), batch, idx);
+            }
         }
         out
     }

@@ -15,12 +15,20 @@ pub struct Udp {
     connected: bool,
     /// UDP GSO for runs of equal-size frames; off after the kernel refuses it.
     gso: bool,
+    /// ICMP "port unreachable" reports for earlier sends (the peer is not
+    /// there, maybe not yet): counted, never fatal.
+    unreachable: u64,
+}
+
+/// The error a connected UDP socket reports after an ICMP unreachable.
+fn is_icmp_report(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH))
 }
 
 /// Bind `src` and talk to `dst` (both already resolved, same family).
 pub fn open(src: SocketAddr, dst: SocketAddr) -> io::Result<Udp> {
     let sock = UdpSocket::bind(src).map_err(|e| ctx(e, format!("udp: bind {src}")))?;
-    Ok(Udp { sock, dst, connected: false, gso: true })
+    Ok(Udp { sock, dst, connected: false, gso: true, unreachable: 0 })
 }
 
 impl Udp {
@@ -39,7 +47,13 @@ impl Udp {
 
 impl Transport for Udp {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        let n = sys::recv(self.sock.as_raw_fd(), buf, libc::MSG_DONTWAIT)?;
+        let n = match sys::recv(self.sock.as_raw_fd(), buf, libc::MSG_DONTWAIT) {
+            Err(e) if is_icmp_report(&e) => {
+                self.unreachable += 1;
+                return Ok(Recv::Skip);
+            }
+            r => r?,
+        };
         if n == 0 {
             self.disconnect();
             return Ok(Recv::Skip);
@@ -57,10 +71,20 @@ impl Transport for Udp {
     }
 
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
-        if batch.recv_datagrams(self.sock.as_raw_fd())? {
-            self.disconnect();
+        match batch.recv_datagrams(self.sock.as_raw_fd()) {
+            Ok(true) => self.disconnect(),
+            Ok(false) => {}
+            Err(e) if is_icmp_report(&e) => {
+                self.unreachable += 1; // reading it cleared it: no spin
+                batch.skipped += 1;
+            }
+            Err(e) => return Err(e),
         }
         Ok(true)
+    }
+
+    fn extra_stats(&self) -> Vec<(&'static str, u64)> {
+        vec![("unreachable", self.unreachable)]
     }
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
