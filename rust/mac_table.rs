@@ -5,14 +5,20 @@
 //! two) arranged as 4-way set-associative buckets. A lookup or insert touches
 //! one bucket (a single 64-byte cache line for switch ports), never allocates, and a flood of random
 //! source MACs can only evict, never grow. Eviction policy inside a full
-//! bucket: expired slots first, else the least recently seen one. (vdeplug4
-//! uses one slot per bucket, so any collision evicts; this keeps up to 4.)
+//! bucket: expired slots first, else the least recently seen one, but only
+//! if it was last seen at least `PROTECT` seconds ago: stations that keep
+//! talking cannot be pushed out by a flood of new source MACs (the newcomer
+//! is then not learned, and frames to it are flooded like any unknown
+//! destination). (vdeplug4 uses one slot per bucket, so any collision
+//! evicts; this keeps up to 4.)
 //! Time is passed in (seconds), so tests never read a clock.
 
 use crate::wire::ethernet::Address;
 
 const WAYS: usize = 4;
 const EMPTY: u64 = u64::MAX;
+/// Entries seen this recently (seconds) are never evicted by a new MAC.
+pub const PROTECT: u32 = 2;
 
 /// vdeplug4's murmur3 fmix64, seeded.
 fn fmix64(mut k: u64, seed: u64) -> u64 {
@@ -50,6 +56,8 @@ pub enum Learned {
     Moved,
     /// Multicast source: never learned.
     Ignored,
+    /// Its bucket holds only recently active stations: not learned now.
+    Full,
 }
 
 pub struct MacTable<V: Copy + PartialEq> {
@@ -125,6 +133,10 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
                 victim = w;
             }
         }
+        let taken = b.keys[victim] != EMPTY && fresh(b.seen[victim]);
+        if taken && now.wrapping_sub(b.seen[victim]) < PROTECT {
+            return Learned::Full;
+        }
         b.keys[victim] = k;
         b.seen[victim] = now;
         b.vals[victim] = value;
@@ -199,13 +211,19 @@ mod tests {
     fn bounded_under_flood() {
         let mut t: MacTable<u32> = MacTable::new(1000, 120, 42);
         assert_eq!(t.capacity(), 1024);
+        t.learn(mac(1_000_000), 0, 7, 5); // an active station
         for i in 0..200_000 {
-            t.learn(mac(i), 0, i, 5);
+            t.learn(mac(i), 0, i, 5 + u64::from(i) / 20_000); // 10 s of flood
+            if i % 20_000 == 0 {
+                t.learn(mac(1_000_000), 0, 7, 5 + u64::from(i) / 20_000); // it keeps talking
+            }
         }
-        assert!(t.len(5) <= 1024);
-        // The most recent entries are all still there (LRU inside each bucket
-        // keeps at least the newest 4 of every bucket).
-        assert_eq!(t.lookup(mac(199_999), 0, 5), Some(199_999));
+        assert!(t.len(15) <= 1024);
+        assert_eq!(t.lookup(mac(1_000_000), 0, 15), Some(7), "the active station survived the flood");
+        // The flood is learned too, as far as protection allows: recent entries are there.
+        let recent = (180_000..200_000).filter(|&i| t.lookup(mac(i), 0, 15).is_some()).count();
+        let older = (160_000..180_000).filter(|&i| t.lookup(mac(i), 0, 15).is_some()).count();
+        assert!(recent + older > 500, "{recent} {older}");
     }
 
     #[test]
@@ -221,6 +239,17 @@ mod tests {
         assert_eq!(t.lookup(mac(0), 0, 30), None, "oldest evicted");
         assert_eq!(t.lookup(mac(1), 0, 30), Some(1));
         assert_eq!(t.lookup(mac(9), 0, 30), Some(9));
+    }
+
+    #[test]
+    fn recently_seen_entries_are_not_evicted() {
+        let mut t: MacTable<u32> = MacTable::new(4, 1000, 0); // one bucket
+        for i in 0..4 {
+            t.learn(mac(i), 0, i, 10);
+        }
+        assert_eq!(t.learn(mac(9), 0, 9, 11), Learned::Full);
+        assert_eq!(t.lookup(mac(9), 0, 11), None);
+        assert_eq!(t.learn(mac(9), 0, 9, 10 + u64::from(PROTECT)), Learned::New);
     }
 
     #[test]

@@ -495,7 +495,8 @@ impl PyMacTable {
     fn new(size: usize, max_age: u64, seed: u64) -> Self {
         PyMacTable(crate::mac_table::MacTable::new(size, max_age, seed))
     }
-    /// Returns "new", "refreshed", "moved" or "ignored" (multicast source).
+    /// Returns "new", "refreshed", "moved", "ignored" (multicast source) or
+    /// "full" (its bucket holds only recently active stations).
     fn learn(&mut self, mac: &[u8], vlan: u16, value: u64, now: u64) -> PyResult<&'static str> {
         use crate::mac_table::Learned;
         Ok(match self.0.learn(mac6(mac)?, vlan, value, now) {
@@ -503,6 +504,7 @@ impl PyMacTable {
             Learned::Refreshed => "refreshed",
             Learned::Moved => "moved",
             Learned::Ignored => "ignored",
+            Learned::Full => "full",
         })
     }
     fn lookup(&self, mac: &[u8], vlan: u16, now: u64) -> PyResult<Option<u64>> {

@@ -382,57 +382,55 @@ def flood_frames(n: int, dst: bytes, rnd: random.Random) -> list[bytes]:
     return out
 
 
+def drain(*conns: vdeplug.Connection) -> None:
+    for x in conns:
+        while True:
+            try:
+                x.recv_many(256, timeout=0.2)
+            except TimeoutError:
+                break
+
+
 def test_mac_flood_into_switch_stays_bounded_and_recovers(tmp_path):
-    """1 M frames with random source MACs into switch://[hashsize=1024/expiretime=2]."""
+    """1 M frames with random source MACs into switch://[hashsize=1024]:
+    the switch's memory stays flat, stations that keep talking stay learned
+    (their unicast is not flooded), and once the flood is over and its
+    entries expire, new stations are learned again."""
     sw = tmp_path / "sw"
-    plug = Plug(tmp_path, "null://", f"switch://{sw}[hashsize=1024/expiretime=2]")
+    plug = Plug(tmp_path, "null://", f"switch://{sw}[hashsize=1024/expiretime=3]")
     try:
         wait_for(lambda: (sw / "ctl").exists(), what="switch")
         with vdeplug.open(f"vde://{sw}") as a, vdeplug.open(f"vde://{sw}") as b, \
                 vdeplug.open(f"vde://{sw}") as c, vdeplug.open(f"vde://{sw}") as flooder:
             a.send(seq_frame(0, src=0xA))
             b.send(seq_frame(0, src=0xB))
-            for x in (a, b, c, flooder):
-                while True:
-                    try:
-                        x.recv_many(64, timeout=0.3)
-                    except TimeoutError:
-                        break
+            drain(a, b, c, flooder)
             rss0 = rss_kb(plug.proc.pid)
             rnd = random.Random(7)
             sent = 0
             while sent < 1_000_000:
                 flooder.send_many(flood_frames(1000, mac(0x77), rnd))  # to a MAC nobody has
                 sent += 1000
-                if sent % 100_000 == 0:  # legitimate traffic keeps working during the flood
+                if sent % 50_000 == 0:  # the real stations keep talking
                     a.send(seq_frame(sent, src=0xA, dst=mac(0xB)))
-                    got = []
-                    deadline = time.monotonic() + 5
-                    while sent not in got and time.monotonic() < deadline:
-                        try:
-                            got += [seq_of(f) for f in b.recv_many(64, timeout=1) if f[6:12] == mac(0xA)]
-                        except TimeoutError:
-                            pass
-                    assert sent in got, f"a->b lost during the flood at {sent}"
+                    b.send(seq_frame(sent, src=0xB, dst=mac(0xA)))
+                if sent % 250_000 == 0:  # and stay learned: unicast a->b reaches b only
+                    drain(a, b, c)
+                    a.send(seq_frame(sent + 1, src=0xA, dst=mac(0xB)))
+                    assert seq_of(b.recv(timeout=5)) == sent + 1, f"a->b lost during the flood at {sent}"
+                    with pytest.raises(TimeoutError):
+                        c.recv(timeout=0.2)
             grown = rss_kb(plug.proc.pid) - rss0
             assert grown < 8 * 1024, f"switch RSS grew {grown} kB during the flood"
-            _, node = plug.counters()
-            assert node["frames_out"] + node["port_drops"] >= 0  # the counters are there
-            # after expiretime the flood is forgotten: a->b is unicast again, c sees nothing
-            time.sleep(3)
-            for x in (b, c):
-                while True:
-                    try:
-                        x.recv_many(64, timeout=0.3)
-                    except TimeoutError:
-                        break
-            b.send(seq_frame(1, src=0xB))  # b is learned again
-            a.recv_many(64, timeout=5)
-            c.recv_many(64, timeout=5)
-            a.send(seq_frame(2, src=0xA, dst=mac(0xB)))
-            assert seq_of(b.recv(timeout=5)) == 2
-            with pytest.raises(TimeoutError):
-                c.recv(timeout=0.5)
+            # after expiretime the flood is forgotten: a new station is learned again
+            time.sleep(4)
+            with vdeplug.open(f"vde://{sw}") as d:
+                d.send(seq_frame(1, src=0xD))
+                drain(a, b, c)
+                a.send(seq_frame(2, src=0xA, dst=mac(0xD)))
+                assert seq_of(d.recv(timeout=5)) == 2
+                with pytest.raises(TimeoutError):
+                    c.recv(timeout=0.3)
     finally:
         assert plug.stop() == 0
 
@@ -441,37 +439,47 @@ VXVDE_FLOOD = textwrap.dedent("""
     import json, random, re, time, vdeplug
     def rss():
         return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-    url = "vxvde://239.9.9.10/hashsize=1024/expiretime=2"
+    def drain(*cs):
+        for c in cs:
+            while True:
+                try:
+                    c.recv_many(1024, timeout=0.1)
+                except TimeoutError:
+                    break
+    url = "vxvde://239.9.9.10/hashsize=1024/expiretime=3/rcvbuf=8M"  # room for a 1000-frame burst
     e, legit, flooder = vdeplug.open(url), vdeplug.open(url), vdeplug.open(url)
-    me = bytes([2, 0, 0, 0, 0, 0xE])
-    other = bytes([2, 0, 0, 0, 0, 0x1])
-    legit.send(b"\\xff" * 6 + other + b"\\x88\\xb5" + bytes(46))
-    e.recv(timeout=5)
+    me, other = bytes([2, 0, 0, 0, 0, 0xE]), bytes([2, 0, 0, 0, 0, 1])
+    hello = b"\\xff" * 6 + other + b"\\x88\\xb5" + bytes(46)
+    legit.send(hello)
+    drain(e)
     rss0 = rss()
     rnd = random.Random(3)
     got = sent = 0
     while sent < 1_000_000:
-        batch = [me + bytes([rnd.randrange(256) & 0xFE | 2]) + rnd.randbytes(5) + b"\\x88\\xb5" + bytes(46)
-                 for _ in range(1000)]
-        flooder.send_many(batch)
+        flooder.send_many([me + bytes([rnd.randrange(256) & 0xFE | 2]) + rnd.randbytes(5) + b"\\x88\\xb5" + bytes(46)
+                           for _ in range(1000)])
         sent += 1000
+        if sent % 50_000 == 0:
+            legit.send(hello)  # the real station keeps talking
         while True:
             try:
-                got += len(e.recv_many(1024, timeout=0.002))
+                got += len(e.recv_many(1024, timeout=0.001))
             except TimeoutError:
                 break
     grown = rss() - rss0
-    # the learned peer still gets unicast (or, if its entry was pushed out, the group)
-    e.send(other + me + b"\\x88\\xb5" + bytes(46))
-    ok = legit.recv(timeout=5)[:6] == other
-    time.sleep(3)
-    legit.send(b"\\xff" * 6 + other + b"\\x88\\xb5" + bytes(46))
-    e.recv(timeout=5)
+    drain(e, legit)
     before = e.stats.extra["unicast_out"]
-    e.send(other + me + b"\\x88\\xb5" + bytes(46))
-    ok2 = legit.recv(timeout=5)[:6] == other
-    print(json.dumps({"got": got, "grown": grown, "ok": ok, "ok2": ok2,
-                      "unicast_after_expiry": e.stats.extra["unicast_out"] - before}))
+    e.send(other + me + b"\\x88\\xb5" + bytes(46))  # known: straight to legit, not the group
+    ok = legit.recv(timeout=5)[:6] == other and e.stats.extra["unicast_out"] == before + 1
+    time.sleep(4)  # the flood's entries expire
+    late = vdeplug.open(url)
+    newcomer = bytes([2, 0, 0, 0, 0, 5])
+    late.send(b"\\xff" * 6 + newcomer + b"\\x88\\xb5" + bytes(46))
+    drain(e, legit)
+    before = e.stats.extra["unicast_out"]
+    e.send(newcomer + me + b"\\x88\\xb5" + bytes(46))
+    ok2 = late.recv(timeout=5)[:6] == newcomer and e.stats.extra["unicast_out"] == before + 1
+    print(json.dumps({"got": got, "grown": grown, "ok": ok, "ok2": ok2}))
 """)
 
 
@@ -483,10 +491,10 @@ def test_mac_flood_into_vxvde_stays_bounded_and_recovers():
                            capture_output=True, text=True, timeout=240)
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout)
-        assert res["got"] > 100_000, res  # most of the flood was received and learned from
+        assert res["got"] > 100_000, res  # much of the flood was received and learned from
         assert res["grown"] < 8 * 1024, res
-        assert res["ok"] and res["ok2"], res
-        assert res["unicast_after_expiry"] == 1, "after expiretime the table works again: unicast"
+        assert res["ok"], f"the active peer stayed learned through the flood: {res}"
+        assert res["ok2"], f"after expiretime new peers are learned again: {res}"
 
 
 # ------------------------------------------------------------------ access
@@ -502,12 +510,15 @@ def test_socket_and_directory_modes_default_owner_only_and_as_requested(tmp_path
     gid = grp.getgrnam("nogroup").gr_gid
     for scheme in ("switch", "hub"):
         d = tmp_path / scheme
-        with vdeplug.open(f"{scheme}://{d}") as node, vdeplug.open(f"vde://{d}"):
-            node.recv_nowait()  # let it accept the client
-            wait_for(lambda d=d: any(n != "ctl" for n in os.listdir(d)), what="port socket")
-            assert mode_of(d) == 0o2700 and mode_of(d / "ctl") == 0o600
-            ports = [d / n for n in os.listdir(d) if n != "ctl"]
-            assert all(mode_of(p) == 0o600 for p in ports), [oct(mode_of(p)) for p in ports]
+        plug = Plug(tmp_path, "null://", f"{scheme}://{d}", name=scheme)
+        try:
+            wait_for(lambda d=d: (d / "ctl").exists(), what=scheme)
+            with vdeplug.open(f"vde://{d}"):
+                ports = [d / n for n in os.listdir(d) if n != "ctl"]
+                assert ports and all(mode_of(p) == 0o600 for p in ports), [oct(mode_of(p)) for p in ports]
+                assert mode_of(d) == 0o2700 and mode_of(d / "ctl") == 0o600
+        finally:
+            assert plug.stop() == 0
         d2 = tmp_path / f"{scheme}2"
         with vdeplug.open(f"{scheme}://{d2}[mode=0660/dirmode=0750/grp=nogroup]"):
             assert mode_of(d2) == 0o750 and mode_of(d2 / "ctl") == 0o660
@@ -519,20 +530,48 @@ def test_socket_and_directory_modes_default_owner_only_and_as_requested(tmp_path
         assert mode_of(tmp_path / "l2") == 0o660 and (tmp_path / "l2").stat().st_gid == gid
 
 
+def as_nobody(fn) -> str:
+    """Run ``fn`` in a child process switched to user nobody; its outcome."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            fn()
+            out = "ok"
+        except BaseException as e:  # report anything, in the child
+            out = f"{type(e).__name__}: {e}"
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out
+
+
 @needs_root
 def test_client_without_permission_is_refused(tmp_path):
     os.chmod(tmp_path, 0o755)
     sw = tmp_path / "sw"
-    with vdeplug.open(f"switch://{sw}"):
-        os.chmod(sw, 0o2755)  # the directory may be searched; the 0600 ctl socket is the gate
-        r = subprocess.run([VDE_PLUG, f"vde://{sw}", "null://"], capture_output=True, text=True, timeout=20,
-                           user="nobody")
-        assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    plug = Plug(tmp_path, "null://", f"switch://{sw}")
+    try:
+        wait_for(lambda: (sw / "ctl").exists(), what="switch")
+        os.chmod(sw, 0o2755)  # even with a searchable directory, the 0600 ctl socket keeps others out
+        out = as_nobody(lambda: vdeplug.open(f"vde://{sw}").close())
+        assert out.startswith("PermissionError") and "Permission denied" in out, out
+        _, node = plug.counters()
+        assert node["joins"] == 0
+    finally:
+        assert plug.stop() == 0
     link = tmp_path / "link"
-    with vdeplug.open(f"ptp://{link}"):
-        r = subprocess.run([VDE_PLUG, f"ptp://{link}", "null://"], capture_output=True, text=True, timeout=20,
-                           user="nobody")
-        assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    with vdeplug.open(f"ptp://{link}") as mine:
+        out = as_nobody(lambda: vdeplug.open(f"ptp://{link}").close())
+        assert out.startswith("PermissionError"), out
+        assert mine.recv_nowait() is None
 
 
 def test_stale_switch_sockets_cleaned_live_switch_never_touched(tmp_path):
@@ -556,7 +595,7 @@ def test_stale_switch_sockets_cleaned_live_switch_never_touched(tmp_path):
             assert seq_of(b.recv(timeout=5)) == 5, "the live switch still serves"
     finally:
         assert second.stop() == 0
-    assert not sw.exists()
+    assert not sw.exists(), "the switch that took over the stale directory removes it"
 
 
 # ------------------------------------------------------------------ daemon, shutdown
@@ -571,7 +610,7 @@ def test_daemon_mode_pidfile_and_start_stop_log(tmp_path):
     assert r.returncode == 0, "the launching process returns at once"
     wait_for(pidfile.exists, what="pid file")
     pid = int(pidfile.read_text())
-    assert Path(f"/proc/{pid}").exists() and os.getsid(pid) == pid, "detached: its own session"
+    assert Path(f"/proc/{pid}").exists() and os.getsid(pid) != os.getsid(0), "detached: another session"
     assert (sw / "ctl").exists()
     if not os.path.exists("/dev/log"):
         wait_for(lambda: "START" in err.read_text(), what="START logged to stderr")

@@ -152,6 +152,7 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
         }
         std::fs::remove_file(&ctl_path).map_err(|e| ctx(e, format!("switch: stale {}", ctl_path.display())))?;
         remove_stale_ports(&dir);
+        created_dir = true; // taken over from a switch that died: ours to remove
     }
     let listener = UnixListener::bind(&ctl_path).map_err(|e| ctx(e, format!("switch: bind {}", ctl_path.display())))?;
     listener.set_nonblocking(true)?;
