@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import random
 
+import vdeplug
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import vdeplug
 from vdeplug.registry import resolve
 
 CASES = int(os.environ.get("VDEPLUG_FUZZ_CASES", "100000"))

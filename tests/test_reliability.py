@@ -19,9 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
-
 import vdeplug
-from conftest import C_VDE_PLUG, VDE_PLUG, DPIPE, frame, free_udp_port, mac, needs_c, needs_root, wait_for
+from conftest import (
+    DPIPE,
+    VDE_PLUG,
+    frame,
+    free_udp_port,
+    mac,
+    needs_c,
+    needs_root,
+    wait_for,
+)
 from netns import needs_netns
 from vdeplug import lab as labmod
 
@@ -229,7 +237,7 @@ def test_stream_lying_length_prefix_dropped_next_frame_forwarded(tmp_path):
 
 
 def test_ptp_and_udp_peers_killed_mid_traffic_vde_plug_idles_then_recovers(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
+    a = tmp_path / "a"
     p1, p2 = free_udp_port(), free_udp_port()
     plug = Plug(tmp_path, f"ptp://{a}", f"udp://127.0.0.1:{p1}->127.0.0.1:{p2}")
     try:

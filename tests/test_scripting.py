@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 
+import guest
 import pytest
 import vdeplug
-import guest
 from conftest import C_VDE_PLUG, VDE_PLUG, frame, free_udp_port, mac, needs_c, wait_for
 from netns import needs_netns
 from vdeplug import lab as labmod
