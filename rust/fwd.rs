@@ -90,7 +90,7 @@ impl Forwarder {
         let [a, b] = ends;
         let mut ends = [a, b];
         for e in ends.iter_mut() {
-            e.transport.tick();
+            e.maybe_tick();
         }
         let deadline = Instant::now() + tick;
         let mut events = sys::empty_events::<4>();

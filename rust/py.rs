@@ -66,7 +66,7 @@ impl PyEndpoint {
                     let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
                     match attempt(ep) {
                         Ok(t) => return Ok(Some(t)),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => ep.transport.tick(),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => ep.maybe_tick(),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
                         Err(e) => return Err(e),
                     }

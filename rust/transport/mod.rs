@@ -328,11 +328,23 @@ pub struct Endpoint {
     pub transport: Box<dyn Transport>,
     pub stats: Stats,
     pub name: String,
+    last_tick: std::time::Instant,
 }
+
+/// How often `Transport::tick` runs while an endpoint is driven.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Endpoint {
     pub fn new(name: impl Into<String>, transport: Box<dyn Transport>) -> Self {
-        Endpoint { transport, stats: Stats::default(), name: name.into() }
+        Endpoint { transport, stats: Stats::default(), name: name.into(), last_tick: std::time::Instant::now() }
+    }
+
+    /// Run the transport's housekeeping if a `TICK` has passed since the last time.
+    pub fn maybe_tick(&mut self) {
+        if self.last_tick.elapsed() >= TICK {
+            self.last_tick = std::time::Instant::now();
+            self.transport.tick();
+        }
     }
 
     /// One validated frame, or `Skip`/`Closed`; malformed frames are counted
