@@ -435,6 +435,7 @@ def test_mac_flood_into_switch_stays_bounded_and_recovers(tmp_path):
                     with pytest.raises(TimeoutError):
                         c.recv(timeout=0.2)
             grown = rss_kb(plug.proc.pid) - rss0
+            print(f"switch flood: {sent} frames, RSS {rss0} kB + {grown} kB, counters {plug.counters()[1]}")
             assert grown < 8 * 1024, f"switch RSS grew {grown} kB during the flood"
             # after expiretime the flood is forgotten: a new station is learned again
             time.sleep(4)
