@@ -256,7 +256,9 @@ def vlan_matrix(plug: str, tmp_path, url: str) -> list[tuple[bytes | None, bytes
     with vdeplug.open(f"ptp://{net_path}") as net, vdeplug.open(f"ptp://{vm_path}") as vm:
         proc = subprocess.Popen([plug, url.replace("NET", f"ptp://{net_path}"), f"ptp://{vm_path}"])
         try:
-            time.sleep(0.3)
+            # the plug is the second end of both links: it binds PATH+ for each
+            wait_for(lambda: os.path.exists(f"{net_path}+") and os.path.exists(f"{vm_path}+"), what="plug")
+            time.sleep(0.1)
             got: list[dict[int, bytes]] = []
             for src, dst in ((vm, net), (net, vm)):
                 for n, t in enumerate(PROBES):
