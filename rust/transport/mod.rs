@@ -347,20 +347,21 @@ impl Endpoint {
         }
     }
 
-    /// One validated frame, or `Skip`/`Closed`; malformed frames are counted
-    /// and reported as `Skip`.
-    pub fn recv_frame(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        match self.transport.recv(buf)? {
-            Recv::Frame(n) if frame_ok(&buf[..n]) => {
-                self.stats.frames_in += 1;
-                self.stats.bytes_in += n as u64;
-                Ok(Recv::Frame(n))
+    /// The next valid frame's length, skipping what is not a frame for us
+    /// (malformed frames are counted); `None` once the peer closed;
+    /// `WouldBlock` when nothing is ready.
+    pub fn recv_frame(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match self.transport.recv(buf)? {
+                Recv::Frame(n) if frame_ok(&buf[..n]) => {
+                    self.stats.frames_in += 1;
+                    self.stats.bytes_in += n as u64;
+                    return Ok(Some(n));
+                }
+                Recv::Frame(_) => self.stats.drops_in += 1,
+                Recv::Skip => {}
+                Recv::Closed => return Ok(None),
             }
-            Recv::Frame(_) => {
-                self.stats.drops_in += 1;
-                Ok(Recv::Skip)
-            }
-            other => Ok(other),
         }
     }
 
