@@ -89,44 +89,11 @@ impl Vlan {
         }
     }
 
-    /// Apply `a` to `frame`, writing into `out`; the new length or None.
-    fn apply(&self, a: Action, frame: &[u8], out: &mut [u8]) -> Option<usize> {
-        let n = frame.len();
+    /// Apply `a` in place to the `len`-byte frame at the start of `buf`
+    /// (shifting the body by 4 bytes to push or pop a tag); the new length,
+    /// or None to drop it.
+    fn rewrite(&self, a: Action, buf: &mut [u8], len: usize) -> Option<usize> {
         match a {
-            Action::Keep => {
-                out.get_mut(..n)?.copy_from_slice(frame);
-                Some(n)
-            }
-            Action::Push(vid) => {
-                if n + 4 > ETH_BUFSIZE || n < HEADER_LEN || out.len() < n + 4 {
-                    return None;
-                }
-                out[..12].copy_from_slice(&frame[..12]);
-                out[12..14].copy_from_slice(&self.tpid.to_be_bytes());
-                out[14..16].copy_from_slice(&vid.to_be_bytes());
-                out[16..n + 4].copy_from_slice(&frame[12..]);
-                Some(n + 4)
-            }
-            Action::Pop => {
-                out[..12].copy_from_slice(&frame[..12]);
-                out[12..n - 4].copy_from_slice(&frame[16..]);
-                Some(n - 4)
-            }
-            Action::Retag(vid) => {
-                out.get_mut(..n)?.copy_from_slice(frame);
-                out[14..16].copy_from_slice(&vid.to_be_bytes());
-                Some(n)
-            }
-            Action::Drop => None,
-        }
-    }
-}
-
-impl Hook for Vlan {
-    fn incoming(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
-        let tag = self.tag_of(buf.get(..len)?);
-        let r = match self.inbound_action(tag) {
-            // In place: shift the frame body by 4 bytes either way.
             Action::Push(vid) if len >= HEADER_LEN && len + 4 <= ETH_BUFSIZE && buf.len() >= len + 4 => {
                 buf.copy_within(12..len, 16);
                 buf[12..14].copy_from_slice(&self.tpid.to_be_bytes());
@@ -143,7 +110,14 @@ impl Hook for Vlan {
                 buf[14..16].copy_from_slice(&vid.to_be_bytes());
                 Some(len)
             }
-        };
+        }
+    }
+}
+
+impl Hook for Vlan {
+    fn incoming(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        let tag = self.tag_of(buf.get(..len)?);
+        let r = self.rewrite(self.inbound_action(tag), buf, len);
         if r.is_none() {
             self.filtered_in += 1;
         }
@@ -151,7 +125,14 @@ impl Hook for Vlan {
     }
 
     fn outgoing(&mut self, frame: &[u8], out: &mut [u8]) -> Option<usize> {
-        let r = self.apply(self.outbound_action(self.tag_of(frame)), frame, out);
+        let action = self.outbound_action(self.tag_of(frame));
+        let r = match out.get_mut(..frame.len()) {
+            Some(o) => {
+                o.copy_from_slice(frame);
+                self.rewrite(action, out, frame.len())
+            }
+            None => None,
+        };
         if r.is_none() {
             self.filtered_out += 1;
         }
