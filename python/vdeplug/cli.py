@@ -9,7 +9,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -17,10 +17,16 @@ from . import _core
 from .connection import Connection
 from .connection import open as vde_open
 from .forward import join
-from .plugins.capture import capture
+from .plugins.capture import (
+    DEFAULT_FILES,
+    DEFAULT_LIMIT,
+    capture,
+    file_count,
+    limit_size,
+)
 from .registry import BUILTIN, available
 from .registry import get as get_plugin
-from .vnl import VNLError, octal, size
+from .vnl import VNLError, octal
 
 PROG = "vde_plug"
 
@@ -59,8 +65,8 @@ class Args:
     group: list[str | None] = field(default_factory=lambda: [None, None])
     port: list[int | None] = field(default_factory=lambda: [None, None])
     pcap: str | None = None
-    pcap_limit: int = 64 << 20
-    pcap_files: int = 4
+    pcap_limit: int = DEFAULT_LIMIT
+    pcap_files: int = DEFAULT_FILES
 
 
 def die(msg: str, code: int = 1) -> NoReturn:
@@ -68,18 +74,16 @@ def die(msg: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def _octal(text: str) -> int:
-    try:
-        return octal(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"bad mode {text!r}: {e}") from None
+def _typed(convert: Callable[[str], int], what: str) -> Callable[[str], int]:
+    """An argparse type from a VNL option converter (one validation for both)."""
 
+    def conv(text: str) -> int:
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}: {e}") from None
 
-def _size(text: str) -> int:
-    try:
-        return size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: {e}") from None
+    return conv
 
 
 def plugin_list() -> str:
@@ -111,15 +115,15 @@ def parse_args(argv: Sequence[str]) -> Args:
     p.add_argument("-l", "--log", action="store_true")
     p.add_argument("-L", "--iplog", action="store_true")
     p.add_argument("-D", "--descr", default="vdeplug:")
-    p.add_argument("-m", "--mod", dest="mode", type=_octal)
-    p.add_argument("-M", "--mod2", dest="mode2", type=_octal)
+    p.add_argument("-m", "--mod", dest="mode", type=_typed(octal, "mode"))
+    p.add_argument("-M", "--mod2", dest="mode2", type=_typed(octal, "mode"))
     p.add_argument("-g", "--group")
     p.add_argument("-G", "--group2")
     p.add_argument("--port", type=int)
     p.add_argument("--port2", type=int)
     p.add_argument("--pcap")
-    p.add_argument("--pcap-limit", type=_size, default=64 << 20)
-    p.add_argument("--pcap-files", type=int, default=4)
+    p.add_argument("--pcap-limit", type=_typed(limit_size, "size"), default=DEFAULT_LIMIT)
+    p.add_argument("--pcap-files", type=_typed(file_count, "file count"), default=DEFAULT_FILES)
     p.add_argument("urls", nargs="*")
     ns = p.parse_args(argv)
     if ns.help:

@@ -18,6 +18,17 @@ DEFAULT_LIMIT = 64 << 20
 DEFAULT_FILES = 4
 
 
+def limit_size(text: str) -> int:
+    """A rotation size (K/M/G suffixes), at least 1K."""
+    v = size(text)
+    if v < 1024:
+        raise ValueError("must be at least 1K")
+    return v
+
+
+file_count = integer(1, 1000)
+
+
 def capture(endpoint: Any, path: str, limit: int = DEFAULT_LIMIT, files: int = DEFAULT_FILES) -> Any:
     """Wrap a built-in endpoint so every frame crossing it is captured."""
     return _core.open_capture(endpoint, os.path.abspath(path), limit, files)
@@ -28,8 +39,8 @@ class Capture(Plugin):
     syntax = "path"
     nests = True
     options = (
-        Option("limit", size, DEFAULT_LIMIT, "rotate after this many bytes (K/M/G)"),
-        Option("files", integer(1, 1000), DEFAULT_FILES, "files kept: FILE, FILE.1, …"),
+        Option("limit", limit_size, DEFAULT_LIMIT, "rotate after this many bytes (K/M/G)"),
+        Option("files", file_count, DEFAULT_FILES, "files kept: FILE, FILE.1, …"),
     )
     summary = "pcap capture around a VNL: capture:///tmp/x.pcap{vxvde://}"
 
@@ -37,8 +48,6 @@ class Capture(Plugin):
         t = target
         if not t.address:
             raise VNLError("capture:// needs a file name", t.vnl, t.vnl)
-        if t["limit"] < 1024:
-            raise VNLError("limit must be at least 1K", t.vnl, str(t["limit"]))
         inner = open_nested(t, args)
         try:
             return capture(inner, t.address, t["limit"], t["files"])
