@@ -3,16 +3,17 @@
 //! parameters, and `forward` (the `vde_plug A B` loop). The GIL is released
 //! around everything that may block.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::fwd::{Exit, Forwarder};
@@ -28,12 +29,79 @@ fn os_err(e: io::Error) -> PyErr {
     }
 }
 
+// ---------------------------------------------------------------- GIL discipline
+//
+// Rules: a lock on an endpoint is only ever waited for with the GIL
+// released; nothing blocks with the GIL held. At interpreter exit (atexit,
+// `_finalize`), threads still inside a GIL-released section are made to
+// return before Python finalizes: CPython 3.11 ends a daemon thread that
+// retakes the GIL during finalization with pthread_exit, whose forced unwind
+// through Rust frames aborts the process. After that, nothing releases the
+// GIL any more and waits return at once.
+
+static FINALIZING: AtomicBool = AtomicBool::new(false);
+static DETACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// `py.detach(f)`, counted so `_finalize` can wait for it to return; once
+/// finalizing, `f` runs with the GIL held (waits see `finalizing()` and
+/// return at once).
+fn detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+    if FINALIZING.load(Ordering::SeqCst) {
+        return f();
+    }
+    DETACHED.fetch_add(1, Ordering::SeqCst);
+    let r = py.detach(f);
+    DETACHED.fetch_sub(1, Ordering::SeqCst);
+    r
+}
+
+fn finalizing() -> bool {
+    FINALIZING.load(Ordering::SeqCst)
+}
+
+/// Called from atexit: make every thread blocked in vdeplug return to
+/// Python (waits end as on a hang-up), and wait up to 2 s for them.
+#[pyfunction]
+fn _finalize(py: Python<'_>) {
+    if FINALIZING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    py.detach(|| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while DETACHED.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+}
+
+/// After daemonizing (fork, setsid, fork): this process takes over what
+/// process `pid` opened, so closing removes its files and stops its
+/// commands. Without it a forked child's close leaves the parent's alone.
+#[pyfunction]
+fn inherit_from(pid: u32) {
+    sys::inherit_from(pid);
+}
+
+/// A timeout in seconds → a deadline. None and +inf (or anything too far
+/// to represent) wait forever; NaN and negative values are a ValueError.
+fn deadline_of(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(format!("timeout must be a non-negative number of seconds or None, not {t}"))),
+        Some(t) => Ok(Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d))),
+    }
+}
+
 type Shared = Arc<Mutex<Option<CoreEndpoint>>>;
 
 /// A connection to a virtual network, backed by a Rust transport.
 #[pyclass(module = "vdeplug._core", name = "Endpoint")]
 pub struct PyEndpoint {
     inner: Shared,
+    /// Readable without the lock (closed, fileno, repr never wait).
+    is_closed: Arc<AtomicBool>,
+    /// Set while a `forward` drives this endpoint: a second one is refused.
+    joined: Arc<AtomicBool>,
     data_fd: RawFd,
     ctl_fd: Option<RawFd>,
     /// The frame buffers of recv_many/send_many, kept between calls:
@@ -43,6 +111,7 @@ pub struct PyEndpoint {
     name: String,
 }
 
+/// Only ever called with the GIL released (inside `detach`).
 fn lock(s: &Shared) -> MutexGuard<'_, Option<CoreEndpoint>> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -51,22 +120,30 @@ fn closed() -> PyErr {
     PyValueError::new_err("I/O operation on closed endpoint")
 }
 
+/// Why a GIL-released section gave up on an endpoint.
+fn gone() -> io::Error {
+    io::Error::other("closed")
+}
+
 impl PyEndpoint {
     /// Run `attempt` (non-blocking: `WouldBlock` = nothing yet) until it
     /// yields, polling the data fd in 100 ms slices with the GIL released
-    /// so Ctrl-C is seen. None when `timeout` (seconds) expires.
+    /// so Ctrl-C is seen. Ok(None) when `deadline` passes; Ok(Some(None))
+    /// at interpreter exit (callers treat it as a hang-up).
     fn wait<T: Send>(
         &self,
         py: Python<'_>,
-        timeout: Option<f64>,
+        deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut CoreEndpoint) -> io::Result<T> + Send,
-    ) -> PyResult<Option<T>> {
-        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    ) -> PyResult<Option<Option<T>>> {
         loop {
-            let got = py.detach(|| -> io::Result<Option<T>> {
+            if finalizing() {
+                return Ok(Some(None));
+            }
+            let got = detach(py, || -> io::Result<Option<T>> {
                 loop {
                     let mut g = lock(&self.inner);
-                    let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
+                    let ep = g.as_mut().ok_or_else(gone)?;
                     match attempt(ep) {
                         Ok(t) => return Ok(Some(t)),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => ep.maybe_tick(),
@@ -78,7 +155,7 @@ impl PyEndpoint {
                         Some(d) => d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)),
                         None => Duration::from_millis(100),
                     };
-                    if slice.is_zero() {
+                    if slice.is_zero() || finalizing() {
                         return Ok(None);
                     }
                     match sys::poll_in(self.data_fd, slice.as_millis().max(1) as i32) {
@@ -90,41 +167,85 @@ impl PyEndpoint {
                 }
             });
             match got {
-                Ok(Some(t)) => return Ok(Some(t)),
+                Ok(Some(t)) => return Ok(Some(Some(t))),
                 Ok(None) => {
                     py.check_signals()?;
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Ok(None);
                     }
                 }
-                Err(e) => return Err(if lock(&self.inner).is_none() { closed() } else { os_err(e) }),
+                Err(e) => return Err(self.error(e)),
             }
         }
     }
 
+    /// The Python error for a failure: "closed" if the endpoint was closed meanwhile.
+    fn error(&self, e: io::Error) -> PyErr {
+        if self.is_closed.load(Ordering::SeqCst) {
+            closed()
+        } else {
+            os_err(e)
+        }
+    }
+
+    fn check_open(&self) -> PyResult<()> {
+        if self.is_closed.load(Ordering::SeqCst) {
+            return Err(closed());
+        }
+        Ok(())
+    }
+
     /// Take the transport out of this endpoint (it becomes closed), to nest it.
-    fn take(&self) -> PyResult<CoreEndpoint> {
-        lock(&self.inner).take().ok_or_else(closed)
+    fn take(&self, py: Python<'_>) -> PyResult<CoreEndpoint> {
+        if self.joined.load(Ordering::SeqCst) {
+            return Err(PyValueError::new_err("endpoint is being joined"));
+        }
+        let inner = self.inner.clone();
+        let ep = detach(py, move || lock(&inner).take()).ok_or_else(closed)?;
+        self.is_closed.store(true, Ordering::SeqCst);
+        Ok(ep)
     }
 
     fn wrap(name: String, t: impl Transport + 'static) -> PyEndpoint {
         let data_fd = t.data_fd();
         let ctl_fd = t.ctl_fd();
-        PyEndpoint { inner: Arc::new(Mutex::new(Some(CoreEndpoint::new(name.clone(), Box::new(t))))), data_fd, ctl_fd, scratch: Mutex::new(None), name }
+        PyEndpoint {
+            inner: Arc::new(Mutex::new(Some(CoreEndpoint::new(name.clone(), Box::new(t))))),
+            is_closed: Arc::new(AtomicBool::new(false)),
+            joined: Arc::new(AtomicBool::new(false)),
+            data_fd,
+            ctl_fd,
+            scratch: Mutex::new(None),
+            name,
+        }
     }
 
-    /// The kept batch if it has `capacity` buffers, else a new one; give it
-    /// back with `keep`.
+    /// The kept batch if it has `capacity` buffers (and no other thread
+    /// has it), else a new one; give it back with `keep`.
     fn batch(&self, capacity: usize) -> Batch {
-        match self.scratch.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        match self.scratch.try_lock().ok().and_then(|mut g| g.take()) {
             Some(b) if b.capacity() == capacity => b,
             _ => Batch::new(capacity),
         }
     }
 
     fn keep(&self, b: Batch) {
-        *self.scratch.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+        if let Ok(mut g) = self.scratch.try_lock() {
+            *g = Some(b);
+        }
     }
+}
+
+/// A frame argument: any bytes-like object, never an int (bytes(1500)
+/// would be 1500 zero bytes) or a str.
+fn frame_arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Cow::Borrowed(b.as_bytes()));
+    }
+    if obj.is_instance_of::<pyo3::types::PyInt>() || obj.is_instance_of::<pyo3::types::PyString>() {
+        return Err(PyTypeError::new_err(format!("a frame must be bytes-like, not {}", obj.get_type().name()?)));
+    }
+    Ok(Cow::Owned(pyo3::buffer::PyBuffer::<u8>::get(obj)?.to_vec(obj.py())?))
 }
 
 #[pymethods]
@@ -133,10 +254,15 @@ impl PyEndpoint {
     /// Returns b"" when the peer has gone away, None when `timeout` (seconds) expires.
     #[pyo3(signature = (max = RECV_BUFSIZE, timeout = None))]
     fn recv(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Option<Py<PyBytes>>> {
+        if max == 0 {
+            return Err(PyValueError::new_err("max must be at least 1"));
+        }
+        let deadline = deadline_of(timeout)?;
+        self.check_open()?;
         let mut buf = vec![0u8; RECV_BUFSIZE];
-        let got = self.wait(py, timeout, |ep| ep.recv_frame(&mut buf))?;
+        let got = self.wait(py, deadline, |ep| ep.recv_frame(&mut buf))?;
         // Some(None): the peer closed, b"".
-        Ok(got.map(|n| PyBytes::new(py, &buf[..n.unwrap_or(0).min(max)]).unbind()))
+        Ok(got.map(|n| PyBytes::new(py, &buf[..n.flatten().unwrap_or(0).min(max)]).unbind()))
     }
 
     /// Wait for frames and return up to `n` of them, as many as are ready
@@ -144,9 +270,11 @@ impl PyEndpoint {
     /// that `timeout` (seconds) expired.
     #[pyo3(signature = (n = 64, timeout = None))]
     fn recv_many(&self, py: Python<'_>, n: usize, timeout: Option<f64>) -> PyResult<Option<Vec<Py<PyBytes>>>> {
+        let deadline = deadline_of(timeout)?;
+        self.check_open()?;
         let mut batch = self.batch(n.clamp(1, crate::sys::MAX_BATCH));
         let mut idx = Vec::new();
-        let open = self.wait(py, timeout, |ep| loop {
+        let open = self.wait(py, deadline, |ep| loop {
             let open = ep.recv_valid(&mut batch, &mut idx)?;
             if !idx.is_empty() || !open {
                 return Ok(open);
@@ -155,7 +283,7 @@ impl PyEndpoint {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
         });
-        let frames = open.map(|o| o.map(|_| idx.iter().map(|&i| PyBytes::new(py, batch.frame(i)).unbind()).collect()));
+        let frames = open.map(|o| o.map(|o| if o.is_some() { idx.iter().map(|&i| PyBytes::new(py, batch.frame(i)).unbind()).collect() } else { Vec::new() }));
         self.keep(batch);
         frames
     }
@@ -163,11 +291,13 @@ impl PyEndpoint {
     /// Send many frames with batched system calls. Returns how many went
     /// out; malformed frames and frames the network could not take now are
     /// dropped and counted in `stats`.
-    fn send_many(&self, py: Python<'_>, frames: Vec<PyBackedBytes>) -> PyResult<usize> {
+    fn send_many(&self, py: Python<'_>, frames: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
+        let frames = frames.iter().map(frame_arg).collect::<PyResult<Vec<_>>>()?;
+        self.check_open()?;
         let mut batch = self.batch(crate::fwd::BATCH);
-        let sent = py.detach(|| -> io::Result<usize> {
+        let sent = detach(py, || -> io::Result<usize> {
             let mut g = lock(&self.inner);
-            let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
+            let ep = g.as_mut().ok_or_else(gone)?;
             let mut idx = Vec::with_capacity(batch.capacity());
             let mut sent = 0;
             for chunk in frames.chunks(batch.capacity()) {
@@ -191,38 +321,42 @@ impl PyEndpoint {
             Ok(sent)
         });
         self.keep(batch);
-        sent.map_err(|e| if lock(&self.inner).is_none() { closed() } else { os_err(e) })
+        sent.map_err(|e| self.error(e))
     }
 
     /// Receive without waiting: a frame, b"" if the peer went away, None if nothing is ready.
     fn recv_nowait(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        self.check_open()?;
         let mut buf = vec![0u8; RECV_BUFSIZE];
-        let mut g = lock(&self.inner);
-        let ep = g.as_mut().ok_or_else(closed)?;
-        match ep.recv_frame(&mut buf) {
+        let inner = self.inner.clone();
+        let got = detach(py, || {
+            let mut g = lock(&inner);
+            g.as_mut().ok_or_else(gone)?.recv_frame(&mut buf)
+        });
+        match got {
             Ok(n) => Ok(Some(PyBytes::new(py, &buf[..n.unwrap_or(0)]).unbind())),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(os_err(e)),
+            Err(e) => Err(self.error(e)),
         }
     }
 
-    /// Send one frame. Returns its length, or 0 if it was dropped (malformed,
-    /// or the network could not take it now); drops are counted in `stats`.
-    fn send(&self, py: Python<'_>, frame: &[u8]) -> PyResult<usize> {
+    /// Send one frame (bytes-like). Returns its length, or 0 if it was
+    /// dropped (malformed, or the network could not take it now); drops are
+    /// counted in `stats`.
+    fn send(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let frame = frame_arg(frame)?;
+        self.check_open()?;
         let inner = self.inner.clone();
-        py.detach(move || {
+        detach(py, move || {
             let mut g = lock(&inner);
-            let ep = g.as_mut().ok_or_else(|| io::Error::other("closed"))?;
-            ep.send_frame(frame)
+            g.as_mut().ok_or_else(gone)?.send_frame(&frame)
         })
-        .map_err(|e| if lock(&self.inner).is_none() { closed() } else { os_err(e) })
+        .map_err(|e| self.error(e))
     }
 
     /// The fd to wait on for readability (selectors, asyncio add_reader).
     fn fileno(&self) -> PyResult<RawFd> {
-        if lock(&self.inner).is_none() {
-            return Err(closed());
-        }
+        self.check_open()?;
         Ok(self.data_fd)
     }
 
@@ -233,22 +367,24 @@ impl PyEndpoint {
 
     /// Close the transport (removes its socket files, stops its command).
     fn close(&self, py: Python<'_>) {
+        self.is_closed.store(true, Ordering::SeqCst);
         let inner = self.inner.clone();
-        py.detach(move || drop(lock(&inner).take()));
+        detach(py, move || drop(lock(&inner).take()));
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        lock(&self.inner).is_none()
+        self.is_closed.load(Ordering::SeqCst)
     }
 
     /// Counters: frames_in, bytes_in, frames_out, bytes_out, drops_in, drops_out.
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let g = lock(&self.inner);
-        let s = g.as_ref().map(|e| e.stats).unwrap_or_default();
-        let extra = g.as_ref().map(|e| e.transport.extra_stats()).unwrap_or_default();
-        drop(g);
+        let inner = self.inner.clone();
+        let (s, extra) = detach(py, move || {
+            let g = lock(&inner);
+            (g.as_ref().map(|e| e.stats).unwrap_or_default(), g.as_ref().map(|e| e.transport.extra_stats()).unwrap_or_default())
+        });
         let d = PyDict::new(py);
         for (k, v) in extra {
             d.set_item(k, v)?;
@@ -265,7 +401,7 @@ impl PyEndpoint {
     /// Exit code of the command behind a cmd:// endpoint, once it ended.
     fn exit_status(&self, py: Python<'_>) -> Option<i32> {
         let inner = self.inner.clone();
-        py.detach(move || lock(&inner).as_mut().and_then(|e| e.transport.exit_status()))
+        detach(py, move || lock(&inner).as_mut().and_then(|e| e.transport.exit_status()))
     }
 
     fn __repr__(&self) -> String {
@@ -273,27 +409,59 @@ impl PyEndpoint {
     }
 }
 
+/// Marks both endpoints joined for as long as it lives.
+struct JoinGuard(Arc<AtomicBool>, Arc<AtomicBool>);
+
+impl JoinGuard {
+    fn new(a: &PyEndpoint, b: &PyEndpoint) -> PyResult<JoinGuard> {
+        let busy = || PyValueError::new_err("endpoint is already being joined (one forward per endpoint at a time)");
+        a.joined.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).map_err(|_| busy())?;
+        if b.joined.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            a.joined.store(false, Ordering::SeqCst);
+            return Err(busy());
+        }
+        Ok(JoinGuard(a.joined.clone(), b.joined.clone()))
+    }
+}
+
+impl Drop for JoinGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+        self.1.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Join two endpoints until one side hangs up or fails. Returns
 /// (side, reason): side 0 or 1, reason "closed" or the error text.
 /// Signals are checked every 200 ms (KeyboardInterrupt propagates).
 /// With `iplog`, source IP addresses of frames from `b` are logged to syslog once each.
+/// An endpoint can be in one forward at a time (ValueError otherwise).
 #[pyfunction]
 #[pyo3(signature = (a, b, iplog = false))]
 fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint, iplog: bool) -> PyResult<(usize, String)> {
     if Arc::ptr_eq(&a.inner, &b.inner) {
         return Err(PyValueError::new_err("cannot forward an endpoint to itself"));
     }
+    a.check_open()?;
+    b.check_open()?;
+    let _guard = JoinGuard::new(a, b)?;
     let (ia, ib) = (a.inner.clone(), b.inner.clone());
-    let mut fw = {
+    let fw = detach(py, || {
         let (ga, gb) = (lock(&ia), lock(&ib));
-        let (ea, eb) = (ga.as_ref().ok_or_else(closed)?, gb.as_ref().ok_or_else(closed)?);
-        Forwarder::new([ea, eb]).map_err(os_err)?
-    };
+        match (ga.as_ref(), gb.as_ref()) {
+            (Some(ea), Some(eb)) => Some(Forwarder::new([ea, eb])),
+            _ => None,
+        }
+    });
+    let mut fw = fw.ok_or_else(closed)?.map_err(os_err)?;
     if iplog {
         fw.iplog = Some(crate::fwd::IpLog::default());
     }
     loop {
-        let exit = py.detach(|| {
+        if finalizing() {
+            return Ok((0, "interpreter exiting".into()));
+        }
+        let exit = detach(py, || {
             let (mut ga, mut gb) = (lock(&ia), lock(&ib));
             match (ga.as_mut(), gb.as_mut()) {
                 (Some(ea), Some(eb)) => fw.run_for([ea, eb], Duration::from_millis(200)),
@@ -319,25 +487,25 @@ fn ip(s: &str) -> PyResult<IpAddr> {
 
 #[pyfunction]
 fn open_null(py: Python<'_>) -> PyResult<PyEndpoint> {
-    endpoint("null://".into(), py.detach(transport::null::open))
+    endpoint("null://".into(), detach(py, transport::null::open))
 }
 
 #[pyfunction]
 fn open_udp(py: Python<'_>, src_ip: &str, src_port: u16, dst_ip: &str, dst_port: u16) -> PyResult<PyEndpoint> {
     let src = SocketAddr::new(ip(src_ip)?, src_port);
     let dst = SocketAddr::new(ip(dst_ip)?, dst_port);
-    endpoint(format!("udp://{src}->{dst}"), py.detach(|| transport::udp::open(src, dst)))
+    endpoint(format!("udp://{src}->{dst}"), detach(py, || transport::udp::open(src, dst)))
 }
 
 #[pyfunction]
 #[pyo3(signature = (path, mode = None, gid = None))]
 fn open_ptp(py: Python<'_>, path: PathBuf, mode: Option<u32>, gid: Option<u32>) -> PyResult<PyEndpoint> {
-    endpoint(format!("ptp://{}", path.display()), py.detach(|| transport::ptp::open(&path, mode, gid)))
+    endpoint(format!("ptp://{}", path.display()), detach(py, || transport::ptp::open(&path, mode, gid)))
 }
 
 #[pyfunction]
 fn open_stdio(py: Python<'_>) -> PyResult<PyEndpoint> {
-    endpoint("stdio".into(), py.detach(transport::stream::open_stdio))
+    endpoint("stdio".into(), detach(py, transport::stream::open_stdio))
 }
 
 /// A stream endpoint over two fds this process owns (they are duplicated).
@@ -345,19 +513,19 @@ fn open_stdio(py: Python<'_>) -> PyResult<PyEndpoint> {
 fn open_stream(py: Python<'_>, input_fd: RawFd, output_fd: RawFd) -> PyResult<PyEndpoint> {
     endpoint(
         format!("stream:{input_fd},{output_fd}"),
-        py.detach(|| transport::stream::open(sys::dup_fd(input_fd)?, sys::dup_fd(output_fd)?)),
+        detach(py, || transport::stream::open(sys::dup_fd(input_fd)?, sys::dup_fd(output_fd)?)),
     )
 }
 
 #[pyfunction]
 fn open_cmd(py: Python<'_>, argv: Vec<String>) -> PyResult<PyEndpoint> {
     let name = format!("cmd://{}", argv.join(" "));
-    endpoint(name, py.detach(|| transport::cmd::open(&argv)))
+    endpoint(name, detach(py, || transport::cmd::open(&argv)))
 }
 
 #[pyfunction]
 fn open_tap(py: Python<'_>, name: &str) -> PyResult<PyEndpoint> {
-    let t = py.detach(|| transport::tap::open(name)).map_err(os_err)?;
+    let t = detach(py, || transport::tap::open(name)).map_err(os_err)?;
     let label = format!("tap://{}", t.name);
     Ok(PyEndpoint::wrap(label, t))
 }
@@ -376,7 +544,7 @@ fn overlay_config(group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<Str
 #[allow(clippy::too_many_arguments)]
 fn open_vxlan(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<String>, rcvbuf: Option<usize>, hashsize: usize, expiretime: u64) -> PyResult<PyEndpoint> {
     let cfg = overlay_config(group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime)?;
-    endpoint(format!("vxlan://{group}/port={port}/vni={vni}"), py.detach(|| transport::vxlan::open(&cfg)))
+    endpoint(format!("vxlan://{group}/port={port}/vni={vni}"), detach(py, || transport::vxlan::open(&cfg)))
 }
 
 #[pyfunction]
@@ -385,14 +553,14 @@ fn open_vxlan(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname
 fn open_vxvde(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<String>, rcvbuf: Option<usize>, hashsize: usize, expiretime: u64, bind: Option<&str>) -> PyResult<PyEndpoint> {
     let cfg = overlay_config(group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime)?;
     let bind = bind.map(ip).transpose()?;
-    endpoint(format!("vxvde://{group}/port={port}/vni={vni}"), py.detach(|| transport::vxvde::open(&cfg, bind)))
+    endpoint(format!("vxvde://{group}/port={port}/vni={vni}"), detach(py, || transport::vxvde::open(&cfg, bind)))
 }
 
 #[pyfunction]
 #[pyo3(signature = (path, port = None, portgroup = None, mode = None, gid = None, descr = String::new()))]
 fn open_vde(py: Python<'_>, path: PathBuf, port: Option<u32>, portgroup: Option<String>, mode: Option<u32>, gid: Option<u32>, descr: String) -> PyResult<PyEndpoint> {
     let opts = transport::vde::Options { port, portgroup, mode, gid, descr };
-    let t = py.detach(|| transport::vde::open(&path, &opts)).map_err(os_err)?;
+    let t = detach(py, || transport::vde::open(&path, &opts)).map_err(os_err)?;
     let label = format!("vde://{}", t.switch_path.display());
     Ok(PyEndpoint::wrap(label, t))
 }
@@ -411,20 +579,20 @@ fn open_netnode(py: Python<'_>, kind: &str, path: PathBuf, mode: u32, dirmode: O
         other => return Err(PyValueError::new_err(format!("unknown netnode kind {other:?}"))),
     };
     let opts = Options { kind: k, path: path.clone(), mode, dirmode, gid, hashsize, expiretime, hashseed };
-    endpoint(format!("{kind}://{}", path.display()), py.detach(|| transport::netnode::open(&opts)))
+    endpoint(format!("{kind}://{}", path.display()), detach(py, || transport::netnode::open(&opts)))
 }
 
 #[pyfunction]
 fn open_seqpacket(py: Python<'_>, fd: RawFd) -> PyResult<PyEndpoint> {
-    endpoint(format!("seqpacket://{fd}"), py.detach(|| transport::seqpacket::open(fd)))
+    endpoint(format!("seqpacket://{fd}"), detach(py, || transport::seqpacket::open(fd)))
 }
 
 /// vlan://…{VNL}: 802.1Q tagging around `inner` (which this takes over).
 #[pyfunction]
 #[pyo3(signature = (inner, vlan, untag, map, trunk, qinq))]
-fn open_vlan(inner: &PyEndpoint, vlan: u16, untag: u16, map: Vec<(u16, u16)>, trunk: bool, qinq: bool) -> PyResult<PyEndpoint> {
+fn open_vlan(py: Python<'_>, inner: &PyEndpoint, vlan: u16, untag: u16, map: Vec<(u16, u16)>, trunk: bool, qinq: bool) -> PyResult<PyEndpoint> {
     let cfg = transport::vlan::Config { vlan, untag, map, trunk, qinq };
-    let ep = inner.take()?;
+    let ep = inner.take(py)?;
     let t = transport::nested::Nested::new(ep.transport, transport::vlan::hook(cfg));
     Ok(PyEndpoint::wrap(format!("vlan://{vlan}{{{}}}", ep.name), t))
 }
@@ -434,8 +602,8 @@ fn open_vlan(inner: &PyEndpoint, vlan: u16, untag: u16, map: Vec<(u16, u16)>, tr
 #[pyfunction]
 fn open_capture(py: Python<'_>, inner: &PyEndpoint, path: PathBuf, limit: u64, files: u32) -> PyResult<PyEndpoint> {
     let cfg = transport::capture::Config { path: path.clone(), limit, files };
-    let hook = py.detach(|| transport::capture::hook(cfg)).map_err(os_err)?;
-    let ep = inner.take()?;
+    let hook = detach(py, || transport::capture::hook(cfg)).map_err(os_err)?;
+    let ep = inner.take(py)?;
     let t = transport::nested::Nested::new(ep.transport, hook);
     Ok(PyEndpoint::wrap(format!("capture://{}{{{}}}", path.display(), ep.name), t))
 }
@@ -536,6 +704,8 @@ impl PyMacTable {
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEndpoint>()?;
     m.add_function(wrap_pyfunction!(forward, m)?)?;
+    m.add_function(wrap_pyfunction!(_finalize, m)?)?;
+    m.add_function(wrap_pyfunction!(inherit_from, m)?)?;
     m.add_function(wrap_pyfunction!(open_null, m)?)?;
     m.add_function(wrap_pyfunction!(open_udp, m)?)?;
     m.add_function(wrap_pyfunction!(open_ptp, m)?)?;

@@ -305,14 +305,6 @@ pub fn if_index(name: &str) -> io::Result<u32> {
 
 // ---------------------------------------------------------------- unix seqpacket / misc
 
-/// Wrap an inherited fd number (e.g. seqpacket://<fd>), checking it is open.
-pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_GETFD only queries the fd.
-    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-    // SAFETY: the caller hands over this fd number; it is open (checked above).
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Duplicate a borrowed fd (e.g. stdin) into one we own, close-on-exec.
 pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a fresh fd we own.
@@ -616,5 +608,239 @@ mod gso_tests {
         let runs = plan(&[9000; 20], &[0; 20]);
         assert!(runs.iter().all(|r| r.count * 9000 <= GSO_MAX_BYTES));
         assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 20);
+    }
+}
+
+// ---------------------------------------------------------------- files without following symlinks
+
+fn cpath(p: &std::path::Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// lstat(2)/fstatat(AT_SYMLINK_NOFOLLOW) of `name` in `dir` (None: the cwd).
+pub fn lstat_at(dir: Option<RawFd>, name: &std::path::Path) -> io::Result<libc::stat> {
+    let c = cpath(name)?;
+    // SAFETY: stat is plain old data, written by the kernel.
+    let mut st: libc::stat = unsafe { mem::zeroed() };
+    // SAFETY: c is a valid C string, st a valid stat buffer.
+    cvt(unsafe { libc::fstatat(dir.unwrap_or(libc::AT_FDCWD), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+/// fstat(2).
+pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain old data.
+    let mut st: libc::stat = unsafe { mem::zeroed() };
+    // SAFETY: st is a valid stat buffer.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
+}
+
+pub fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+pub fn is_socket(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
+pub fn is_symlink(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+/// Open a directory, refusing a symlink as its last component.
+pub fn open_dir_nofollow(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid C string; the fd returned is owned here.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An O_PATH handle on `name` in `dir` (None: cwd), not following a final
+/// symlink: the object can then be checked with fstat and reached through
+/// `proc_path` without a race against a swapped file.
+pub fn open_path_nofollow(dir: Option<RawFd>, name: &std::path::Path) -> io::Result<OwnedFd> {
+    let c = cpath(name)?;
+    // SAFETY: c is a valid C string.
+    let fd = cvt(unsafe { libc::openat(dir.unwrap_or(libc::AT_FDCWD), c.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `/proc/self/fd/N`: a path that reaches exactly the object open on `fd`
+/// (for bind/connect/chmod of sockets, which have no fd-relative calls).
+pub fn proc_path(fd: RawFd) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{fd}"))
+}
+
+/// fchmod(2): change a mode through an fd, never through a path.
+pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on an fd we hold.
+    cvt(unsafe { libc::fchmod(fd, mode as libc::mode_t) })?;
+    Ok(())
+}
+
+/// fchown(2) of the group only.
+pub fn fchown_group(fd: RawFd, gid: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on an fd we hold; uid -1 keeps the owner.
+    cvt(unsafe { libc::fchown(fd, u32::MAX, gid) })?;
+    Ok(())
+}
+
+/// chmod of `name` in `dir`, refusing to follow a symlink: the file is
+/// opened O_PATH|O_NOFOLLOW, checked, and changed through /proc/self/fd.
+pub fn chmod_at_nofollow(dir: RawFd, name: &std::path::Path, mode: u32) -> io::Result<()> {
+    let h = open_path_nofollow(Some(dir), name)?;
+    let st = fstat(h.as_raw_fd())?;
+    if is_symlink(&st) {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let p = cpath(&proc_path(h.as_raw_fd()))?;
+    // SAFETY: p is a valid C string naming the object held open by h.
+    cvt(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) })?;
+    Ok(())
+}
+
+/// Group of `name` in `dir`, without following a symlink.
+pub fn chown_group_at_nofollow(dir: RawFd, name: &std::path::Path, gid: u32) -> io::Result<()> {
+    let c = cpath(name)?;
+    // SAFETY: valid C string; uid -1 keeps the owner.
+    cvt(unsafe { libc::fchownat(dir, c.as_ptr(), u32::MAX, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(())
+}
+
+/// unlinkat(2) of a non-directory `name` in `dir` (never follows symlinks).
+pub fn unlink_at(dir: RawFd, name: &std::path::Path) -> io::Result<()> {
+    let c = cpath(name)?;
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::unlinkat(dir, c.as_ptr(), 0) })?;
+    Ok(())
+}
+
+/// The uid of the process at the other end of a unix stream socket.
+pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: ucred is plain old data, filled by the kernel.
+    let mut cred: libc::ucred = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for SO_PEERCRED.
+    cvt(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) })?;
+    Ok(cred.uid)
+}
+
+/// Create a fresh private directory `base/prefixXXXXXX` (mode 0700) and open it.
+pub fn make_private_dir(base: &std::path::Path, prefix: &str) -> io::Result<(std::path::PathBuf, OwnedFd)> {
+    let t = cpath(&base.join(format!("{prefix}XXXXXX")))?;
+    let mut bytes = t.into_bytes_with_nul();
+    // SAFETY: bytes is a writable NUL-terminated template.
+    let p = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    bytes.pop();
+    use std::os::unix::ffi::OsStringExt;
+    let path = std::path::PathBuf::from(std::ffi::OsString::from_vec(bytes));
+    let fd = open_dir_nofollow(&path)?;
+    Ok((path, fd))
+}
+
+
+// ---------------------------------------------------------------- non-blocking output
+
+/// An output fd we may write to without ever blocking, whatever the fd we
+/// were given: a socket is written with MSG_DONTWAIT; a pipe, FIFO or tty is
+/// reopened through /proc/self/fd as a new, non-blocking open file (the
+/// caller's stdout keeps its own flags); anything else is set O_NONBLOCK.
+pub struct Output {
+    fd: OwnedFd,
+    socket: bool,
+}
+
+impl Output {
+    pub fn new(fd: OwnedFd) -> io::Result<Output> {
+        let st = fstat(fd.as_raw_fd())?;
+        if is_socket(&st) {
+            return Ok(Output { fd, socket: true });
+        }
+        let c = cpath(&proc_path(fd.as_raw_fd()))?;
+        // SAFETY: valid C string; the fd returned is owned here.
+        let re = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) };
+        if re >= 0 {
+            // SAFETY: fresh fd.
+            let nfd = unsafe { OwnedFd::from_raw_fd(re) };
+            let same = fstat(nfd.as_raw_fd()).is_ok_and(|n| n.st_ino == st.st_ino && n.st_dev == st.st_dev);
+            if same {
+                return Ok(Output { fd: nfd, socket: false });
+            }
+        }
+        // SAFETY: fcntl on an fd we own.
+        let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) })?;
+        Ok(Output { fd, socket: false })
+    }
+
+    /// One non-blocking writev (sendmsg for sockets); WouldBlock when full.
+    pub fn writev(&self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+        if !self.socket {
+            return writev(self.fd.as_raw_fd(), bufs);
+        }
+        // SAFETY: msghdr is plain old data.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec; // IoSlice is ABI-compatible with iovec
+        msg.msg_iovlen = bufs.len();
+        // SAFETY: msg points at live iovecs; nothing is written through them.
+        cvt_size(unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+// ---------------------------------------------------------------- ownership across fork
+
+/// (from_pid << 32) | to_pid: `to` has taken over what `from` opened (a
+/// daemon after its forks). 0: nobody has.
+static HEIR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// This process takes over the files and commands opened by process
+/// `from` (its ancestor, before daemonizing): it removes and stops them at close.
+pub fn inherit_from(from: u32) {
+    HEIR.store((u64::from(from) << 32) | u64::from(std::process::id()), std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether this process owns what process `owner` opened: it is that
+/// process, or inherited from it. A forked child that did not inherit must
+/// not remove its parent's socket files or stop its parent's commands.
+pub fn owns(owner: u32) -> bool {
+    let me = std::process::id();
+    me == owner || HEIR.load(std::sync::atomic::Ordering::SeqCst) == (u64::from(owner) << 32) | u64::from(me)
+}
+
+#[cfg(test)]
+mod nofollow_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn chmod_and_chown_at_never_follow_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("vdeplug-nofollow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, b"x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("link")).unwrap();
+        let d = open_dir_nofollow(&dir).unwrap();
+        let e = chmod_at_nofollow(d.as_raw_fd(), std::path::Path::new("link"), 0o666).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+        chmod_at_nofollow(d.as_raw_fd(), std::path::Path::new("target"), 0o640).unwrap();
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(open_dir_nofollow(&dir.join("link")).is_err(), "a symlink is not opened as a directory");
+        unlink_at(d.as_raw_fd(), std::path::Path::new("link")).unwrap();
+        assert!(target.exists(), "unlink removes the link, not its target");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

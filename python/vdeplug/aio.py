@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .connection import Connection, Stats
+from .connection import Connection, Stats, _frame
 from .connection import open as _open
 
 
@@ -96,12 +96,14 @@ class AsyncConnection:
     async def send(self, frame: bytes) -> int:
         """Send one frame; its length, or 0 when it was dropped (counted)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(), self.conn.send, bytes(frame))
+        data = _frame(frame)  # a TypeError here, not in the worker
+        return await loop.run_in_executor(self._executor(), self.conn.send, data)
 
     async def send_many(self, frames: Iterable[bytes]) -> int:
         """Send frames in batches; how many went out."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(), self.conn.send_many, list(frames))
+        batch = [_frame(f) for f in frames]
+        return await loop.run_in_executor(self._executor(), self.conn.send_many, batch)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._frames()

@@ -154,11 +154,13 @@ def _open(args: Args, i: int, url: str) -> Connection:
 
 def _daemonize(keep_stderr: bool) -> None:
     # Unlike vdeplug4, after the URLs are open, so relative paths work.
+    opener = os.getpid()
     if os.fork():
         os._exit(0)
     os.setsid()
     if os.fork():
         os._exit(0)
+    _core.inherit_from(opener)  # the daemon now owns the sockets and commands opened
     os.chdir("/")
     fd = os.open(os.devnull, os.O_RDWR)
     for n in (0, 1) if keep_stderr else (0, 1, 2):
@@ -167,10 +169,15 @@ def _daemonize(keep_stderr: bool) -> None:
 
 
 def write_pidfile(path: str, value: int) -> None:
-    """Atomically, so a reader never sees an empty file."""
+    """Atomically, so a reader never sees an empty file. The temporary file
+    is created new (O_EXCL) and never through a symlink planted in a shared
+    directory; the rename replaces a symlink at ``path``, never follows it."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{value}\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, f"{value}\n".encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

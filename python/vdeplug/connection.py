@@ -3,6 +3,7 @@ send/recv/fileno/close and counters. Frames move in Rust; this only wraps."""
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -11,6 +12,20 @@ from . import _core
 from .registry import OpenArgs, resolve
 
 ETH_BUFSIZE: int = _core.ETH_BUFSIZE
+
+# Threads blocked in a Rust wait return before the interpreter finalizes
+# (a daemon thread in recv() would otherwise abort the process at exit).
+atexit.register(_core._finalize)
+
+
+def _frame(frame: Any) -> bytes:
+    """A frame argument as bytes: any bytes-like object, never an int
+    (``bytes(1500)`` is 1500 zero bytes) or a str."""
+    if isinstance(frame, bytes):
+        return frame
+    if isinstance(frame, (int, str)):
+        raise TypeError(f"a frame must be bytes-like, not {type(frame).__name__}")
+    return bytes(memoryview(frame))
 
 
 @dataclass(frozen=True)
@@ -39,13 +54,17 @@ class Connection:
 
     def send(self, frame: bytes) -> int:
         """Send one Ethernet frame (no FCS). Returns its length, or 0 when it
-        was dropped (shorter than 14 bytes, oversized, or no room now)."""
-        return int(self.endpoint.send(bytes(frame)))
+        was dropped (shorter than 14 bytes, oversized, or no room now).
+        Raises ``TypeError`` for anything but a bytes-like object."""
+        return int(self.endpoint.send(_frame(frame)))
 
     def recv(self, max: int = ETH_BUFSIZE, timeout: float | None = None) -> bytes:
         """The next frame (at most ``max`` bytes of it). Blocks, with the GIL
         released; ``b""`` means the peer went away; raises ``TimeoutError``
-        when ``timeout`` seconds pass first."""
+        when ``timeout`` seconds pass first (``None`` or ``math.inf``: wait
+        forever; negative or NaN: ``ValueError``)."""
+        if max < 1:
+            raise ValueError("max must be at least 1")
         frame = self.endpoint.recv(max, timeout)
         if frame is None:
             raise TimeoutError(f"no frame within {timeout} s")
@@ -85,7 +104,7 @@ class Connection:
     def send_many(self, frames: Iterable[bytes]) -> int:
         """Send frames with batched system calls (sendmmsg, UDP GSO).
         Returns how many went out; the rest were dropped and counted."""
-        batch = [bytes(f) for f in frames]
+        batch = [_frame(f) for f in frames]
         many = getattr(self.endpoint, "send_many", None)
         if many is None:
             return sum(1 for f in batch if self.endpoint.send(f))

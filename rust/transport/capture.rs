@@ -53,8 +53,22 @@ pub struct Capture {
     write_errors: u64,
 }
 
+/// Create (or truncate) a capture file of ours: never through a symlink
+/// (O_NOFOLLOW), never into a file of another user (a planted world-writable
+/// file in /tmp would hand them the traffic); mode 0600, captures are private.
+fn open_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.uid() != crate::sys::geteuid() {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} belongs to another user or is not a regular file", path.display())));
+    }
+    f.set_len(0)?;
+    Ok(f)
+}
+
 fn create(path: &Path) -> io::Result<BufWriter<File>> {
-    let mut f = BufWriter::with_capacity(1 << 16, File::create(path).map_err(|e| ctx(e, path.display()))?);
+    let mut f = BufWriter::with_capacity(1 << 16, open_private(path).map_err(|e| ctx(e, path.display()))?);
     f.write_all(&file_header(crate::wire::ETH_BUFSIZE as u32))?;
     Ok(f)
 }

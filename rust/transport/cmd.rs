@@ -1,7 +1,10 @@
 //! cmd://command args — runs a command and talks to it with the stream
 //! framing over its stdin/stdout (also `vde_plug URL = command args`).
-//! At close the command gets SIGTERM (vdeplug4 means to, but swaps kill's
-//! arguments) and is reaped.
+//! At close the command and every process it started get SIGTERM (vdeplug4
+//! means to, but swaps kill's arguments), SIGKILL 2 s later, and it is
+//! reaped. Descendants are found through /proc rather than by giving the
+//! command its own process group, which would stop `ssh` asking for a
+//! password on the terminal (SIGTTIN).
 
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -16,6 +19,8 @@ pub struct Cmd {
     stream: Stream,
     child: Child,
     status: Option<i32>,
+    /// The process that started the command: only it stops the command.
+    owner: u32,
 }
 
 /// Spawn `argv` (no shell) with its stdin/stdout as our stream.
@@ -29,7 +34,7 @@ pub fn open(argv: &[String]) -> io::Result<Cmd> {
         .map_err(|e| ctx(e, format!("cmd: cannot run {prog}")))?;
     let to_child: OwnedFd = child.stdin.take().ok_or_else(|| err(io::ErrorKind::Other, "cmd: no stdin pipe"))?.into();
     let from_child: OwnedFd = child.stdout.take().ok_or_else(|| err(io::ErrorKind::Other, "cmd: no stdout pipe"))?.into();
-    Ok(Cmd { stream: stream::open(from_child, to_child)?, child, status: None })
+    Ok(Cmd { stream: stream::open(from_child, to_child)?, child, status: None, owner: std::process::id() })
 }
 
 /// Shell-style exit code of a finished child (128+signal when killed).
@@ -79,18 +84,68 @@ impl Transport for Cmd {
     }
 }
 
+/// Every live descendant of `root` (children before their children), from
+/// the parent pids in /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+            let mut f = rest.split_whitespace();
+            let state = f.next().unwrap_or("");
+            if let Some(ppid) = f.next().and_then(|p| p.parse::<i32>().ok()) {
+                if state != "Z" {
+                    parent_of.push((pid, ppid));
+                }
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent_of.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+}
+
 impl Drop for Cmd {
     fn drop(&mut self) {
+        if !sys::owns(self.owner) {
+            return; // a forked child's copy: the command is the parent's
+        }
+        let pid = self.child.id() as i32;
+        let family = if let Ok(None) = self.child.try_wait() { descendants(pid) } else { Vec::new() };
         if let Ok(None) = self.child.try_wait() {
-            sys::kill(self.child.id() as i32, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            sys::kill(pid, libc::SIGTERM);
+        }
+        for &p in &family {
+            sys::kill(p, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut done = false;
+        while Instant::now() < deadline {
+            let child_gone = !matches!(self.child.try_wait(), Ok(None));
+            if child_gone && !family.iter().any(|&p| alive(p)) {
+                done = true;
+                break;
             }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !done {
             let _ = self.child.kill();
+            for &p in family.iter().filter(|&&p| alive(p)) {
+                sys::kill(p, libc::SIGKILL);
+            }
         }
         let _ = self.child.wait();
     }

@@ -15,13 +15,21 @@
 //!
 //! Writes to ports are non-blocking: a slow port loses frames, it never
 //! stalls the switch.
+//!
+//! Hardening (another local user is assumed hostile): the directory is used
+//! only if it is ours and nobody else can replace files in it; every file in
+//! it is created, changed and removed relative to the directory's fd, never
+//! by following a path; a client's data socket must belong to the client
+//! (SO_PEERCRED); handshakes have a deadline and requested ports a bound.
 
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::{ctx, err, now_secs, send_datagrams, Batch, Recv, SendOutcome, Transport};
 use crate::mac_table::MacTable;
@@ -56,7 +64,8 @@ const HOST: PortId = 0;
 struct Port {
     ctl: UnixStream,
     data: UnixDatagram,
-    data_path: PathBuf,
+    /// Name of the data socket in the switch directory.
+    data_name: PathBuf,
 }
 
 enum Decision {
@@ -68,8 +77,8 @@ enum Decision {
 
 enum Slot {
     Free,
-    /// Connected to ctl, request not read yet.
-    Pending(UnixStream),
+    /// Connected to ctl, request not read yet (since when).
+    Pending(UnixStream, Instant),
     Port(Port),
 }
 
@@ -96,14 +105,35 @@ struct NodeStats {
 /// exhausting them.
 pub const MAX_PORTS: usize = 512;
 const MAX_PENDING: usize = 32;
+/// A client must send its request this soon after connecting.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The switch directory, held open: files in it are reached through this
+/// fd, so a directory swapped for a symlink later is never followed.
+struct NodeDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl NodeDir {
+    /// A path to `name` inside the held directory (for bind/connect).
+    fn at(&self, name: &Path) -> PathBuf {
+        sys::proc_path(self.fd.as_raw_fd()).join(name)
+    }
+}
 
 pub struct NetNode {
     kind: Kind,
-    dir: PathBuf,
+    dir: NodeDir,
     created_dir: bool,
-    ctl_path: PathBuf,
+    /// The process that opened the switch: a forked child dropping its copy
+    /// must not remove our files.
+    owner: u32,
     listener: UnixListener,
     slots: Vec<Slot>,
+    /// Ids of the joined ports, so flooding costs what is joined, not the
+    /// highest port number.
+    active: Vec<PortId>,
     table: MacTable<PortId>,
     poll: Epoll,
     hostq_fd: EventFd,
@@ -129,38 +159,73 @@ fn is_live_socket(path: &Path) -> bool {
     UnixStream::connect(path).is_ok()
 }
 
+fn refuse(path: &Path, why: &str) -> io::Error {
+    err(io::ErrorKind::AlreadyExists, format!("switch: {} {why}: refusing to use it (File exists)", path.display()))
+}
+
+/// Make the switch directory, or reuse one only if it is ours: a real
+/// directory (not a symlink), owned by us, and where nobody else can
+/// replace our files (not writable by others, or sticky).
+fn prepare_dir(path: &Path, dirmode: u32, gid: Option<u32>) -> io::Result<(NodeDir, bool)> {
+    // mkdir never follows a symlink planted at `path` (EEXIST).
+    let created = match std::fs::create_dir(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(ctx(e, format!("switch: mkdir {}", path.display()))),
+    };
+    let fd = sys::open_dir_nofollow(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP | libc::ENOTDIR) if sys::lstat_at(None, path).is_ok_and(|st| sys::is_symlink(&st)) => refuse(path, "is a symbolic link"),
+        Some(libc::ELOOP | libc::ENOTDIR) => refuse(path, "exists and is not a directory"),
+        _ => ctx(e, format!("switch: {}", path.display())),
+    })?;
+    if created {
+        if let Some(g) = gid {
+            sys::fchown_group(fd.as_raw_fd(), g).map_err(|e| ctx(e, format!("switch: chown {}", path.display())))?;
+        }
+        sys::fchmod(fd.as_raw_fd(), dirmode).map_err(|e| ctx(e, format!("switch: chmod {}", path.display())))?;
+    }
+    let st = sys::fstat(fd.as_raw_fd())?;
+    if st.st_uid != sys::geteuid() {
+        return Err(refuse(path, &format!("exists and belongs to uid {}", st.st_uid)));
+    }
+    if st.st_mode & 0o022 != 0 && st.st_mode & libc::S_ISVTX == 0 {
+        return Err(refuse(path, "is writable by others without the sticky bit"));
+    }
+    Ok((NodeDir { path: path.to_path_buf(), fd }, created))
+}
+
+/// The default directory mode from the socket mode (vdeplug4's rule), plus
+/// the sticky bit whenever others may write: they may add sockets, never
+/// replace ours.
+fn dir_mode(mode: u32, dirmode: Option<u32>) -> u32 {
+    let m = dirmode.unwrap_or(0o2000 | mode | (mode & 0o444) >> 2 | (mode & 0o222) >> 1);
+    if m & 0o022 != 0 { m | libc::S_ISVTX } else { m }
+}
+
 pub fn open(o: &Options) -> io::Result<NetNode> {
-    let dir = o.path.clone();
     let mode = o.mode & !0o111;
-    let dirmode = o.dirmode.unwrap_or(0o2000 | mode | (mode & 0o444) >> 2 | (mode & 0o222) >> 1);
-    let mut created_dir = false;
-    match std::fs::create_dir(&dir) {
-        Ok(()) => {
-            created_dir = true;
-            if let Some(g) = o.gid {
-                sys::chown_group(&dir, g).map_err(|e| ctx(e, format!("switch: chown {}", dir.display())))?;
+    let (dir, mut created_dir) = prepare_dir(&o.path, dir_mode(mode, o.dirmode), o.gid)?;
+    let dfd = dir.fd.as_raw_fd();
+    let ctl = Path::new("ctl");
+    match sys::lstat_at(Some(dfd), ctl) {
+        Ok(st) => {
+            if sys::is_socket(&st) && is_live_socket(&dir.at(ctl)) {
+                return Err(err(io::ErrorKind::AddrInUse, format!("switch: a switch is already running at {}", dir.path.display())));
             }
-            sys::chmod(&dir, dirmode).map_err(|e| ctx(e, format!("switch: chmod {}", dir.display())))?;
+            sys::unlink_at(dfd, ctl).map_err(|e| ctx(e, format!("switch: stale {}/ctl", dir.path.display())))?;
+            remove_stale_ports(&dir);
+            created_dir = true; // taken over from a switch of ours that died: ours to remove
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-        Err(e) => return Err(ctx(e, format!("switch: mkdir {}", dir.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx(e, format!("switch: {}/ctl", dir.path.display()))),
     }
-    let ctl_path = dir.join("ctl");
-    if ctl_path.exists() {
-        if is_live_socket(&ctl_path) {
-            return Err(err(io::ErrorKind::AddrInUse, format!("switch: a switch is already running at {}", dir.display())));
-        }
-        std::fs::remove_file(&ctl_path).map_err(|e| ctx(e, format!("switch: stale {}", ctl_path.display())))?;
-        remove_stale_ports(&dir);
-        created_dir = true; // taken over from a switch that died: ours to remove
-    }
-    let listener = UnixListener::bind(&ctl_path).map_err(|e| ctx(e, format!("switch: bind {}", ctl_path.display())))?;
+    let listener = UnixListener::bind(dir.at(ctl)).map_err(|e| ctx(e, format!("switch: bind {}/ctl", dir.path.display())))?;
     listener.set_nonblocking(true)?;
     sys::set_cloexec(listener.as_raw_fd())?;
     if let Some(g) = o.gid {
-        sys::chown_group(&ctl_path, g)?;
+        sys::chown_group_at_nofollow(dfd, ctl, g)?;
     }
-    sys::chmod(&ctl_path, mode)?;
+    sys::chmod_at_nofollow(dfd, ctl, mode)?;
     let poll = Epoll::new()?;
     poll.add(listener.as_raw_fd(), TOKEN_LISTEN)?;
     let hostq_fd = EventFd::new()?;
@@ -169,9 +234,10 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
         kind: o.kind,
         dir,
         created_dir,
-        ctl_path,
+        owner: std::process::id(),
         listener,
         slots: vec![Slot::Free], // slot 0 is the host
+        active: Vec::new(),
         table: MacTable::new(o.hashsize, o.expiretime, o.hashseed),
         poll,
         hostq_fd,
@@ -192,19 +258,36 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
 
 /// After a crash: port sockets (`NNN.fd`) nobody listens on any more. Only
 /// names of our own pattern, and only dead sockets, are removed.
-fn remove_stale_ports(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+fn remove_stale_ports(dir: &NodeDir) {
+    let Ok(entries) = std::fs::read_dir(sys::proc_path(dir.fd.as_raw_fd())) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let ours = name.split_once('.').is_some_and(|(a, b)| a.len() >= 3 && a.bytes().all(|c| c.is_ascii_digit()) && !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()));
+        let Some(s) = name.to_str() else { continue };
+        let ours = s.split_once('.').is_some_and(|(a, b)| a.len() >= 3 && a.bytes().all(|c| c.is_ascii_digit()) && !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()));
         if ours && e.file_type().is_ok_and(|t| t.is_socket()) {
-            let probe = UnixDatagram::unbound().and_then(|u| u.connect(e.path()));
+            let probe = UnixDatagram::unbound().and_then(|u| u.connect(dir.at(Path::new(&name))));
             if probe.is_err_and(|err| err.raw_os_error() == Some(libc::ECONNREFUSED)) {
-                let _ = std::fs::remove_file(e.path());
+                let _ = sys::unlink_at(dir.fd.as_raw_fd(), Path::new(&name));
             }
         }
     }
+}
+
+/// Connect a port's data socket to the client's socket, only if that
+/// socket belongs to the client (or the client is root): the switch never
+/// delivers frames, with its own privileges, into someone else's socket.
+fn connect_client(data: &UnixDatagram, ctl: &UnixStream, sock_path: &[u8]) -> io::Result<()> {
+    let uid = sys::peer_uid(ctl.as_raw_fd())?;
+    let handle = sys::open_path_nofollow(None, Path::new(OsStr::from_bytes(sock_path)))?;
+    let st = sys::fstat(handle.as_raw_fd())?;
+    if !sys::is_socket(&st) {
+        return Err(io::Error::from_raw_os_error(libc::ENOTSOCK));
+    }
+    if uid != 0 && st.st_uid != uid {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
+    // Through the handle: the socket checked is the socket connected.
+    data.connect(sys::proc_path(handle.as_raw_fd()))
 }
 
 fn token(id: PortId, tag: u64) -> u64 {
@@ -212,16 +295,15 @@ fn token(id: PortId, tag: u64) -> u64 {
 }
 
 impl NetNode {
-    fn free_slot(&mut self, wanted: i32) -> PortId {
-        if wanted > 0 {
-            let w = wanted as usize;
-            if w < 1 << 16 {
-                if self.slots.len() <= w {
-                    self.slots.resize_with(w + 1, || Slot::Free);
-                }
-                if matches!(self.slots[w], Slot::Free) {
-                    return w as PortId;
-                }
+    /// A free slot: `wanted` if given and free, else the lowest free one.
+    /// The caller has checked `wanted` is within 1..=MAX_PORTS.
+    fn free_slot(&mut self, wanted: Option<usize>) -> PortId {
+        if let Some(w) = wanted {
+            if self.slots.len() <= w {
+                self.slots.resize_with(w + 1, || Slot::Free);
+            }
+            if matches!(self.slots[w], Slot::Free) {
+                return w as PortId;
             }
         }
         match self.slots.iter().skip(1).position(|s| matches!(s, Slot::Free)) {
@@ -230,6 +312,32 @@ impl NetNode {
                 self.slots.push(Slot::Free);
                 (self.slots.len() - 1) as PortId
             }
+        }
+    }
+
+    fn pending_count(&self) -> usize {
+        self.slots.iter().filter(|s| matches!(s, Slot::Pending(..))).count()
+    }
+
+    /// Close the pending handshake that has waited longest (`older_than`:
+    /// only if it has waited at least that long). Returns whether one was.
+    fn evict_pending(&mut self, older_than: Option<Duration>) -> bool {
+        let oldest = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Pending(_, t) => Some((i, *t)),
+                _ => None,
+            })
+            .min_by_key(|&(_, t)| t);
+        match oldest {
+            Some((i, t)) if older_than.is_none_or(|d| t.elapsed() >= d) => {
+                self.close_port(i as PortId);
+                self.stats.rejected += 1;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -246,30 +354,33 @@ impl NetNode {
                 }
                 Err(_) => return,
             };
-            let pending = self.slots.iter().filter(|s| matches!(s, Slot::Pending(_))).count();
-            if self.port_count() >= MAX_PORTS || pending >= MAX_PENDING {
+            if self.port_count() >= MAX_PORTS {
                 self.stats.rejected += 1;
                 continue; // dropping conn closes it: the client sees EOF
+            }
+            if self.pending_count() >= MAX_PENDING {
+                // Silent clients cannot lock others out: the oldest one goes.
+                self.evict_pending(None);
             }
             let _ = sys::set_cloexec(conn.as_raw_fd());
             if conn.set_nonblocking(true).is_err() {
                 continue;
             }
-            let id = self.free_slot(0);
+            let id = self.free_slot(None);
             if self.poll.add(conn.as_raw_fd(), token(id, TAG_CTL)).is_ok() {
-                self.slots[id as usize] = Slot::Pending(conn);
+                self.slots[id as usize] = Slot::Pending(conn, Instant::now());
             }
         }
     }
 
     /// A pending connection sent its request: make its port, or refuse it.
     fn handshake(&mut self, id: PortId) {
-        let Slot::Pending(mut conn) = std::mem::replace(&mut self.slots[id as usize], Slot::Free) else { return };
+        let Slot::Pending(mut conn, since) = std::mem::replace(&mut self.slots[id as usize], Slot::Free) else { return };
         let mut buf = [0u8; 256];
         let n = match conn.read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.slots[id as usize] = Slot::Pending(conn);
+                self.slots[id as usize] = Slot::Pending(conn, since);
                 return;
             }
             Err(_) => 0,
@@ -283,16 +394,26 @@ impl NetNode {
                 return; // dropping conn closes it: the client sees EOF
             }
         };
-        // Honour a requested port number when it is free.
-        let id = if req.port() > 0 && req.port() as PortId != id { self.free_slot(req.port()) } else { id };
+        // Honour a requested port number when it is free; one beyond the
+        // bound is refused (as vde_switch refuses ports past -n).
+        let id = match req.port() {
+            p if p <= 0 => id,
+            p if p as usize > MAX_PORTS => {
+                self.stats.rejected += 1;
+                return;
+            }
+            p if p as PortId == id => id,
+            p => self.free_slot(Some(p as usize)),
+        };
         match self.make_port(id, conn, &req) {
             Ok(port) => {
                 let ok = self.poll.add(port.ctl.as_raw_fd(), token(id, TAG_CTL)).is_ok() && self.poll.add(port.data.as_raw_fd(), token(id, TAG_DATA)).is_ok();
                 if ok {
                     self.slots[id as usize] = Slot::Port(port);
+                    self.active.push(id);
                     self.stats.joins += 1;
                 } else {
-                    let _ = std::fs::remove_file(&port.data_path);
+                    let _ = sys::unlink_at(self.dir.fd.as_raw_fd(), &port.data_name);
                 }
             }
             Err(_) => self.stats.rejected += 1,
@@ -300,27 +421,28 @@ impl NetNode {
     }
 
     fn make_port(&self, id: PortId, mut conn: UnixStream, req: &Request) -> io::Result<Port> {
-        let data_path = self.dir.join(format!("{id:03}.{}", conn.as_raw_fd()));
-        let _ = std::fs::remove_file(&data_path);
-        let data = UnixDatagram::bind(&data_path)?;
+        let dfd = self.dir.fd.as_raw_fd();
+        let data_name = PathBuf::from(format!("{id:03}.{}", conn.as_raw_fd()));
+        let _ = sys::unlink_at(dfd, &data_name);
+        let data = UnixDatagram::bind(self.dir.at(&data_name))?;
         let mut setup = || -> io::Result<()> {
             sys::set_cloexec(data.as_raw_fd())?;
             data.set_nonblocking(true)?;
-            data.connect(std::ffi::OsStr::from_bytes(&req.sock_path))?;
+            connect_client(&data, &conn, &req.sock_path)?;
             if let Some(g) = self.gid {
-                sys::chown_group(&data_path, g)?;
+                sys::chown_group_at_nofollow(dfd, &data_name, g)?;
             }
-            sys::chmod(&data_path, self.mode)?;
-            let reply = vde_ctl::encode_sockaddr_un(data_path.as_os_str().as_bytes()).map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
-            conn.set_nonblocking(false)?;
-            conn.write_all(&reply)?;
-            conn.set_nonblocking(true)
+            sys::chmod_at_nofollow(dfd, &data_name, self.mode)?;
+            let public = self.dir.path.join(&data_name);
+            let reply = vde_ctl::encode_sockaddr_un(public.as_os_str().as_bytes()).map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
+            // The reply (110 bytes) fits an empty socket buffer: never blocks.
+            conn.write_all(&reply)
         };
         if let Err(e) = setup() {
-            let _ = std::fs::remove_file(&data_path);
+            let _ = sys::unlink_at(dfd, &data_name);
             return Err(e);
         }
-        Ok(Port { ctl: conn, data, data_path })
+        Ok(Port { ctl: conn, data, data_name })
     }
 
     fn close_port(&mut self, id: PortId) {
@@ -328,16 +450,19 @@ impl NetNode {
             Slot::Port(p) => {
                 let _ = self.poll.delete(p.ctl.as_raw_fd());
                 let _ = self.poll.delete(p.data.as_raw_fd());
-                let _ = std::fs::remove_file(&p.data_path);
+                if sys::owns(self.owner) {
+                    let _ = sys::unlink_at(self.dir.fd.as_raw_fd(), &p.data_name);
+                }
+                self.active.retain(|&a| a != id);
                 self.table.forget_value(id);
                 self.stats.leaves += 1;
-                self.resume_listening();
             }
-            Slot::Pending(c) => {
+            Slot::Pending(c, _) => {
                 let _ = self.poll.delete(c.as_raw_fd());
             }
             Slot::Free => {}
         }
+        self.resume_listening();
     }
 
     fn resume_listening(&mut self) {
@@ -349,7 +474,7 @@ impl NetNode {
     /// The control stream is silent after the handshake: EOF closes the port.
     fn ctl_event(&mut self, id: PortId) {
         match &mut self.slots[id as usize] {
-            Slot::Pending(_) => self.handshake(id),
+            Slot::Pending(..) => self.handshake(id),
             Slot::Port(p) => {
                 let mut junk = [0u8; 256];
                 match p.ctl.read(&mut junk) {
@@ -382,13 +507,12 @@ impl NetNode {
             Kind::Multi | Kind::Bonding if src != HOST => Decision::Host,
             Kind::Multi => Decision::Flood,
             Kind::Bonding => {
-                let n = self.ports().count();
-                if n == 0 {
+                if self.active.is_empty() {
                     return Decision::Drop;
                 }
-                let pick = self.ports().nth(self.rr % n);
+                let pick = self.active[self.rr % self.active.len()];
                 self.rr = self.rr.wrapping_add(1);
-                pick.map_or(Decision::Drop, Decision::Port)
+                Decision::Port(pick)
             }
         }
     }
@@ -415,8 +539,9 @@ impl NetNode {
                 Decision::Host => self.deliver_to_host(f),
                 Decision::Port(p) => self.queue(p, i),
                 Decision::Flood => {
-                    for p in 1..self.slots.len() as PortId {
-                        if p != src && matches!(self.slots[p as usize], Slot::Port(_)) {
+                    for k in 0..self.active.len() {
+                        let p = self.active[k];
+                        if p != src {
                             self.queue(p, i);
                         }
                     }
@@ -451,10 +576,6 @@ impl NetNode {
         q.bufs[slot][..frame.len()].copy_from_slice(frame);
         q.lens[slot] = frame.len();
         q.count += 1;
-    }
-
-    fn ports(&self) -> impl Iterator<Item = PortId> + '_ {
-        self.slots.iter().enumerate().filter(|(_, s)| matches!(s, Slot::Port(_))).map(|(i, _)| i as PortId)
     }
 
     /// Frames waiting on a port's data socket; returns how many were read.
@@ -530,7 +651,7 @@ impl NetNode {
     }
 
     pub fn port_count(&self) -> usize {
-        self.ports().count()
+        self.active.len()
     }
 }
 
@@ -569,9 +690,16 @@ impl Transport for NetNode {
         }
         Ok(true)
     }
+    /// Handshakes past their deadline are closed; a listener parked for
+    /// lack of fds is retried.
+    fn tick(&mut self) {
+        while self.evict_pending(Some(HANDSHAKE_DEADLINE)) {}
+        self.resume_listening();
+    }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("ports", self.port_count() as u64),
+            ("pending", self.pending_count() as u64),
             ("port_drops", self.stats.port_drops),
             ("host_drops", self.stats.host_drops),
             ("joins", self.stats.joins),
@@ -584,12 +712,22 @@ impl Transport for NetNode {
 
 impl Drop for NetNode {
     fn drop(&mut self) {
+        if !sys::owns(self.owner) {
+            return; // a forked child's copy: the files are the parent's
+        }
         for id in 1..self.slots.len() as PortId {
             self.close_port(id);
         }
-        let _ = std::fs::remove_file(&self.ctl_path);
+        let _ = sys::unlink_at(self.dir.fd.as_raw_fd(), Path::new("ctl"));
         if self.created_dir {
-            let _ = std::fs::remove_dir(&self.dir);
+            // Only if it still is the directory we hold (and now empty).
+            let same = std::fs::symlink_metadata(&self.dir.path).ok().zip(sys::fstat(self.dir.fd.as_raw_fd()).ok()).is_some_and(|(m, st)| {
+                use std::os::unix::fs::MetadataExt;
+                m.is_dir() && m.ino() == st.st_ino && m.dev() == st.st_dev
+            });
+            if same {
+                let _ = std::fs::remove_dir(&self.dir.path);
+            }
         }
     }
 }

@@ -2,6 +2,8 @@
 //! vdeplug4 4.0.1 does it: the first end binds PATH and talks to PATH+, the
 //! second binds PATH+ and talks to PATH; either end may start first. A stale
 //! socket file (nobody listening) is replaced. Files are removed at close.
+//! The peer's socket must be ours (or root's) unless our mode lets other
+//! users in: another user who binds PATH+ first does not get our frames.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,6 +22,36 @@ pub struct Ptp {
     /// peer is replaced, a connected unix datagram socket would refuse the
     /// newcomer (EPERM) until we send, so `tick` notices and re-associates.
     peer_ino: Option<(u64, i64, i64)>,
+    /// Our mode gives others write access: a peer of another user is fine.
+    shared: bool,
+    /// The process that opened the link: only it removes our file.
+    owner: u32,
+}
+
+/// Connect `sock` to the socket at `peer` if its owner may be our peer.
+/// Ok(false): nobody there (yet).
+fn connect_peer(sock: &UnixDatagram, peer: &Path, shared: bool) -> io::Result<bool> {
+    let handle = match sys::open_path_nofollow(None, peer) {
+        Ok(h) => h,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(ctx(e, format!("ptp: {}", peer.display()))),
+    };
+    let st = sys::fstat(handle.as_raw_fd())?;
+    if !sys::is_socket(&st) {
+        return Err(err(io::ErrorKind::InvalidInput, format!("ptp: {} is not a socket", peer.display())));
+    }
+    if !shared && st.st_uid != sys::geteuid() && st.st_uid != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            super::Context { errno: Some(libc::EACCES), msg: format!("ptp: {} belongs to uid {}, not to us: refusing to link (mode=0666 links with other users)", peer.display(), st.st_uid) },
+        ));
+    }
+    // Through the handle: the socket checked is the socket connected.
+    match sock.connect(sys::proc_path(handle.as_raw_fd())) {
+        Ok(()) => Ok(true),
+        Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::EPERM) => Ok(false),
+        Err(e) => Err(ctx(e, format!("ptp: {}", peer.display()))),
+    }
 }
 
 /// Identity of a socket file: inode and change time (tmpfs reuses inode
@@ -58,6 +90,8 @@ fn bind_or_replace_stale(path: &Path) -> io::Result<UnixDatagram> {
 
 /// Open one end of the link at `path`; `mode`/`gid` apply to our socket file.
 pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp> {
+    let mode = mode.unwrap_or(0o600);
+    let shared = mode & 0o022 != 0;
     let probe = UnixDatagram::unbound()?;
     let (sock, mine, peer, connected) = match probe.connect(path) {
         Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOENT) => {
@@ -76,7 +110,12 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
         probed => {
             let mine = plus(path);
             let sock = bind_or_replace_stale(&mine).map_err(|e| ctx(e, format!("ptp: bind {}", mine.display())))?;
-            let connected = probed.is_ok() && sock.connect(path).is_ok();
+            let connected = match probed {
+                Ok(()) => connect_peer(&sock, path, shared).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&mine);
+                })?,
+                Err(_) => false,
+            };
             (sock, mine, path.to_path_buf(), connected)
         }
     };
@@ -84,9 +123,9 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
     if let Some(g) = gid {
         sys::chown_group(&mine, g).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
     }
-    sys::chmod(&mine, mode.unwrap_or(0o600)).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
+    sys::chmod(&mine, mode).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
     let peer_ino = if connected { inode(&peer) } else { None };
-    Ok(Ptp { sock, mine, peer, connected, peer_ino })
+    Ok(Ptp { sock, mine, peer, connected, peer_ino, shared, owner: std::process::id() })
 }
 
 impl Ptp {
@@ -96,11 +135,12 @@ impl Ptp {
         self.connected = false;
     }
 
-    /// Connect to the peer's file if it is there now (it may have (re)started).
-    fn reconnect(&mut self) -> bool {
-        self.connected = self.sock.connect(&self.peer).is_ok();
+    /// Connect to the peer's file if it is there now (it may have
+    /// (re)started). An error: a socket there we must not talk to.
+    fn reconnect(&mut self) -> io::Result<bool> {
+        self.connected = connect_peer(&self.sock, &self.peer, self.shared)?;
         self.peer_ino = if self.connected { inode(&self.peer) } else { None };
-        self.connected
+        Ok(self.connected)
     }
 }
 
@@ -115,13 +155,13 @@ impl Transport for Ptp {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        if !self.connected && !self.reconnect() {
+        if !self.connected && !self.reconnect()? {
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         }
         match send_patiently(self.sock.as_raw_fd(), frame) {
             // The peer went away (or restarted): try once to reach a new one.
             Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOTCONN) => {
-                if self.reconnect() {
+                if self.reconnect()? {
                     send_patiently(self.sock.as_raw_fd(), frame)
                 } else {
                     Err(e)
@@ -139,7 +179,7 @@ impl Transport for Ptp {
         if self.connected && inode(&self.peer) != self.peer_ino {
             // Our peer's file is gone or belongs to a new peer now.
             self.disconnect();
-            self.reconnect();
+            let _ = self.reconnect(); // a refused peer is reported by the next send
         }
     }
 
@@ -151,15 +191,21 @@ impl Transport for Ptp {
     }
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        if !self.connected && !self.reconnect() {
-            return SendOutcome { dropped: idx.len(), ..Default::default() };
+        if !self.connected {
+            match self.reconnect() {
+                Ok(true) => {}
+                Ok(false) => return SendOutcome { dropped: idx.len(), ..Default::default() },
+                Err(e) => return SendOutcome::failed(idx.len(), e),
+            }
         }
         let out = send_connected(self.sock.as_raw_fd(), batch, idx);
         if out.sent == 0 && out.dropped > 0 {
             // Nothing went: the peer may have restarted on its file. Reach
             // the new one now rather than losing these frames too.
-            if self.reconnect() {
-                return send_connected(self.sock.as_raw_fd(), batch, idx);
+            match self.reconnect() {
+                Ok(true) => return send_connected(self.sock.as_raw_fd(), batch, idx),
+                Ok(false) => {}
+                Err(e) => return SendOutcome::failed(idx.len(), e),
             }
         }
         out
@@ -168,6 +214,8 @@ impl Transport for Ptp {
 
 impl Drop for Ptp {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.mine);
+        if sys::owns(self.owner) {
+            let _ = std::fs::remove_file(&self.mine);
+        }
     }
 }

@@ -11,10 +11,10 @@ pub struct SeqPacket {
     fd: OwnedFd,
 }
 
+/// Use the caller's fd `fd` through a duplicate: the caller keeps (and
+/// closes) its own, as with any fd passed by number.
 pub fn open(fd: RawFd) -> io::Result<SeqPacket> {
-    let fd = sys::adopt_fd(fd)?;
-    sys::set_cloexec(fd.as_raw_fd())?;
-    Ok(SeqPacket { fd })
+    Ok(SeqPacket { fd: sys::dup_fd(fd)? })
 }
 
 impl Transport for SeqPacket {

@@ -7,14 +7,23 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use super::{Batch, Recv, SendOutcome, Transport};
-use crate::sys::{self, Epoll, EventFd};
-use crate::wire::stream::{encode_len, Decoder, Next};
+use crate::sys::{self, Epoll, EventFd, Output};
+use crate::wire::stream::{encode_len, Decoder, Next, LEN_PREFIX, MAX_STREAM_FRAME};
+
+/// How long a send waits for a stalled reader before the frames are
+/// dropped (counted): a reader that stops reading never stalls us, our
+/// signal handling or the other direction for longer than this.
+pub const STREAM_PATIENCE: Duration = Duration::from_millis(200);
 
 pub struct Stream {
     input: OwnedFd,
-    output: OwnedFd,
+    output: Output,
+    /// The unwritten rest of a frame the output took only in part: it goes
+    /// out before anything else, so the framing survives a stalled reader.
+    tail: Vec<u8>,
     decoder: Decoder,
     poll: Epoll,
     pending: EventFd,
@@ -27,9 +36,9 @@ pub fn open(input: OwnedFd, output: OwnedFd) -> io::Result<Stream> {
     let pending = EventFd::new()?;
     poll.add(input.as_raw_fd(), 0)?;
     poll.add(pending.raw(), 1)?;
-    Ok(Stream { input, output, decoder: Decoder::new(), poll, pending, pending_set: false, eof: false })
+    let output = Output::new(output)?;
+    Ok(Stream { input, output, tail: Vec::with_capacity(MAX_STREAM_FRAME + LEN_PREFIX), decoder: Decoder::new(), poll, pending, pending_set: false, eof: false })
 }
-
 /// A stream over this process's stdin/stdout (duplicated, so closing ours
 /// leaves the originals alone).
 pub fn open_stdio() -> io::Result<Stream> {
@@ -64,23 +73,104 @@ impl Stream {
         }
     }
 
-    /// Write all of `bufs`, waiting for room when the output is full.
-    fn write_all(&self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        let fd = self.output.as_raw_fd();
+    /// Wait until the output has room, at most until `deadline`. False:
+    /// time is up, or a signal arrived (the caller gives up for now).
+    fn wait_room(&self, deadline: Instant) -> io::Result<bool> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        match sys::poll_out(self.output.raw(), left.as_millis().max(1) as i32) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            r => r,
+        }
+    }
+
+    /// Write the bytes of `bufs` until done or `deadline`; returns how many
+    /// bytes went out (never blocks past the deadline).
+    fn write_until(&self, mut bufs: &mut [IoSlice<'_>], deadline: Instant) -> io::Result<usize> {
+        let mut total = 0;
         while !bufs.is_empty() {
             let n = bufs.len().min(1024);
-            // SAFETY-free: IoSlice is ABI-compatible with iovec; sys does the call.
-            match sys::writev(fd, &bufs[..n]) {
+            match self.output.writev(&bufs[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(w) => IoSlice::advance_slices(&mut bufs, w),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    sys::poll_out(fd, -1)?;
+                Ok(w) => {
+                    total += w;
+                    IoSlice::advance_slices(&mut bufs, w);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait_room(deadline)? {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(total)
+    }
+
+    /// Finish a partly written frame first. False: it is still not out.
+    fn flush_tail(&mut self, deadline: Instant) -> io::Result<bool> {
+        if !self.tail.is_empty() {
+            let w = self.write_until(&mut [IoSlice::new(&self.tail)], deadline)?;
+            self.tail.drain(..w);
+        }
+        Ok(self.tail.is_empty())
+    }
+
+    /// Write frames (their lengths from `len(k)`, bytes from `frame(k)`),
+    /// waiting at most STREAM_PATIENCE for room. Returns how many frames
+    /// went out whole or will (a partly written one is finished later);
+    /// the rest are not sent.
+    fn write_frames<'a>(&mut self, n: usize, frame: impl Fn(usize) -> &'a [u8]) -> io::Result<usize> {
+        const CHUNK: usize = 64;
+        let deadline = Instant::now() + STREAM_PATIENCE;
+        if !self.flush_tail(deadline)? {
+            return Ok(0);
+        }
+        let mut sent = 0;
+        while sent < n {
+            let k = (n - sent).min(CHUNK);
+            let mut lens = [[0u8; 2]; CHUNK];
+            let mut slices = [IoSlice::new(&[]); 2 * CHUNK];
+            let mut bytes = 0;
+            for (j, len) in lens[..k].iter_mut().enumerate() {
+                let f = frame(sent + j);
+                *len = encode_len(f.len());
+                bytes += LEN_PREFIX + f.len();
+            }
+            for (j, len) in lens[..k].iter().enumerate() {
+                slices[2 * j] = IoSlice::new(len);
+                slices[2 * j + 1] = IoSlice::new(frame(sent + j));
+            }
+            let w = self.write_until(&mut slices[..2 * k], deadline)?;
+            if w == bytes {
+                sent += k;
+                continue;
+            }
+            // Stalled: frames wholly written count as sent; a frame written
+            // in part keeps its rest in `tail`; the others are dropped.
+            let mut at = 0;
+            for (j, len) in lens[..k].iter().enumerate() {
+                let f = frame(sent + j);
+                let end = at + LEN_PREFIX + f.len();
+                if end <= w {
+                    at = end;
+                    continue;
+                }
+                if w > at {
+                    let mut whole = Vec::with_capacity(LEN_PREFIX + f.len());
+                    whole.extend_from_slice(len);
+                    whole.extend_from_slice(f);
+                    self.tail.extend_from_slice(&whole[w - at..]);
+                    return Ok(sent + j + 1);
+                }
+                return Ok(sent + j);
+            }
+            return Ok(sent + k);
+        }
+        Ok(sent)
     }
 }
 
@@ -108,9 +198,10 @@ impl Transport for Stream {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        let len = encode_len(frame.len());
-        self.write_all(&mut [IoSlice::new(&len), IoSlice::new(frame)])?;
-        Ok(frame.len())
+        match self.write_frames(1, |_| frame)? {
+            0 => Err(io::ErrorKind::WouldBlock.into()), // stalled reader: dropped
+            _ => Ok(frame.len()),
+        }
     }
 
     fn data_fd(&self) -> RawFd {
@@ -119,25 +210,67 @@ impl Transport for Stream {
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         // One writev per 64 frames (two iovecs each), built on the stack.
-        const CHUNK: usize = 64;
-        let mut out = SendOutcome::default();
-        for chunk in idx.chunks(CHUNK) {
-            let mut lens = [[0u8; 2]; CHUNK];
-            for (k, &i) in chunk.iter().enumerate() {
-                lens[k] = encode_len(batch.lens[i]);
-            }
-            let mut slices = [IoSlice::new(&[]); 2 * CHUNK];
-            for (k, &i) in chunk.iter().enumerate() {
-                slices[2 * k] = IoSlice::new(&lens[k]);
-                slices[2 * k + 1] = IoSlice::new(batch.frame(i));
-            }
-            if let Err(e) = self.write_all(&mut slices[..2 * chunk.len()]) {
-                out.dropped = idx.len() - out.sent;
-                out.error = Some(e);
-                break;
-            }
-            out.sent += chunk.len();
+        match self.write_frames(idx.len(), |k| batch.frame(idx[k])) {
+            Ok(sent) => SendOutcome { sent, dropped: idx.len() - sent, error: None },
+            Err(e) => SendOutcome { sent: 0, dropped: idx.len(), error: Some(e) },
         }
-        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn pipe() -> (std::fs::File, OwnedFd) {
+        let (r, w) = std::io::pipe().unwrap();
+        (std::fs::File::from(OwnedFd::from(r)), w.into())
+    }
+
+    #[test]
+    fn stalled_reader_costs_frames_never_the_framing_or_more_than_the_patience() {
+        let (mut out_r, out_w) = pipe();
+        let (in_r, _in_w) = pipe();
+        let mut s = open(in_r.into(), out_w).unwrap();
+        let mut batch = Batch::new(64);
+        for i in 0..64 {
+            batch.bufs[i][..1500].fill(i as u8);
+            batch.lens[i] = 1500;
+        }
+        batch.count = 64;
+        let idx: Vec<usize> = (0..64).collect();
+        let mut sent = 0;
+        for round in 0..3 {
+            let t0 = Instant::now();
+            let o = s.send_batch(&batch, &idx);
+            assert!(o.error.is_none());
+            assert_eq!(o.sent + o.dropped, 64);
+            assert!(t0.elapsed() < STREAM_PATIENCE + Duration::from_millis(150), "round {round}: {:?}", t0.elapsed());
+            sent += o.sent;
+        }
+        assert!(sent < 3 * 64, "the pipe holds less than 192 frames");
+        // The reader comes back: everything written decodes as whole frames,
+        // the partly written one finished by the next send.
+        let mut got = Vec::new();
+        let reader = std::thread::spawn(move || {
+            out_r.read_to_end(&mut got).unwrap();
+            got
+        });
+        let o = s.send_batch(&batch, &idx[..1]);
+        assert_eq!(o.sent, 1);
+        drop(s);
+        let got = reader.join().unwrap();
+        let mut d = crate::wire::stream::Decoder::new();
+        let mut frames = 0;
+        for chunk in got.chunks(1000) {
+            d.space()[..chunk.len()].copy_from_slice(chunk);
+            d.filled(chunk.len());
+            while let Next::Frame(f) = d.next_frame() {
+                assert_eq!(f.len(), 1500);
+                assert!(f.iter().all(|&b| b == f[0]), "frame intact");
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, sent + 1, "every frame counted as sent arrived whole");
     }
 }

@@ -1,6 +1,9 @@
 //! udp://[src_addr:]src_port->dst_addr:dst_port — raw frames as UDP payloads.
-//! As vdeplug4: the socket connects to dst on the first send (from then on
-//! only dst is accepted as a sender); a 0-byte datagram disconnects it.
+//! Only the configured peer is heard: the socket is connected to dst at
+//! open, so the kernel filters other senders (vdeplug4 connects on the first
+//! send and disconnects on a 0-byte datagram, accepting anyone in between;
+//! we keep the wire and drop that window). If dst cannot be connected yet
+//! (no route), senders are filtered here until it can.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -18,6 +21,9 @@ pub struct Udp {
     /// ICMP "port unreachable" reports for earlier sends (the peer is not
     /// there, maybe not yet): counted, never fatal.
     unreachable: u64,
+    /// Datagrams from anyone but dst (only while not connected), dropped.
+    foreign: u64,
+    addrs: Vec<libc::sockaddr_storage>,
 }
 
 /// The error a connected UDP socket reports after an ICMP unreachable.
@@ -28,7 +34,10 @@ fn is_icmp_report(e: &io::Error) -> bool {
 /// Bind `src` and talk to `dst` (both already resolved, same family).
 pub fn open(src: SocketAddr, dst: SocketAddr) -> io::Result<Udp> {
     let sock = UdpSocket::bind(src).map_err(|e| ctx(e, format!("udp: bind {src}")))?;
-    Ok(Udp { sock, dst, connected: false, gso: true, unreachable: 0 })
+    sock.set_nonblocking(true)?; // every call here is non-blocking anyway
+    let mut u = Udp { sock, dst, connected: false, gso: true, unreachable: 0, foreign: 0, addrs: vec![sys::zeroed_storage(); sys::MAX_BATCH] };
+    let _ = u.ensure_connected();
+    Ok(u)
 }
 
 impl Udp {
@@ -39,26 +48,34 @@ impl Udp {
         }
         Ok(())
     }
-    fn disconnect(&mut self) {
-        let _ = sys::connect_unspec(self.sock.as_raw_fd());
-        self.connected = false;
+
+    fn is_peer(&self, ss: &libc::sockaddr_storage) -> bool {
+        sys::sockaddr_to_std(ss) == Some(self.dst)
     }
 }
 
 impl Transport for Udp {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        let n = match sys::recv(self.sock.as_raw_fd(), buf, libc::MSG_DONTWAIT) {
+        let res = if self.connected {
+            sys::recv(self.sock.as_raw_fd(), buf, libc::MSG_DONTWAIT)
+        } else {
+            match self.sock.recv_from(buf) {
+                Ok((_, from)) if from != self.dst => {
+                    self.foreign += 1;
+                    return Ok(Recv::Skip);
+                }
+                r => r.map(|(n, _)| n),
+            }
+        };
+        match res {
             Err(e) if is_icmp_report(&e) => {
                 self.unreachable += 1;
-                return Ok(Recv::Skip);
+                Ok(Recv::Skip)
             }
-            r => r?,
-        };
-        if n == 0 {
-            self.disconnect();
-            return Ok(Recv::Skip);
+            // A 0-byte datagram (vdeplug4's "disconnect"): nothing to deliver.
+            Ok(0) => Ok(Recv::Skip),
+            r => Ok(Recv::Frame(r?)),
         }
-        Ok(Recv::Frame(n))
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
@@ -71,20 +88,36 @@ impl Transport for Udp {
     }
 
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
-        match batch.recv_datagrams(self.sock.as_raw_fd()) {
-            Ok(true) => self.disconnect(),
-            Ok(false) => {}
+        batch.clear();
+        let fd = self.sock.as_raw_fd();
+        let got = if self.connected {
+            sys::recv_batch(fd, &mut batch.bufs, &mut batch.lens, None)
+        } else {
+            sys::recv_batch(fd, &mut batch.bufs, &mut batch.lens, Some(&mut self.addrs))
+        };
+        match got {
+            Ok(n) => batch.count = n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if is_icmp_report(&e) => {
                 self.unreachable += 1; // reading it cleared it: no spin
                 batch.skipped += 1;
             }
             Err(e) => return Err(e),
         }
+        if !self.connected {
+            for i in 0..batch.count {
+                if !self.is_peer(&self.addrs[i]) {
+                    batch.lens[i] = 0; // removed below
+                    self.foreign += 1;
+                }
+            }
+        }
+        batch.compact_empty();
         Ok(true)
     }
 
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
-        vec![("unreachable", self.unreachable)]
+        vec![("unreachable", self.unreachable), ("foreign", self.foreign)]
     }
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {

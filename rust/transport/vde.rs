@@ -7,7 +7,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::{ctx, err, send_connected, send_patiently, Batch, Recv, SendOutcome, Transport};
@@ -58,27 +57,45 @@ fn connect_ctl(dir: &Path, portgroup: Option<&str>) -> io::Result<UnixStream> {
     })
 }
 
-/// Bind our datagram socket in the switch directory (or a fallback dir).
-fn bind_data(dir: &Path) -> io::Result<(UnixDatagram, PathBuf)> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let pid = std::process::id();
+/// Our data socket, in a fresh directory of our own (mode 0711: a switch
+/// run by another user can reach the socket by name, nobody else can
+/// replace it before the switch connects). vdeplug4 binds it in the switch
+/// directory, where other members of the switch group could swap it.
+struct DataSocket {
+    sock: UnixDatagram,
+    dir: PathBuf,
+    dir_fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+const SOCK_NAME: &str = "sock";
+
+fn bind_data() -> io::Result<DataSocket> {
     let mut last = None;
-    for base in [dir, Path::new("/var/run"), Path::new("/var/tmp"), Path::new("/tmp")] {
-        for _ in 0..64 {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let name = if base == dir { format!(".{pid:05}-{n:05}") } else { format!("vde.{pid:05}-{n:05}") };
-            let path = base.join(name);
-            match UnixDatagram::bind(&path) {
-                Ok(s) => return Ok((s, path)),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-                Err(e) => {
-                    last = Some(e);
-                    break;
+    for base in ["/tmp", "/var/tmp", "/run"] {
+        match sys::make_private_dir(Path::new(base), "vdeplug.") {
+            Ok((dir, dir_fd)) => {
+                let made = sys::fchmod(dir_fd.as_raw_fd(), 0o711).and_then(|_| UnixDatagram::bind(dir.join(SOCK_NAME)));
+                match made {
+                    Ok(sock) => return Ok(DataSocket { sock, path: dir.join(SOCK_NAME), dir, dir_fd }),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir(&dir);
+                        last = Some(e);
+                    }
                 }
             }
+            Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| err(io::ErrorKind::AddrInUse, "vde: no free data socket name")))
+    Err(ctx(last.unwrap_or_else(|| err(io::ErrorKind::NotFound, "no directory")), "vde: data socket"))
+}
+
+impl DataSocket {
+    /// Remove the file and its directory (the connected socket lives on).
+    fn unlink(&self) {
+        let _ = sys::unlink_at(self.dir_fd.as_raw_fd(), Path::new(SOCK_NAME));
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 pub fn open(path: &Path, opts: &Options) -> io::Result<VdeClient> {
@@ -86,32 +103,34 @@ pub fn open(path: &Path, opts: &Options) -> io::Result<VdeClient> {
     let dir = std::fs::canonicalize(&dir).map_err(|e| ctx(e, format!("vde: no switch at {}", dir.display())))?;
     let mut ctl = connect_ctl(&dir, opts.portgroup.as_deref())?;
     sys::set_cloexec(ctl.as_raw_fd())?;
-    let (data, my_path) = bind_data(&dir)?;
-    sys::set_cloexec(data.as_raw_fd())?;
+    let ds = bind_data()?;
+    let (data, my_path) = (&ds.sock, &ds.path); // std sockets are close-on-exec
     let cleanup = |e: io::Error| {
-        let _ = std::fs::remove_file(&my_path);
+        ds.unlink();
         e
     };
+    let dfd = ds.dir_fd.as_raw_fd();
+    let name = Path::new(SOCK_NAME);
     let mut mode = opts.mode.unwrap_or(0o700);
     if let Some(g) = opts.gid {
-        sys::chown_group(&my_path, g).map_err(|e| cleanup(ctx(e, "vde: chown data socket")))?;
+        sys::chown_group_at_nofollow(dfd, name, g).map_err(|e| cleanup(ctx(e, "vde: chown data socket")))?;
     } else if mode & 0o077 == 0 {
         // A switch run by another user must be able to reach our socket: as
         // vdeplug4, share it with the switch's group (or with everybody).
         use std::os::unix::fs::MetadataExt;
         if let Ok(m) = std::fs::metadata(dir.join("ctl")) {
             if m.uid() != 0 && m.uid() != sys::geteuid() {
-                mode |= if sys::chown_group(&my_path, m.gid()).is_ok() { 0o070 } else { 0o077 };
+                mode |= if sys::chown_group_at_nofollow(dfd, name, m.gid()).is_ok() { 0o070 } else { 0o077 };
             }
         }
     }
-    sys::chmod(&my_path, mode).map_err(|e| cleanup(ctx(e, "vde: chmod data socket")))?;
+    sys::chmod_at_nofollow(dfd, name, mode).map_err(|e| cleanup(ctx(e, "vde: chmod data socket")))?;
 
     use std::os::unix::ffi::OsStrExt;
     let req = Request { kind: Request::kind_for_port(opts.port), sock_path: my_path.as_os_str().as_bytes().to_vec(), descr: opts.descr.as_bytes().to_vec() };
     let bytes = req.emit().map_err(|e| cleanup(err(io::ErrorKind::InvalidInput, format!("vde: {e}"))))?;
     ctl.write_all(&bytes).map_err(|e| cleanup(ctx(e, "vde: request")))?;
-    ctl.set_read_timeout(Some(Duration::from_secs(10)))?;
+    ctl.set_read_timeout(Some(Duration::from_secs(10))).map_err(cleanup)?;
     let mut reply = [0u8; vde_ctl::SOCKADDR_UN_LEN];
     ctl.read_exact(&mut reply).map_err(|e| {
         let msg = match opts.port {
@@ -120,12 +139,12 @@ pub fn open(path: &Path, opts: &Options) -> io::Result<VdeClient> {
         };
         cleanup(ctx(e, msg))
     })?;
-    ctl.set_read_timeout(None)?;
+    ctl.set_read_timeout(None).map_err(cleanup)?;
     let port_path = PathBuf::from(std::ffi::OsStr::from_bytes(vde_ctl::decode_sockaddr_un(&reply).map_err(|e| cleanup(err(io::ErrorKind::InvalidData, format!("vde: bad reply: {e}"))))?));
     data.connect(&port_path).map_err(|e| cleanup(ctx(e, format!("vde: connect {}", port_path.display()))))?;
     // Connected: our file name is no longer needed (vdeplug4 does the same).
-    let _ = std::fs::remove_file(&my_path);
-    Ok(VdeClient { ctl, data, switch_path: dir, port_path })
+    ds.unlink();
+    Ok(VdeClient { ctl, data: ds.sock, switch_path: dir, port_path })
 }
 
 impl Transport for VdeClient {

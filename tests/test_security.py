@@ -1,0 +1,565 @@
+"""Security: each attack of the adversarial audit (issue 12), reproduced.
+Another local user (``nobody``, via a forked child or ``setpriv``) attacks a
+switch, a link or a plug run by root; garbage, silent clients, signals at
+bad moments and Python API misuse must neither hijack, lock out, hang,
+freeze nor crash anything."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import vdeplug
+from conftest import VDE_PLUG, frame, free_udp_port, needs_root, wait_for
+from test_reliability import Plug, as_nobody, rss_kb
+
+NOBODY = 65534
+
+needs_setpriv = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"), reason="needs root and setpriv (util-linux)"
+)
+
+
+def as_user(*argv: str, **kw) -> subprocess.Popen:
+    """A command run as nobody (the hostile local user)."""
+    return subprocess.Popen(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv], **kw
+    )
+
+
+def vde_request(sock_path: str, port: int = 0, descr: bytes = b"attacker") -> bytes:
+    """A vde_switch v3 request (wire/vde_ctl.rs): magic, version, type, sockaddr_un, descr."""
+    sun = struct.pack("=H", socket.AF_UNIX) + sock_path.encode().ljust(108, b"\0")
+    return struct.pack("=IIi", 0xFEEDFACE, 3, port << 8) + sun + descr
+
+
+def private_dir(tmp_path: Path) -> Path:
+    os.chmod(tmp_path, 0o755)  # others may look in, not write
+    return tmp_path
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory under /tmp that the other user can reach (pytest's
+    tmp_path sits in a 0700 directory of root's)."""
+    d = Path(tempfile.mkdtemp(prefix="vdeplug-sec-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- 1, 2: the switch directory
+
+
+@needs_root
+def test_switch_refuses_a_directory_of_another_user(tmp_path):
+    d = private_dir(tmp_path) / "sw"
+    d.mkdir()
+    os.chown(d, NOBODY, NOBODY)
+    os.chmod(d, 0o777)
+    r = subprocess.run([VDE_PLUG, "null://", f"switch://{d}"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "belongs to uid 65534" in r.stderr and "File exists" in r.stderr, r.stderr
+    assert os.listdir(d) == [], "nothing was created in the attacker's directory"
+
+
+@needs_root
+def test_default_switch_path_planted_by_another_user_is_refused(tmp_path):
+    user = f"sectest{os.getpid()}"
+    d = Path(f"/tmp/vdenode_{user}")
+    d.mkdir(mode=0o777)
+    try:
+        os.chown(d, NOBODY, NOBODY)
+        env = dict(os.environ, LOGNAME=user, USER=user)
+        r = subprocess.run([VDE_PLUG, "null://", "switch://"], capture_output=True, text=True, timeout=10, env=env)
+        assert r.returncode == 1 and "refusing to use it" in r.stderr, r.stderr
+    finally:
+        os.rmdir(d)
+
+
+def test_switch_refuses_our_directory_when_others_can_replace_files(tmp_path):
+    d = tmp_path / "sw"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    r = subprocess.run([VDE_PLUG, "null://", f"switch://{d}"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "writable by others without the sticky bit" in r.stderr, r.stderr
+    os.chmod(d, 0o1777)  # sticky: others may add, never replace ours
+    plug = Plug(tmp_path, "null://", f"switch://{d}")
+    try:
+        wait_for(lambda: (d / "ctl").exists(), what="switch in a sticky directory")
+    finally:
+        assert plug.stop() == 0
+
+
+@needs_root
+def test_symlink_at_switch_path_is_never_followed(tmp_path):
+    victim = private_dir(tmp_path) / "victim"
+    victim.mkdir()
+    (victim / "ctl").write_text("root's file\n")
+    link = tmp_path / "sw"
+    link.symlink_to(victim)
+    r = subprocess.run([VDE_PLUG, "null://", f"switch://{link}"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "is a symbolic link" in r.stderr, r.stderr
+    assert (victim / "ctl").read_text() == "root's file\n", "the target's ctl was not deleted"
+    assert sorted(os.listdir(victim)) == ["ctl"]
+
+
+def test_world_writable_switch_gets_the_sticky_bit(tmp_path):
+    d = tmp_path / "sw"
+    with vdeplug.open(f"switch://{d}[mode=0666]"):
+        m = d.stat().st_mode
+        assert m & 0o777 == 0o777 and m & stat.S_ISVTX, oct(m)
+        assert stat.S_IMODE((d / "ctl").stat().st_mode) == 0o666
+
+
+# ---------------------------------------------------------------- 3, 4, 5: lockouts
+
+
+def test_silent_clients_never_lock_the_switch_out(tmp_path):
+    d = tmp_path / "sw"
+    plug = Plug(tmp_path, "null://", f"switch://{d}")
+    silent = []
+    try:
+        wait_for(lambda: (d / "ctl").exists(), what="switch")
+        for _ in range(40):  # more than the 32 pending handshakes kept
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(d / "ctl"))
+            silent.append(s)
+        t0 = time.monotonic()
+        with vdeplug.open(f"vde://{d}") as c:  # qemu's place in the queue
+            assert c.send(frame(60)) == 60
+        assert time.monotonic() - t0 < 2
+        _, node = plug.counters()
+        assert node["joins"] == 1 and node["pending"] <= 32
+        # Handshakes have a deadline: the silent ones are closed within ~3 s.
+        wait_for(lambda: plug.counters()[1]["pending"] == 0, timeout=6, what="pending handshakes expired")
+        assert all(s.recv(1) == b"" for s in silent), "each silent client sees EOF"
+    finally:
+        for s in silent:
+            s.close()
+        assert plug.stop() == 0
+
+
+def test_huge_port_numbers_are_refused_and_cost_nothing(tmp_path):
+    d = tmp_path / "sw"
+    plug = Plug(tmp_path, "null://", f"switch://{d}")
+    try:
+        wait_for(lambda: (d / "ctl").exists(), what="switch")
+        before = rss_kb(plug.proc.pid)
+        for port in (65535, 513, 1000):
+            with pytest.raises(OSError, match="refused"):
+                vdeplug.open(f"vde://{d}[{port}]")
+        with vdeplug.open(f"vde://{d}[512]"):  # the highest port served
+            pass
+        assert rss_kb(plug.proc.pid) - before < 4096, "no 65 536-slot port table"
+        _, node = plug.counters()
+        assert node["rejected"] == 3 and node["joins"] == 1
+    finally:
+        assert plug.stop() == 0
+
+
+def test_switch_accepts_again_after_fd_exhaustion(tmp_path):
+    d = tmp_path / "sw"
+    err = open(tmp_path / "err", "w")
+    proc = subprocess.Popen(
+        ["prlimit", "--nofile=24", "--", VDE_PLUG, "null://", f"switch://{d}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+    )
+    conns = []
+    try:
+        wait_for(lambda: (d / "ctl").exists(), what="switch")
+        for _ in range(30):  # past the fd limit: the switch runs out of fds
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(d / "ctl"))
+            conns.append(s)
+        time.sleep(0.3)
+        for s in conns:  # they hang up before ever sending
+            s.close()
+        conns.clear()
+        def joins() -> bool:
+            try:
+                with vdeplug.open(f"vde://{d}"):
+                    return True
+            except OSError:
+                return False
+        wait_for(joins, timeout=5, what="a client served again")
+    finally:
+        for s in conns:
+            s.close()
+        proc.terminate()
+        assert proc.wait(5) == 0
+        err.close()
+
+
+# ---------------------------------------------------------------- 6: signals while the output is stalled
+
+
+def _stall_stdout(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, socket.socket, int]:
+    """vde_plug udp://… [args] with an output nobody reads, flooded until stalled."""
+    a, b = free_udp_port(), free_udp_port()
+    err = open(tmp_path / "stall.err", "w")
+    proc = subprocess.Popen(
+        [VDE_PLUG, f"udp://127.0.0.1:{a}->127.0.0.1:{b}", *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+    )
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", b))
+    time.sleep(0.3)
+    f = frame(1500)
+    for _ in range(3000):  # ~4.5 MB: far beyond any pipe buffer
+        peer.sendto(f, ("127.0.0.1", a))
+    time.sleep(0.5)
+    return proc, peer, a
+
+
+@pytest.mark.parametrize("how", ["stdout", "command"])
+def test_sigterm_ends_vde_plug_with_a_stalled_reader(tmp_path, how):
+    args = ["=", "sleep", "1000"] if how == "command" else []
+    proc, peer, _ = _stall_stdout(tmp_path, *args)
+    try:
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGUSR1)  # counters are printed even now
+        wait_for(lambda: "Stats(" in (tmp_path / "stall.err").read_text(), timeout=2, what="SIGUSR1 report")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(3) == 0
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        peer.close()
+
+
+def test_sigterm_ends_a_stalled_switch_and_removes_its_files(tmp_path):
+    d = tmp_path / "sw"
+    proc = subprocess.Popen([VDE_PLUG, f"switch://{d}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (d / "ctl").exists(), what="switch")
+        with vdeplug.open(f"vde://{d}") as c:
+            for _ in range(3000):  # broadcasts reach the host port: stdout, unread
+                c.send(frame(1500))
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(3) == 0 and time.monotonic() - t0 < 1.0
+        assert not d.exists(), "ctl and port sockets removed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+# ---------------------------------------------------------------- 7: the interpreter never freezes
+
+
+def test_blocked_send_never_freezes_other_threads(tmp_path):
+    c = vdeplug.open("cmd://sleep 1000")  # never reads: every send stalls
+    stop = threading.Event()
+
+    def sender() -> None:
+        f = frame(1500)
+        while not stop.is_set():
+            c.send(f)
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.5)  # the pipe is full by now
+        for probe in (lambda: c.stats, lambda: c.closed, lambda: repr(c), c.fileno, c.recv_nowait):
+            t0 = time.monotonic()
+            probe()
+            assert time.monotonic() - t0 < 0.5, probe
+        assert c.stats.drops_out > 0, "a stalled reader costs frames, not the interpreter"
+    finally:
+        stop.set()
+        t.join(2)
+        c.close()
+
+
+def test_concurrent_joins_of_the_same_endpoints_are_refused(tmp_path):
+    a = vdeplug.open(f"ptp://{tmp_path / 'a'}")
+    b = vdeplug.open(f"ptp://{tmp_path / 'b'}")
+    t = threading.Thread(target=lambda: vdeplug.join(a, b), daemon=True)
+    t.start()
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        with pytest.raises(ValueError, match="already being joined"):
+            vdeplug.join(b, a)
+        assert time.monotonic() - t0 < 0.5
+        assert repr(a) and a.stats is not None
+    finally:
+        a.close()  # ends the first join
+        t.join(2)
+        assert not t.is_alive()
+        b.close()
+
+
+# ---------------------------------------------------------------- 8: no panic reaches Python
+
+
+def test_timeouts_forever_big_nan_negative(tmp_path):
+    port_a, port_b = free_udp_port(), free_udp_port()
+    a = vdeplug.open(f"udp://127.0.0.1:{port_a}->127.0.0.1:{port_b}")
+    b = vdeplug.open(f"udp://127.0.0.1:{port_b}->127.0.0.1:{port_a}")
+    with a, b:
+        for timeout in (math.inf, 1e30, 1e300):
+            threading.Timer(0.1, lambda: a.send(frame(60))).start()
+            assert b.recv(timeout=timeout) == frame(60)
+            threading.Timer(0.1, lambda: a.send(frame(61))).start()
+            assert b.recv_many(8, timeout=timeout) == [frame(61)]
+        for bad in (math.nan, -1.0, -math.inf):
+            with pytest.raises(ValueError, match="timeout"):
+                b.recv(timeout=bad)
+            with pytest.raises(ValueError, match="timeout"):
+                b.recv_many(8, timeout=bad)
+        with pytest.raises(TimeoutError):
+            b.recv(timeout=0)
+
+
+# ---------------------------------------------------------------- 9: smaller holes
+
+
+def test_seqpacket_leaves_the_callers_fd_alone():
+    x, y = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fd = x.fileno()
+    with vdeplug.open(f"seqpacket://{fd}") as c:
+        y.send(frame(60))
+        assert c.recv(timeout=2) == frame(60)
+    x.close()  # no EBADF: our fd is still ours
+    y.close()
+
+
+def test_send_wants_bytes_and_recv_max_zero_keeps_the_frame(tmp_path):
+    with vdeplug.open(f"ptp://{tmp_path / 'l'}") as a, vdeplug.open(f"ptp://{tmp_path / 'l'}") as b:
+        for bad in (1500, "x" * 60, 3.5):
+            with pytest.raises(TypeError):
+                a.send(bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                a.send_many([bad])  # type: ignore[list-item]
+        assert b.recv_nowait() is None, "nothing was sent"
+        assert a.send(bytearray(frame(60))) == 60 and a.send(memoryview(frame(61))) == 61
+        with pytest.raises(ValueError, match="max"):
+            b.recv(max=0)
+        assert b.recv(timeout=2) == frame(60), "the frame was not eaten"
+        assert b.recv(timeout=2) == frame(61)
+
+
+def test_forked_child_close_leaves_the_parents_files(tmp_path):
+    link, sw = tmp_path / "link", tmp_path / "sw"
+    script = textwrap.dedent(f"""
+        import os, vdeplug
+        c = vdeplug.open("ptp://{link}")
+        s = vdeplug.open("switch://{sw}")
+        if os.fork() == 0:
+            c.close()
+            s.close()
+            os._exit(0)
+        os.wait()
+        print(os.path.exists("{link}"), os.path.exists("{sw}/ctl"))
+        c.close()
+        s.close()
+        print(os.path.exists("{link}"), os.path.exists("{sw}"))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert r.stdout.split() == ["True", "True", "False", "False"], r.stderr
+
+
+def test_daemon_thread_blocked_in_recv_does_not_abort_at_exit(tmp_path):
+    script = textwrap.dedent(f"""
+        import threading, time, vdeplug
+        c = vdeplug.open("ptp://{tmp_path / 'l'}")
+        s = vdeplug.open("switch://{tmp_path / 'sw'}")
+        threading.Thread(target=c.recv, daemon=True).start()
+        threading.Thread(target=lambda: c.recv_many(8), daemon=True).start()
+        threading.Thread(target=lambda: vdeplug.join(s, vdeplug.open("null://")), daemon=True).start()
+        time.sleep(0.3)
+        print("exiting", flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert "exiting" in r.stdout and "FATAL" not in r.stderr and "Abort" not in r.stderr, r.stderr
+
+
+def test_command_grandchildren_are_stopped(tmp_path):
+    pidfile = tmp_path / "grandchild"
+    script = f"sleep 1000 & echo $! > {pidfile}; wait"
+    proc = subprocess.Popen([VDE_PLUG, "null://", "=", "sh", "-c", script], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="grandchild started")
+        gpid = int(pidfile.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+
+        def gone() -> bool:
+            try:
+                return Path(f"/proc/{gpid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+        wait_for(gone, timeout=3, what="grandchild stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    c = vdeplug.open(f"cmd://sh -c '{script.replace(str(pidfile), str(pidfile) + '2')}'")
+    wait_for(lambda: Path(f"{pidfile}2").exists() and Path(f"{pidfile}2").read_text().strip(), what="grandchild 2")
+    gpid = int(Path(f"{pidfile}2").read_text())
+    c.close()
+    wait_for(gone, timeout=3, what="cmd:// grandchild stopped")
+
+
+def test_pcap_and_pidfile_never_follow_symlinks(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    (tmp_path / "x.pcap").symlink_to(target)
+    r = subprocess.run(
+        [VDE_PLUG, "--pcap", str(tmp_path / "x.pcap"), "null://", "null://"], capture_output=True, text=True, timeout=10
+    )
+    assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
+    assert target.read_text() == "precious\n"
+    from vdeplug.cli import write_pidfile
+
+    pid = tmp_path / "pid"
+    Path(f"{pid}.{os.getpid()}.tmp").symlink_to(target)
+    with pytest.raises(FileExistsError):
+        write_pidfile(str(pid), 42)
+    assert target.read_text() == "precious\n" and not pid.exists()
+
+
+@needs_root
+def test_pcap_into_another_users_file_is_refused(tmp_path):
+    planted = private_dir(tmp_path) / "x.pcap"
+    planted.write_text("")
+    os.chown(planted, NOBODY, NOBODY)
+    os.chmod(planted, 0o666)
+    r = subprocess.run([VDE_PLUG, "--pcap", str(planted), "null://", "null://"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "another user" in r.stderr, r.stderr
+    assert planted.read_bytes() == b""
+
+
+# ---------------------------------------------------------------- shared with C: going beyond it
+
+
+def test_vde_client_data_socket_lives_in_a_private_directory(tmp_path):
+    d = tmp_path / "fake"
+    d.mkdir()
+    seen: dict[str, object] = {}
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(d / "ctl"))
+    srv.listen(1)
+
+    def fake_switch() -> None:
+        conn, _ = srv.accept()
+        req = conn.recv(256)
+        path = req[14:122].split(b"\0", 1)[0].decode()
+        parent = Path(path).parent
+        st = parent.lstat()
+        seen.update(path=path, uid=st.st_uid, mode=stat.S_IMODE(st.st_mode), isdir=stat.S_ISDIR(st.st_mode))
+        conn.close()  # refuse: the client cleans up
+
+    t = threading.Thread(target=fake_switch)
+    t.start()
+    with pytest.raises(OSError, match="refused"):
+        vdeplug.open(f"vde://{d}")
+    t.join(5)
+    srv.close()
+    assert not str(seen["path"]).startswith(str(d)), "not in the (shared) switch directory"
+    assert seen["isdir"] and seen["uid"] == os.geteuid() and seen["mode"] == 0o711, seen
+    assert not Path(str(seen["path"])).parent.exists(), "removed after use"
+
+
+@needs_setpriv
+def test_switch_never_connects_to_a_socket_the_client_does_not_own(shared_dir):
+    base = shared_dir
+    victim = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    victim.bind(str(base / "rootonly"))
+    os.chmod(base / "rootonly", 0o600)
+    victim.setblocking(False)
+    d = base / "sw"
+    with vdeplug.open(f"switch://{d}[mode=0666]") as sw:
+        attack = textwrap.dedent(f"""
+            import socket, struct, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect("{d / 'ctl'}")
+            sun = struct.pack("=H", socket.AF_UNIX) + b"{base / 'rootonly'}".ljust(108, b"\\0")
+            s.send(struct.pack("=IIi", 0xFEEDFACE, 3, 0) + sun + b"x")
+            s.settimeout(3)
+            print("reply" if s.recv(200) else "refused")
+        """)
+        p = as_user(sys.executable, "-c", attack, stdout=subprocess.PIPE, text=True)
+        out = ""
+        deadline = time.monotonic() + 5
+        while p.poll() is None and time.monotonic() < deadline:
+            sw.recv_nowait()  # the owner drives the switch
+            time.sleep(0.01)
+        out = p.stdout.read() if p.stdout else ""
+        assert out.strip() == "refused", out
+        sw.send(frame(60))  # a broadcast: must not reach root's socket
+        assert sw.stats.extra["joins"] == 0
+    with pytest.raises(BlockingIOError):
+        victim.recv(100)
+    victim.close()
+
+
+def test_udp_hears_only_its_configured_peer():
+    a, b = free_udp_port(), free_udp_port()
+    with vdeplug.open(f"udp://127.0.0.1:{a}->127.0.0.1:{b}") as c:
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", b))
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.sendto(frame(60, src=9), ("127.0.0.1", a))  # before we ever sent
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=0.3)
+        peer.sendto(b"", ("127.0.0.1", a))  # vdeplug4's "disconnect"
+        stranger.sendto(frame(61, src=9), ("127.0.0.1", a))
+        peer.sendto(frame(62), ("127.0.0.1", a))
+        assert c.recv(timeout=2) == frame(62), "only the peer's frame"
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=0.3)
+        peer.close()
+        stranger.close()
+
+
+@needs_setpriv
+def test_ptp_refuses_a_peer_socket_of_another_user(shared_dir):
+    base = shared_dir
+    os.chmod(base, 0o1777)  # a shared directory, like /tmp (sticky or not)
+    link = base / "link"
+    grab = textwrap.dedent(f"""
+        import socket, sys, time
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind("{link}+")
+        s.settimeout(4)
+        print("bound", flush=True)
+        try:
+            print("GOT" if s.recv(2000) else "empty", flush=True)
+        except socket.timeout:
+            print("nothing", flush=True)
+    """)
+    spy = as_user(sys.executable, "-c", grab, stdout=subprocess.PIPE, text=True)
+    assert spy.stdout and spy.stdout.readline().strip() == "bound"
+    one_frame = "printf '\\000\\074'; head -c 60 /dev/zero | tr '\\000' '\\377'; sleep 2"
+    r = subprocess.run([VDE_PLUG, f"ptp://{link}", "=", "sh", "-c", one_frame], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "belongs to uid 65534" in r.stderr, r.stderr
+    assert spy.stdout.readline().strip() == "nothing"
+    spy.wait(5)
+    os.unlink(f"{link}+")
+    # With a mode that invites other users, the same peer is accepted.
+    spy = as_user(sys.executable, "-c", grab, stdout=subprocess.PIPE, text=True)
+    assert spy.stdout and spy.stdout.readline().strip() == "bound"
+    with vdeplug.open(f"ptp://{link}", mode=0o666) as c:
+        assert c.send(frame(60)) == 60
+    assert spy.stdout.readline().strip() == "GOT"
+    spy.wait(5)
