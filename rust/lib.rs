@@ -3,10 +3,13 @@
 //! forwarding loop. `py` is the only module that knows about Python.
 #![deny(unsafe_code)]
 
+pub mod cplugin;
 pub mod fwd;
 pub mod mac_table;
+pub mod plugins;
 pub mod sys;
 pub mod transport;
+pub mod vnl;
 pub mod wire;
 
 #[cfg(test)]
@@ -14,3 +17,5 @@ mod fuzz;
 
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod py_vnl;

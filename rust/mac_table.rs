@@ -106,8 +106,35 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
     /// Record that `mac` was seen at `value` now.
     #[inline]
     pub fn learn(&mut self, mac: Address, vlan: u16, value: V, now: u64) -> Learned {
+        self.learn_at(mac, vlan, value, now).0
+    }
+
+    /// Where the entry of `mac` sits (0..capacity), for a caller keeping
+    /// data beside the table (libvdeplug_mod's payloads), unless unknown
+    /// or a group address. Its age is not checked (see `seen_at`).
+    pub fn slot_of(&self, mac: Address, vlan: u16) -> Option<usize> {
         if mac.is_multicast() {
-            return Learned::Ignored;
+            return None;
+        }
+        let k = key(mac, vlan);
+        let i = self.bucket(k);
+        (0..WAYS).find(|&w| self.buckets[i].keys[w] == k).map(|w| i * WAYS + w)
+    }
+
+    /// When the entry at `slot` was last seen (truncated to 32 bits).
+    pub fn seen_at(&self, slot: usize) -> u32 {
+        self.buckets[slot / WAYS].seen[slot % WAYS]
+    }
+
+    /// Empty the entry at `slot`.
+    pub fn forget_slot(&mut self, slot: usize) {
+        self.buckets[slot / WAYS].keys[slot % WAYS] = EMPTY;
+    }
+
+    /// `learn`, also telling where the entry sits (None: not learned).
+    pub fn learn_at(&mut self, mac: Address, vlan: u16, value: V, now: u64) -> (Learned, Option<usize>) {
+        if mac.is_multicast() {
+            return (Learned::Ignored, None);
         }
         let k = key(mac, vlan);
         let i = self.bucket(k);
@@ -120,7 +147,8 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
             let moved = b.vals[w] != value;
             b.vals[w] = value;
             b.seen[w] = now;
-            return if !was_fresh { Learned::New } else if moved { Learned::Moved } else { Learned::Refreshed };
+            let how = if !was_fresh { Learned::New } else if moved { Learned::Moved } else { Learned::Refreshed };
+            return (how, Some(i * WAYS + w));
         }
         // Victim: an empty or expired slot, else the least recently seen.
         let mut victim = 0;
@@ -135,12 +163,12 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
         }
         let taken = b.keys[victim] != EMPTY && fresh(b.seen[victim]);
         if taken && now.wrapping_sub(b.seen[victim]) < PROTECT {
-            return Learned::Full;
+            return (Learned::Full, None);
         }
         b.keys[victim] = k;
         b.seen[victim] = now;
         b.vals[victim] = value;
-        Learned::New
+        (Learned::New, Some(i * WAYS + victim))
     }
 
     /// Forget every entry pointing at `value` (a port that closed, a vxvde peer that left).

@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,8 +16,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::fwd::{Exit, Forwarder};
+use crate::plugins::{self, OpenArgs, OpenError};
 use crate::sys;
-use crate::transport::overlay::Config;
 use crate::transport::{self, errno_of, Batch, Endpoint as CoreEndpoint, Transport, RECV_BUFSIZE};
 
 /// io::Error → OSError(errno, message), so Python sees FileNotFoundError etc.
@@ -45,7 +44,7 @@ static DETACHED: AtomicUsize = AtomicUsize::new(0);
 /// `py.detach(f)`, counted so `_finalize` can wait for it to return; once
 /// finalizing, `f` runs with the GIL held (waits see `finalizing()` and
 /// return at once).
-fn detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
     if FINALIZING.load(Ordering::SeqCst) {
         return f();
     }
@@ -207,10 +206,14 @@ impl PyEndpoint {
     }
 
     fn wrap(name: String, t: impl Transport + 'static) -> PyEndpoint {
+        Self::wrap_boxed(name, Box::new(t))
+    }
+
+    fn wrap_boxed(name: String, t: Box<dyn Transport>) -> PyEndpoint {
         let data_fd = t.data_fd();
         let ctl_fd = t.ctl_fd();
         PyEndpoint {
-            inner: Arc::new(Mutex::new(Some(CoreEndpoint::new(name.clone(), Box::new(t))))),
+            inner: Arc::new(Mutex::new(Some(CoreEndpoint::new(name.clone(), t)))),
             is_closed: Arc::new(AtomicBool::new(false)),
             joined: Arc::new(AtomicBool::new(false)),
             data_fd,
@@ -481,26 +484,25 @@ fn endpoint(name: String, r: io::Result<impl Transport + 'static>) -> PyResult<P
     r.map(|t| PyEndpoint::wrap(name, t)).map_err(os_err)
 }
 
-fn ip(s: &str) -> PyResult<IpAddr> {
-    s.parse().map_err(|_| PyValueError::new_err(format!("not an IP address: {s:?}")))
+/// An OpenError as the Python exception: VNLError (naming the bad part),
+/// UnknownScheme, or OSError with its errno.
+fn open_err(py: Python<'_>, vnl: &str, e: OpenError) -> PyErr {
+    match e {
+        OpenError::Vnl(v) => crate::py_vnl::vnl_error(py, v, vnl),
+        OpenError::Unknown(s) => crate::py_vnl::unknown_scheme(py, &s, vnl),
+        OpenError::Io(e) => os_err(e),
+    }
 }
 
+/// Open a VNL with a built-in (Rust) plugin or a C plugin: the caller's
+/// description, mode, group and port are used where the URL sets none.
 #[pyfunction]
-fn open_null(py: Python<'_>) -> PyResult<PyEndpoint> {
-    endpoint("null://".into(), detach(py, transport::null::open))
-}
-
-#[pyfunction]
-fn open_udp(py: Python<'_>, src_ip: &str, src_port: u16, dst_ip: &str, dst_port: u16) -> PyResult<PyEndpoint> {
-    let src = SocketAddr::new(ip(src_ip)?, src_port);
-    let dst = SocketAddr::new(ip(dst_ip)?, dst_port);
-    endpoint(format!("udp://{src}->{dst}"), detach(py, || transport::udp::open(src, dst)))
-}
-
-#[pyfunction]
-#[pyo3(signature = (path, mode = None, gid = None))]
-fn open_ptp(py: Python<'_>, path: PathBuf, mode: Option<u32>, gid: Option<u32>) -> PyResult<PyEndpoint> {
-    endpoint(format!("ptp://{}", path.display()), detach(py, || transport::ptp::open(&path, mode, gid)))
+#[pyo3(signature = (vnl, *, descr = "vdeplug:", mode = None, group = None, port = None))]
+fn open(py: Python<'_>, vnl: &Bound<'_, PyAny>, descr: &str, mode: Option<u32>, group: Option<String>, port: Option<u32>) -> PyResult<PyEndpoint> {
+    let (text, bytes) = crate::py_vnl::text_arg(vnl)?;
+    let args = OpenArgs { descr: plugins::full_descr(descr), mode, group, port };
+    let t = detach(py, || plugins::open_transport(&bytes, &args)).map_err(|e| open_err(py, &text, e))?;
+    Ok(PyEndpoint::wrap_boxed(text, t))
 }
 
 #[pyfunction]
@@ -517,95 +519,23 @@ fn open_stream(py: Python<'_>, input_fd: RawFd, output_fd: RawFd) -> PyResult<Py
     )
 }
 
+/// `vde_plug URL = command args`: the argv as given (no word splitting).
 #[pyfunction]
 fn open_cmd(py: Python<'_>, argv: Vec<String>) -> PyResult<PyEndpoint> {
     let name = format!("cmd://{}", argv.join(" "));
     endpoint(name, detach(py, || transport::cmd::open(&argv)))
 }
 
-#[pyfunction]
-fn open_tap(py: Python<'_>, name: &str) -> PyResult<PyEndpoint> {
-    let t = detach(py, || transport::tap::open(name)).map_err(os_err)?;
-    let label = format!("tap://{}", t.name);
-    Ok(PyEndpoint::wrap(label, t))
-}
-
-/// Typed overlay options (vxlan:// and vxvde://), parsed by the Python plugin.
-#[allow(clippy::too_many_arguments)]
-fn overlay_config(group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<String>, rcvbuf: Option<usize>, hashsize: usize, expiretime: u64) -> PyResult<Config> {
-    if vni > crate::wire::vxlan::MAX_VNI {
-        return Err(PyValueError::new_err(format!("vni {vni} does not fit in 24 bits")));
-    }
-    Ok(Config { group: ip(group)?, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime })
-}
-
-#[pyfunction]
-#[pyo3(signature = (group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime))]
-#[allow(clippy::too_many_arguments)]
-fn open_vxlan(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<String>, rcvbuf: Option<usize>, hashsize: usize, expiretime: u64) -> PyResult<PyEndpoint> {
-    let cfg = overlay_config(group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime)?;
-    endpoint(format!("vxlan://{group}/port={port}/vni={vni}"), detach(py, || transport::vxlan::open(&cfg)))
-}
-
-#[pyfunction]
-#[pyo3(signature = (group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime, bind = None))]
-#[allow(clippy::too_many_arguments)]
-fn open_vxvde(py: Python<'_>, group: &str, port: u16, vni: u32, ttl: u32, ifname: Option<String>, rcvbuf: Option<usize>, hashsize: usize, expiretime: u64, bind: Option<&str>) -> PyResult<PyEndpoint> {
-    let cfg = overlay_config(group, port, vni, ttl, ifname, rcvbuf, hashsize, expiretime)?;
-    let bind = bind.map(ip).transpose()?;
-    endpoint(format!("vxvde://{group}/port={port}/vni={vni}"), detach(py, || transport::vxvde::open(&cfg, bind)))
-}
-
-#[pyfunction]
-#[pyo3(signature = (path, port = None, portgroup = None, mode = None, gid = None, descr = String::new()))]
-fn open_vde(py: Python<'_>, path: PathBuf, port: Option<u32>, portgroup: Option<String>, mode: Option<u32>, gid: Option<u32>, descr: String) -> PyResult<PyEndpoint> {
-    let opts = transport::vde::Options { port, portgroup, mode, gid, descr };
-    let t = detach(py, || transport::vde::open(&path, &opts)).map_err(os_err)?;
-    let label = format!("vde://{}", t.switch_path.display());
-    Ok(PyEndpoint::wrap(label, t))
-}
-
-/// switch://, hub://, multi://, bonding:// (`kind` is the scheme).
-#[pyfunction]
-#[pyo3(signature = (kind, path, mode, dirmode, gid, hashsize, expiretime, hashseed))]
-#[allow(clippy::too_many_arguments)]
-fn open_netnode(py: Python<'_>, kind: &str, path: PathBuf, mode: u32, dirmode: Option<u32>, gid: Option<u32>, hashsize: usize, expiretime: u64, hashseed: u64) -> PyResult<PyEndpoint> {
-    use transport::netnode::{Kind, Options};
-    let k = match kind {
-        "switch" => Kind::Switch,
-        "hub" => Kind::Hub,
-        "multi" => Kind::Multi,
-        "bonding" => Kind::Bonding,
-        other => return Err(PyValueError::new_err(format!("unknown netnode kind {other:?}"))),
-    };
-    let opts = Options { kind: k, path: path.clone(), mode, dirmode, gid, hashsize, expiretime, hashseed };
-    endpoint(format!("{kind}://{}", path.display()), detach(py, || transport::netnode::open(&opts)))
-}
-
-#[pyfunction]
-fn open_seqpacket(py: Python<'_>, fd: RawFd) -> PyResult<PyEndpoint> {
-    endpoint(format!("seqpacket://{fd}"), detach(py, || transport::seqpacket::open(fd)))
-}
-
-/// vlan://…{VNL}: 802.1Q tagging around `inner` (which this takes over).
-#[pyfunction]
-#[pyo3(signature = (inner, vlan, untag, map, trunk, qinq))]
-fn open_vlan(py: Python<'_>, inner: &PyEndpoint, vlan: u16, untag: u16, map: Vec<(u16, u16)>, trunk: bool, qinq: bool) -> PyResult<PyEndpoint> {
-    let cfg = transport::vlan::Config { vlan, untag, map, trunk, qinq };
-    let ep = inner.take(py)?;
-    let t = transport::nested::Nested::new(ep.transport, transport::vlan::hook(cfg));
-    Ok(PyEndpoint::wrap(format!("vlan://{vlan}{{{}}}", ep.name), t))
-}
-
 /// capture://FILE{VNL} and vde_plug --pcap: everything crossing `inner`
 /// (which this takes over) is written to a pcap file, rotated at `limit` bytes.
 #[pyfunction]
 fn open_capture(py: Python<'_>, inner: &PyEndpoint, path: PathBuf, limit: u64, files: u32) -> PyResult<PyEndpoint> {
-    let cfg = transport::capture::Config { path: path.clone(), limit, files };
+    let cfg = transport::capture::Config { path: std::path::absolute(&path).unwrap_or(path), limit, files };
+    let label = format!("capture://{}", cfg.path.display());
     let hook = detach(py, || transport::capture::hook(cfg)).map_err(os_err)?;
     let ep = inner.take(py)?;
     let t = transport::nested::Nested::new(ep.transport, hook);
-    Ok(PyEndpoint::wrap(format!("capture://{}{{{}}}", path.display(), ep.name), t))
+    Ok(PyEndpoint::wrap(format!("{label}{{{}}}", ep.name), t))
 }
 
 // ---------------------------------------------------------------- wire helpers
@@ -706,20 +636,12 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forward, m)?)?;
     m.add_function(wrap_pyfunction!(_finalize, m)?)?;
     m.add_function(wrap_pyfunction!(inherit_from, m)?)?;
-    m.add_function(wrap_pyfunction!(open_null, m)?)?;
-    m.add_function(wrap_pyfunction!(open_udp, m)?)?;
-    m.add_function(wrap_pyfunction!(open_ptp, m)?)?;
+    m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(open_stdio, m)?)?;
     m.add_function(wrap_pyfunction!(open_stream, m)?)?;
     m.add_function(wrap_pyfunction!(open_cmd, m)?)?;
-    m.add_function(wrap_pyfunction!(open_tap, m)?)?;
-    m.add_function(wrap_pyfunction!(open_vxlan, m)?)?;
-    m.add_function(wrap_pyfunction!(open_vxvde, m)?)?;
-    m.add_function(wrap_pyfunction!(open_vde, m)?)?;
-    m.add_function(wrap_pyfunction!(open_netnode, m)?)?;
-    m.add_function(wrap_pyfunction!(open_seqpacket, m)?)?;
-    m.add_function(wrap_pyfunction!(open_vlan, m)?)?;
     m.add_function(wrap_pyfunction!(open_capture, m)?)?;
+    crate::py_vnl::register(m)?;
     m.add_class::<PyMacTable>()?;
     m.add_function(wrap_pyfunction!(frame_info, m)?)?;
     m.add_function(wrap_pyfunction!(vxlan_encap, m)?)?;

@@ -844,3 +844,45 @@ mod nofollow_tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+// ---------------------------------------------------------------- users and groups
+
+pub fn getegid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getegid() }
+}
+
+/// getgrnam_r: the gid of group `name`.
+pub fn group_by_name(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: group is plain old data filled by getgrnam_r.
+    let mut gr: libc::group = unsafe { mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the stated sizes.
+    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
+}
+
+/// Our user's name (LOGNAME, USER, then the password database), for
+/// vdeplug4's default switch path /tmp/vdenode_<user>.
+pub fn user_name() -> Option<String> {
+    for var in ["LOGNAME", "USER", "LNAME", "USERNAME"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return Some(v);
+            }
+        }
+    }
+    // SAFETY: passwd is plain old data filled by getpwuid_r.
+    let mut pw: libc::passwd = unsafe { mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the stated sizes.
+    let r = unsafe { libc::getpwuid_r(geteuid(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r != 0 || out.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into buf, NUL-terminated.
+    Some(unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned())
+}

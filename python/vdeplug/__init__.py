@@ -2,6 +2,7 @@
 Rust data plane. ``vdeplug.open(url)`` returns a ``Connection``."""
 
 from .aio import AsyncConnection, aopen
+from .clibrary import libdir
 from .connection import ETH_BUFSIZE, Connection, Stats, open
 from .forward import join
 from .registry import OpenArgs, Plugin, UnknownScheme, available
@@ -21,6 +22,7 @@ __all__ = [
     "aopen",
     "available",
     "join",
+    "libdir",
     "open",
 ]
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """Type stubs for the Rust core (rust/py.rs)."""
 
-from typing import final
+from typing import Any, final
 
 __all__ = [
     "ETH_BUFSIZE",
@@ -8,23 +8,27 @@ __all__ = [
     "Endpoint",
     "MacTable",
     "_finalize",
+    "builtin_plugins",
+    "c_plugins",
     "forward",
     "frame_info",
+    "full_descr",
     "inherit_from",
+    "open",
     "open_capture",
     "open_cmd",
-    "open_netnode",
-    "open_null",
-    "open_ptp",
-    "open_seqpacket",
     "open_stdio",
     "open_stream",
-    "open_tap",
-    "open_udp",
-    "open_vde",
-    "open_vlan",
-    "open_vxlan",
-    "open_vxvde",
+    "option_value",
+    "resolve_builtin",
+    "set_library",
+    "vnl_default",
+    "vnl_match",
+    "vnl_parse",
+    "vnl_size",
+    "vnl_split",
+    "vnl_split_nested",
+    "vnl_split_scheme",
     "vxlan_decap",
     "vxlan_encap",
 ]
@@ -64,50 +68,30 @@ class MacTable:
 def _finalize() -> None: ...
 def inherit_from(pid: int) -> None: ...
 def forward(a: Endpoint, b: Endpoint, iplog: bool = False) -> tuple[int, str]: ...
-def open_null() -> Endpoint: ...
-def open_udp(src_ip: str, src_port: int, dst_ip: str, dst_port: int) -> Endpoint: ...
-def open_ptp(path: str, mode: int | None = None, gid: int | None = None) -> Endpoint: ...
+def open(
+    vnl: str | bytes, *, descr: str = "vdeplug:", mode: int | None = None, group: str | None = None, port: int | None = None
+) -> Endpoint: ...
 def open_stdio() -> Endpoint: ...
 def open_stream(input_fd: int, output_fd: int) -> Endpoint: ...
 def open_cmd(argv: list[str]) -> Endpoint: ...
-def open_tap(name: str) -> Endpoint: ...
-def open_vxlan(
-    group: str, port: int, vni: int, ttl: int, ifname: str | None, rcvbuf: int | None, hashsize: int, expiretime: int
-) -> Endpoint: ...
-def open_vxvde(
-    group: str,
-    port: int,
-    vni: int,
-    ttl: int,
-    ifname: str | None,
-    rcvbuf: int | None,
-    hashsize: int,
-    expiretime: int,
-    bind: str | None = None,
-) -> Endpoint: ...
-def open_vde(
-    path: str,
-    port: int | None = None,
-    portgroup: str | None = None,
-    mode: int | None = None,
-    gid: int | None = None,
-    descr: str = ...,
-) -> Endpoint: ...
-def open_netnode(
-    kind: str,
-    path: str,
-    mode: int,
-    dirmode: int | None,
-    gid: int | None,
-    hashsize: int,
-    expiretime: int,
-    hashseed: int,
-) -> Endpoint: ...
-def open_seqpacket(fd: int) -> Endpoint: ...
-def open_vlan(
-    inner: Endpoint, vlan: int, untag: int, map: list[tuple[int, int]], trunk: bool, qinq: bool
-) -> Endpoint: ...
 def open_capture(inner: Endpoint, path: str, limit: int, files: int) -> Endpoint: ...
 def frame_info(data: bytes) -> dict[str, object]: ...
 def vxlan_encap(vni: int, frame: bytes) -> bytes: ...
 def vxlan_decap(data: bytes, vni: int, strict: bool = False) -> bytes: ...
+
+# The VNL grammar and built-in plugin tables (rust/py_vnl.rs).
+def vnl_split(text: bytes, delims: bytes, vnl: str) -> list[bytes]: ...
+def vnl_split_scheme(vnl: bytes, shown: str) -> tuple[str, bytes]: ...
+def vnl_default() -> bytes: ...
+def vnl_parse(rest: bytes, syntax: str, vnl: str) -> tuple[bytes, list[tuple[bytes, bytes | None]]]: ...
+def vnl_split_nested(rest: bytes, vnl: str) -> tuple[bytes, bytes]: ...
+def vnl_match(key: bytes, names: list[str], scheme: str, vnl: str) -> int: ...
+def vnl_size(text: str) -> int: ...
+def option_value(scheme: str, name: str, text: str) -> Any: ...
+def builtin_plugins() -> list[tuple[str, str, bool, str, list[tuple[str, Any, str]]]]: ...
+def resolve_builtin(
+    vnl: str | bytes,
+) -> tuple[str, str, dict[str, Any], list[str], str | None] | None: ...
+def full_descr(descr: str) -> str: ...
+def c_plugins() -> list[tuple[str, str]]: ...
+def set_library(path: str) -> None: ...

@@ -17,16 +17,20 @@ from . import _core
 from .connection import Connection
 from .connection import open as vde_open
 from .forward import join
-from .plugins.capture import (
-    DEFAULT_FILES,
-    DEFAULT_LIMIT,
-    capture,
-    file_count,
-    limit_size,
-)
-from .registry import BUILTIN, available
+from .clibrary import libdir
+from .registry import BUILTIN, available, builtin_default
 from .registry import get as get_plugin
-from .vnl import VNLError, octal
+from .vnl import VNLError
+
+
+def _option(scheme: str, name: str) -> Callable[[str], int]:
+    """A CLI flag sharing a built-in URL option's rules (e.g. --pcap-limit
+    is capture's limit=, -m is vde's mode=)."""
+    return lambda text: int(_core.option_value(scheme, name, text))
+
+
+DEFAULT_LIMIT: int = builtin_default("capture", "limit")
+DEFAULT_FILES: int = builtin_default("capture", "files")
 
 PROG = "vde_plug"
 
@@ -44,7 +48,8 @@ options: -d/--daemon  -p/--pidfile FILE  -l/--log (syslog START/STOP)
          -L/--iplog (also log source IPs from the second end)  -D/--descr TEXT
          -m/--mod MODE -M/--mod2 MODE  -g/--group G -G/--group2 G  --port N --port2 N
          --pcap FILE [--pcap-limit SIZE (64M)] [--pcap-files N (4)]
-                     capture every frame crossing the first URL (pcap, rotated)"""
+                     capture every frame crossing the first URL (pcap, rotated)
+         --libdir    print the directory of libvdeplug.so.2 (for LD_LIBRARY_PATH)"""
 
 
 class Terminated(Exception):
@@ -93,7 +98,7 @@ def plugin_list() -> str:
         try:
             plugin = get_plugin(scheme)
             what = plugin.summary or plugin.__class__.__doc__ or ""
-            origin = "" if scheme in BUILTIN else f"  [{type(plugin).__module__}]"
+            origin = "" if scheme in BUILTIN or plugin.summary.startswith("C plugin") else f"  [{type(plugin).__module__}]"
         except Exception as e:  # a broken third-party plugin must not break --help
             what, origin = f"cannot load: {e}", ""
         lines.append(f"  {scheme + '://':14} {what.strip().splitlines()[0] if what.strip() else ''}{origin}")
@@ -115,19 +120,23 @@ def parse_args(argv: Sequence[str]) -> Args:
     p.add_argument("-l", "--log", action="store_true")
     p.add_argument("-L", "--iplog", action="store_true")
     p.add_argument("-D", "--descr", default="vdeplug:")
-    p.add_argument("-m", "--mod", dest="mode", type=_typed(octal, "mode"))
-    p.add_argument("-M", "--mod2", dest="mode2", type=_typed(octal, "mode"))
+    p.add_argument("-m", "--mod", dest="mode", type=_typed(_option("vde", "mode"), "mode"))
+    p.add_argument("-M", "--mod2", dest="mode2", type=_typed(_option("vde", "mode"), "mode"))
     p.add_argument("-g", "--group")
     p.add_argument("-G", "--group2")
     p.add_argument("--port", type=int)
     p.add_argument("--port2", type=int)
     p.add_argument("--pcap")
-    p.add_argument("--pcap-limit", type=_typed(limit_size, "size"), default=DEFAULT_LIMIT)
-    p.add_argument("--pcap-files", type=_typed(file_count, "file count"), default=DEFAULT_FILES)
+    p.add_argument("--pcap-limit", type=_typed(_option("capture", "limit"), "size"), default=DEFAULT_LIMIT)
+    p.add_argument("--pcap-files", type=_typed(_option("capture", "files"), "file count"), default=DEFAULT_FILES)
+    p.add_argument("--libdir", action="store_true")
     p.add_argument("urls", nargs="*")
     ns = p.parse_args(argv)
     if ns.help:
         print(USAGE + "\n\n" + plugin_list())
+        sys.exit(0)
+    if ns.libdir:
+        print(libdir())
         sys.exit(0)
     if len(ns.urls) > 2 or (command is not None and len(ns.urls) > 1):
         die("too many URLs\n" + USAGE, 2)
@@ -211,7 +220,7 @@ def run(args: Args) -> int:
             if not isinstance(first.endpoint, _core.Endpoint):
                 die("--pcap needs a built-in transport as the first URL", 2)
             first = stack.enter_context(
-                Connection(capture(first.endpoint, args.pcap, args.pcap_limit, args.pcap_files), first.url)
+                Connection(_core.open_capture(first.endpoint, args.pcap, args.pcap_limit, args.pcap_files), first.url)
             )
         if args.command is not None:
             second, kind = Connection(_core.open_cmd(args.command), "= " + " ".join(args.command)), "cmd"

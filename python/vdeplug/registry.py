@@ -1,17 +1,18 @@
-"""Plugin registry: scheme name → plugin. Built-ins live in
-``vdeplug.plugins.<scheme>``; third-party plugins register a class under the
-``vdeplug.plugins`` entry point group (our libvdeplug_<scheme>.so)."""
+"""Plugin registry: scheme name → plugin. Built-ins are Rust (their
+grammar, options and transports in ``rust/plugins.rs`` and one
+``rust/transport/<scheme>.rs`` each); third-party plugins are Python
+classes registered under the ``vdeplug.plugins`` entry point group, or C
+plugins ``libvdeplug_<scheme>.so`` found as vdeplug4 finds them."""
 
 from __future__ import annotations
 
-import importlib
-import os
-import pkgutil
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from . import _core
+from .clibrary import library_path
 from .vnl import (
     Option,
     Syntax,
@@ -24,20 +25,28 @@ from .vnl import (
 
 ENTRY_POINT_GROUP = "vdeplug.plugins"
 
+#: scheme → (syntax, nests, summary, options) of the Rust plugins
+_BUILTIN_INFO = {
+    scheme: (syntax, nests, summary, tuple(Option(n, str, d, h) for n, d, h in opts))
+    for scheme, syntax, nests, summary, opts in _core.builtin_plugins()
+}
+BUILTIN = frozenset(_BUILTIN_INFO)
+
+# Nested C plugins (vlan, agno) call the global vde_open_real: ours.
+_lib = library_path()
+if _lib is not None:
+    _core.set_library(_lib)
 
 
-def _builtin_schemes() -> frozenset[str]:
-    from . import plugins
-
-    return frozenset(m.name for m in pkgutil.iter_modules(plugins.__path__) if not m.name.startswith("_"))
-
-
-BUILTIN = _builtin_schemes()
+def builtin_default(scheme: str, option: str) -> Any:
+    """The default of a built-in plugin's option (one home: Rust)."""
+    return next(o.default for o in _BUILTIN_INFO[scheme][3] if o.name == option)
 
 
 @dataclass(frozen=True)
 class OpenArgs:
-    """What vde_open's ``vde_open_args`` and description carry."""
+    """What vde_open's ``vde_open_args`` and description carry. Options in
+    the URL win over these, as in vdeplug4."""
 
     descr: str = "vdeplug:"
     mode: int | None = None
@@ -46,11 +55,7 @@ class OpenArgs:
 
     def full_descr(self) -> str:
         """vdeplug4 appends user, pid and the ssh client to the description."""
-        d = f"{self.descr} user={os.geteuid()} pid={os.getpid()}"
-        ssh = os.environ.get("SSH_CLIENT", "").split()
-        if ssh:
-            d += f" SSH={ssh[0]}"
-        return d[:128]
+        return str(_core.full_descr(self.descr))
 
 
 @runtime_checkable
@@ -84,7 +89,8 @@ class Plugin:
             return parse_rest(vnl, self.scheme, rest, self.syntax, self.options, self.bare)
         head, inner = split_nested(vnl, rest)
         syntax: Syntax = "path" if "[" in head else self.syntax
-        return replace(parse_rest(vnl, self.scheme, head, syntax, self.options, self.bare), nested=inner)
+        t = parse_rest(vnl, self.scheme, head, syntax, self.options, self.bare)
+        return Target(t.vnl, t.scheme, t.address, t.options, t.given, inner)
 
     def open(self, target: Target, args: OpenArgs) -> Any:
         """Open the network: return an object with the ``Endpoint`` methods."""
@@ -95,10 +101,45 @@ class UnknownScheme(VNLError):
     pass
 
 
-def _load_builtin(scheme: str) -> type[Plugin]:
-    mod = importlib.import_module(f"vdeplug.plugins.{scheme}")
-    cls: type[Plugin] = mod.PLUGIN
-    return cls
+def unknown_scheme(scheme: str, vnl: str = "") -> UnknownScheme:
+    """The error for a scheme no plugin has, listing those available."""
+    return UnknownScheme(f"unknown scheme {scheme!r} (available: {', '.join(available())})", vnl, scheme)
+
+
+class Builtin(Plugin):
+    """A built-in plugin: its VNL is parsed and opened in Rust."""
+
+    def __init__(self, scheme: str) -> None:
+        self.scheme = scheme  # type: ignore[misc]
+        syntax, nests, summary, options = _BUILTIN_INFO[scheme]
+        self.syntax, self.nests, self.summary, self.options = syntax, nests, summary, options  # type: ignore[misc]
+
+    def parse(self, vnl: str, rest: str) -> Target:
+        got = _core.resolve_builtin(vnl)
+        assert got is not None
+        scheme, address, options, given, nested = got
+        return Target(vnl, scheme, address, options, frozenset(given), nested)
+
+    def open(self, target: Target, args: OpenArgs) -> Any:
+        return _core.open(target.vnl, descr=args.descr, mode=args.mode, group=args.group, port=args.port)
+
+
+class CPlugin(Plugin):
+    """A C plugin, ``libvdeplug_<scheme>.so`` (vdeplug4's plugin ABI),
+    opened by the Rust core; its text is the plugin's to parse."""
+
+    syntax = "raw"
+
+    def __init__(self, scheme: str, path: str) -> None:
+        self.scheme = scheme  # type: ignore[misc]
+        self.path = path
+        self.summary = f"C plugin {path}"  # type: ignore[misc]
+
+    def parse(self, vnl: str, rest: str) -> Target:
+        return Target(vnl, self.scheme, rest)
+
+    def open(self, target: Target, args: OpenArgs) -> Any:
+        return _core.open(target.vnl, descr=args.descr, mode=args.mode, group=args.group, port=args.port)
 
 
 _EP_CACHE: tuple[tuple[str, ...], dict[str, Any]] | None = None
@@ -114,38 +155,30 @@ def _third_party() -> dict[str, Any]:
     return _EP_CACHE[1]
 
 
+def c_plugins() -> dict[str, str]:
+    """C plugins found in vdeplug4's search order (first one wins)."""
+    return {scheme: str(path) for scheme, path in reversed(_core.c_plugins())}
+
+
 def available() -> list[str]:
-    """Every scheme that can be opened: built-ins and installed plugins."""
-    return sorted(set(BUILTIN) | set(_third_party()))
+    """Every scheme that can be opened: built-ins, Python and C plugins."""
+    return sorted(set(BUILTIN) | set(_third_party()) | set(c_plugins()))
 
 
 def get(scheme: str, vnl: str = "") -> Plugin:
-    """The plugin for ``scheme``; built-ins first, then entry points."""
+    """The plugin for ``scheme``: built-ins first, then entry points, then C plugins."""
     if scheme in BUILTIN:
-        return _load_builtin(scheme)()
+        return Builtin(scheme)
     ep = _third_party().get(scheme)
-    if ep is None:
-        raise UnknownScheme(
-            f"unknown scheme {scheme!r} (available: {', '.join(available())})", vnl, scheme
-        )
-    cls = ep.load()
-    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-        raise UnknownScheme(f"entry point {scheme!r} is not a vdeplug Plugin class", vnl, scheme)
-    return cls()
-
-
-def open_nested(target: Target, args: OpenArgs) -> Any:
-    """Open a nested plugin's inner VNL. Only built-in (Rust) transports can
-    be wrapped, since the wrapper runs in the Rust data plane."""
-    from . import _core
-
-    assert target.nested is not None
-    plugin, inner = resolve(target.nested)
-    ep = plugin.open(inner, args)
-    if not isinstance(ep, _core.Endpoint):
-        ep.close()
-        raise VNLError(f"{target.scheme}:// can only wrap built-in transports, not {plugin.scheme}://", target.vnl, target.nested)
-    return ep
+    if ep is not None:
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            raise UnknownScheme(f"entry point {scheme!r} is not a vdeplug Plugin class", vnl, scheme)
+        return cls()
+    path = c_plugins().get(scheme)
+    if path is not None:
+        return CPlugin(scheme, path)
+    raise unknown_scheme(scheme, vnl)
 
 
 def resolve(vnl: str) -> tuple[Plugin, Target]:

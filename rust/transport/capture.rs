@@ -177,3 +177,32 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+pub const OPTIONS: &[Opt] = &[
+    opt("limit", Kind::Size { min: 1024 }, OptDefault::Int(64 << 20), "rotate after this many bytes (K/M/G)"),
+    opt("files", Kind::Int { lo: 1, hi: 1000 }, OptDefault::Int(4), "files kept: FILE, FILE.1, ..."),
+];
+
+fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
+    if t.address.is_empty() {
+        return Err(t.error("capture:// needs a file name", &t.vnl));
+    }
+    let cfg = Config { path: t.abs_path(), limit: t.int("limit").unwrap_or(64 << 20), files: t.int("files").unwrap_or(4) as u32 };
+    let inner = open_nested(t, args)?;
+    Ok(Box::new(super::nested::Nested::new(inner, hook(cfg)?)))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "capture",
+    syntax: Syntax::Path,
+    options: OPTIONS,
+    bare: None,
+    nests: true,
+    summary: "pcap capture around a VNL: capture:///tmp/x.pcap{vxvde://}",
+    open: open_vnl,
+};
+
+use crate::plugins::{open_nested, opt, Builtin, OptDefault, Kind, OpenArgs, OpenResult, Opt, Target};
+use crate::vnl::Syntax;

@@ -150,3 +150,28 @@ impl Drop for Cmd {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
+    // Quotes group words of the command (s2argv), so the text is taken verbatim.
+    let words = crate::vnl::shell_words(&t.address).map_err(|e| t.error(format!("bad command line: {}", e.msg), &t.address))?;
+    if words.is_empty() {
+        return Err(t.error("cmd:// needs a command", &t.vnl));
+    }
+    let argv: Vec<String> = words.iter().map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+    Ok(Box::new(open(&argv)?))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "cmd",
+    syntax: Syntax::Verbatim,
+    options: &[],
+    bare: None,
+    nests: false,
+    summary: "run a command speaking the stream framing on stdin/stdout",
+    open: open_vnl,
+};
+
+use crate::plugins::{Builtin, OpenArgs, OpenResult, Target};
+use crate::vnl::Syntax;

@@ -731,3 +731,55 @@ impl Drop for NetNode {
         }
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+const NODE_OPTIONS: &[Opt] = &[
+    opt("mode", OptKind::Octal, OptDefault::Int(0o600), "permissions of the switch sockets"),
+    opt("dirmode", OptKind::Octal, OptDefault::Unset, "permissions of the directory (default from mode)"),
+    opt("grp", OptKind::Text, OptDefault::Unset, "group owning the switch"),
+];
+const SWITCH_OPTIONS: &[Opt] = &[
+    NODE_OPTIONS[0],
+    NODE_OPTIONS[1],
+    NODE_OPTIONS[2],
+    opt("hashsize", OptKind::Int { lo: 1, hi: 1 << 24 }, OptDefault::Int(256), "MAC table size"),
+    opt("hashseed", OptKind::Int { lo: 0, hi: u64::MAX }, OptDefault::Int(0), "MAC table hash seed"),
+    opt("expiretime", OptKind::Int { lo: 1, hi: 1 << 40 }, OptDefault::Int(120), "MAC table entry lifetime (s)"),
+];
+
+/// vdeplug4's default: /tmp/vdenode_<user> (or u<euid>).
+pub fn default_path() -> PathBuf {
+    let user = sys::user_name().unwrap_or_else(|| format!("u{}", sys::geteuid()));
+    PathBuf::from(format!("/tmp/vdenode_{user}"))
+}
+
+fn open_kind(kind: Kind, t: &Target, args: &OpenArgs) -> OpenResult {
+    let path = if t.address.is_empty() { default_path() } else { t.abs_path() };
+    let grp = if t.given("grp") { t.text("grp") } else { args.group.clone() };
+    let gid = grp.as_deref().map(group_id).transpose().map_err(|e| t.error(e, grp.as_deref().unwrap_or("")))?;
+    let mode = if t.given("mode") { t.int("mode") } else { args.mode.map(u64::from).or(t.int("mode")) };
+    let o = Options {
+        kind,
+        path,
+        mode: mode.unwrap_or(0o600) as u32,
+        dirmode: t.int("dirmode").map(|m| m as u32),
+        gid,
+        hashsize: t.int("hashsize").unwrap_or(256) as usize,
+        expiretime: t.int("expiretime").unwrap_or(120),
+        hashseed: t.int("hashseed").unwrap_or(0),
+    };
+    Ok(Box::new(open(&o)?))
+}
+
+const fn node(scheme: &'static str, options: &'static [Opt], summary: &'static str, open: fn(&Target, &OpenArgs) -> OpenResult) -> Builtin {
+    Builtin { scheme, syntax: Syntax::Path, options, bare: None, nests: false, summary, open }
+}
+
+pub const SWITCH: Builtin = node("switch", SWITCH_OPTIONS, "learning switch (802.1Q trunk): switch:///tmp/sw", |t, a| open_kind(Kind::Switch, t, a));
+pub const HUB: Builtin = node("hub", NODE_OPTIONS, "hub: floods every frame to every other port", |t, a| open_kind(Kind::Hub, t, a));
+pub const MULTI: Builtin = node("multi", NODE_OPTIONS, "multiplexer: ports to host only, host to every port", |t, a| open_kind(Kind::Multi, t, a));
+pub const BONDING: Builtin = node("bonding", NODE_OPTIONS, "bonding: host frames round robin over the ports", |t, a| open_kind(Kind::Bonding, t, a));
+
+use crate::plugins::{group_id, opt, Builtin, OptDefault, Kind as OptKind, OpenArgs, OpenResult, Opt, Target};
+use crate::vnl::Syntax;

@@ -219,3 +219,26 @@ impl Drop for Ptp {
         }
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
+    if t.address.is_empty() {
+        return Err(t.error("ptp:// needs a path", &t.vnl));
+    }
+    let gid = args.group.as_deref().map(group_id).transpose().map_err(|e| t.error(e, args.group.as_deref().unwrap_or("")))?;
+    Ok(Box::new(open(&t.abs_path(), args.mode, gid)?))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "ptp",
+    syntax: Syntax::Raw,
+    options: &[],
+    bare: None,
+    nests: false,
+    summary: "point-to-point link: ptp:///tmp/link",
+    open: open_vnl,
+};
+
+use crate::plugins::{group_id, Builtin, OpenArgs, OpenResult, Target};
+use crate::vnl::Syntax;

@@ -31,3 +31,23 @@ impl Transport for SeqPacket {
         self.fd.as_raw_fd()
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
+    let fd = t.address_str().parse::<RawFd>().ok().filter(|_| t.address.iter().all(u8::is_ascii_digit)).ok_or_else(|| t.error("seqpacket:// needs a file descriptor number", &t.address))?;
+    Ok(Box::new(open(fd)?))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "seqpacket",
+    syntax: Syntax::Raw,
+    options: &[],
+    bare: None,
+    nests: false,
+    summary: "inherited SOCK_SEQPACKET fd",
+    open: open_vnl,
+};
+
+use crate::plugins::{Builtin, OpenArgs, OpenResult, Target};
+use crate::vnl::Syntax;

@@ -36,3 +36,28 @@ impl Transport for Tap {
         self.fd.as_raw_fd()
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
+    if t.address.len() > 15 {
+        return Err(t.error("interface name longer than 15 bytes", &t.address));
+    }
+    if t.address.contains(&b'/') {
+        return Err(t.error("interface name with '/'", &t.address));
+    }
+    Ok(Box::new(open(&t.address_str())?))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "tap",
+    syntax: Syntax::Raw,
+    options: &[],
+    bare: None,
+    nests: false,
+    summary: "Linux tap interface: tap://t0",
+    open: open_vnl,
+};
+
+use crate::plugins::{Builtin, OpenArgs, OpenResult, Target};
+use crate::vnl::Syntax;

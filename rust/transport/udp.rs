@@ -128,3 +128,52 @@ impl Transport for Udp {
         send_datagrams(self.sock.as_raw_fd(), &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut self.gso, send_patience())
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+/// `host:port` (the last ':' separates; `[v6]:port` too) → (host, port).
+fn host_port<'a>(t: &Target, text: &'a str, need_host: bool) -> Result<(&'a str, u16), OpenError> {
+    let (host, port) = text.rsplit_once(':').unwrap_or(("", text));
+    if need_host && host.is_empty() {
+        return Err(t.error("destination needs host:port", text));
+    }
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port = port.parse::<u16>().ok().filter(|_| port.bytes().all(|c| c.is_ascii_digit())).ok_or_else(|| t.error(format!("bad port {port:?}"), text))?;
+    Ok((host, port))
+}
+
+/// getaddrinfo: the first address of `host` (of `family` when given).
+fn resolve(t: &Target, host: &str, port: u16, v6: Option<bool>) -> Result<SocketAddr, OpenError> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+    if host.is_empty() {
+        let any = if v6 == Some(true) { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        return Ok(SocketAddr::new(any, port));
+    }
+    let found = (host, port).to_socket_addrs().map_err(|e| t.error(format!("cannot resolve {host:?}: {}", super::describe(&e)), host))?;
+    found.into_iter().find(|a| v6.is_none_or(|v| a.is_ipv6() == v)).ok_or_else(|| t.error(format!("cannot resolve {host:?} for this address family"), host))
+}
+
+fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
+    let text = t.address_str();
+    let Some((src, dst)) = text.split_once("->") else {
+        return Err(t.error("udp:// needs [src_addr:]src_port->dst_addr:dst_port", &t.address));
+    };
+    let (sh, sp) = host_port(t, src, false)?;
+    let (dh, dp) = host_port(t, dst, true)?;
+    let dst = resolve(t, dh, dp, None)?;
+    let src = resolve(t, sh, sp, Some(dst.is_ipv6()))?;
+    Ok(Box::new(open(src, dst)?))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "udp",
+    syntax: Syntax::Raw,
+    options: &[],
+    bare: None,
+    nests: false,
+    summary: "UDP tunnel: udp://\"[src_addr:]src_port->dst_addr:dst_port\"",
+    open: open_vnl,
+};
+
+use crate::plugins::{Builtin, OpenArgs, OpenError, OpenResult, Target};
+use crate::vnl::Syntax;

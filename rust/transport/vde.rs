@@ -172,3 +172,43 @@ impl Transport for VdeClient {
         send_connected(self.data.as_raw_fd(), batch, idx)
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+const OPTIONS: &[Opt] = &[
+    opt("port", Kind::Text, OptDefault::Unset, "port number, or a port group name"),
+    opt("portgroup", Kind::Text, OptDefault::Unset, "port group"),
+    opt("group", Kind::Text, OptDefault::Unset, "group owning our data socket"),
+    opt("mode", Kind::Octal, OptDefault::Unset, "mode of our data socket (default 0700)"),
+];
+
+/// Options in the URL win over the caller's (vde_open_args, -m/-g/--port).
+fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
+    let (mut port, mut portgroup) = (t.text("port"), t.text("portgroup"));
+    if port.as_deref().is_some_and(|p| !p.bytes().all(|c| c.is_ascii_digit())) {
+        (port, portgroup) = (None, port); // vde:///sw[mygroup]
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u32>().ok().filter(|&n| n <= 65535).ok_or_else(|| t.error("bad port: must be between 0 and 65535", &p))?),
+        None => args.port.filter(|&p| p > 0),
+    };
+    let group = t.text("group").or_else(|| args.group.clone());
+    let gid = group.as_deref().map(group_id).transpose().map_err(|e| t.error(e, group.as_deref().unwrap_or("")))?;
+    let mode = t.int("mode").map(|m| m as u32).or(args.mode);
+    let path = if t.address.is_empty() { PathBuf::new() } else { t.abs_path() };
+    let opts = Options { port, portgroup, mode, gid, descr: args.descr.clone() };
+    Ok(Box::new(open(&path, &opts)?))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "vde",
+    syntax: Syntax::Path,
+    options: OPTIONS,
+    bare: Some("port"),
+    nests: false,
+    summary: "client of a vde_switch: vde:///tmp/sw[3]",
+    open: open_vnl,
+};
+
+use crate::plugins::{group_id, opt, Builtin, OptDefault, Kind, OpenArgs, OpenResult, Opt, Target};
+use crate::vnl::Syntax;

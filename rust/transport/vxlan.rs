@@ -57,3 +57,24 @@ impl Transport for Vxlan {
         self.ov.stats.pairs()
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
+    let group = overlay::group_address(t)?;
+    let cfg = overlay::config_of(t, group, t.int("vni").unwrap_or(1) as u32);
+    Ok(Box::new(open(&cfg)?))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "vxlan",
+    syntax: Syntax::Net,
+    options: overlay::overlay_options!(4789, Kind::Int { lo: 0, hi: 0xFF_FFFF };),
+    bare: None,
+    nests: false,
+    summary: "VXLAN segment: vxlan://239.0.0.1/vni=5",
+    open: open_vnl,
+};
+
+use crate::plugins::{opt, Builtin, OptDefault, Kind, OpenArgs, OpenResult, Target};
+use crate::vnl::Syntax;

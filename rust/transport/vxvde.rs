@@ -109,3 +109,59 @@ impl Drop for Vxvde {
         let _ = sys::send_to(self.uni.as_raw_fd(), &self.ov.header, &self.ov.group);
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+/// Write the gid's low 24 bits into the last 3 bytes of the group.
+pub fn with_gid(group: IpAddr, gid: u32) -> IpAddr {
+    let g = (gid & 0xFF_FFFF).to_be_bytes();
+    match group {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            IpAddr::V4([o[0], g[1], g[2], g[3]].into())
+        }
+        IpAddr::V6(a) => {
+            let mut o = a.octets();
+            o[13..].copy_from_slice(&g[1..]);
+            IpAddr::V6(o.into())
+        }
+    }
+}
+
+fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
+    let mut group = overlay::group_address(t)?;
+    let mut vni = t.int("vni").unwrap_or(1) as u32;
+    if let Some(gid) = t.int("grp") {
+        group = with_gid(group, gid as u32);
+        if !t.given("vni") {
+            vni = gid as u32 & 0xFF_FFFF;
+        }
+    }
+    let bind = match t.text("bind") {
+        Some(b) => Some(b.parse::<IpAddr>().map_err(|_| t.error(format!("bad bind address {b:?}"), &b))?),
+        None => None,
+    };
+    Ok(Box::new(open(&overlay::config_of(t, group, vni), bind)?))
+}
+
+pub const PLUGIN: Builtin = Builtin {
+    scheme: "vxvde",
+    syntax: Syntax::Net,
+    options: overlay::overlay_options!(14789, Kind::VniOrGid, opt("grp", Kind::Gid, OptDefault::Unset, "group: sets VNI and the group's last 3 bytes"); opt("bind", Kind::Text, OptDefault::Unset, "local address of the unicast socket")),
+    bare: None,
+    nests: false,
+    summary: "distributed switch: vxvde://239.1.2.3",
+    open: open_vnl,
+};
+
+use crate::plugins::{opt, Builtin, OptDefault, Kind, OpenArgs, OpenResult, Target};
+use crate::vnl::Syntax;
+
+#[cfg(test)]
+mod vnl_tests {
+    #[test]
+    fn grp_sets_the_last_three_bytes() {
+        assert_eq!(super::with_gid("239.0.0.1".parse().unwrap(), 0x123456), "239.18.52.86".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(super::with_gid("ff05:56de::1".parse().unwrap(), 1000), "ff05:56de::3e8".parse::<std::net::IpAddr>().unwrap());
+    }
+}

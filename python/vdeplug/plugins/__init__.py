@@ -1,1 +1,0 @@
-"""Built-in plugins, one module per scheme; each exports ``PLUGIN``."""
