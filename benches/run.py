@@ -40,6 +40,7 @@ class Setup:
     gen: list[str]
     ready: list[Path] = field(default_factory=list)
     netns: bool = False
+    env: dict[str, str] | None = None
 
 
 Impl = Callable[[Path, int], Setup]
@@ -88,6 +89,51 @@ def switch_impl(argv: Callable[[Path], list[str]]) -> Impl:
     return make
 
 
+# A C client on libvdeplug.so.2 (ours, via LD_LIBRARY_PATH, or Debian's):
+# tests/c/vdepeer.c's relay mode, vde_recv/vde_send frame by frame as C
+# vde_plug does, between the scheme under test and a ptp link.
+LIB_RELAY = Path(tempfile.gettempdir()) / f"vdpbench-vdepeer-{os.getpid()}"
+
+
+def lib_impl(scheme: str, ours: bool) -> Impl:
+    def make(tmp: Path, k: int) -> Setup:
+        l2 = tmp / "l2"
+        env = dict(os.environ)
+        if ours:
+            import vdeplug
+
+            env["LD_LIBRARY_PATH"] = vdeplug.libdir()
+        procs, ready, netns = [], [l2], False
+        if scheme == "udp":
+            base = 20000 + (k * 4) % 20000
+            a, g = base, base + 1
+            vnl, flow = f"udp://{a}->127.0.0.1:{g}", f"udp:{g}:{a}"
+        elif scheme == "ptp":
+            l1 = tmp / "l1"
+            vnl, flow = f"ptp://{l1}", f"ptp:{l1}"
+            ready.append(l1)
+        elif scheme == "vde":
+            d = tmp / "sw"
+            procs.append([VDE_SWITCH, "-s", str(d)])
+            vnl, flow = f"vde://{d}", f"vde:{d}"
+        else:
+            group = f"239.78.{k % 250}.1"
+            vnl, flow, netns = f"vxvde://{group}", f"vxvde:{group}", True
+        procs.append([str(LIB_RELAY), vnl, "relay", f"ptp://{l2}"])
+        return Setup(procs, ["--flow", flow, f"ptp:{l2}"] if scheme != "vxvde" else ["--flow", f"ptp:{l2}", flow], ready, netns, env)
+
+    return make
+
+
+def build_lib_relay() -> str | None:
+    """Build the C relay against Debian's libvdeplug.h; None, or why not."""
+    gcc = shutil.which("gcc")
+    if gcc is None or not os.path.exists("/usr/include/libvdeplug.h"):
+        return "needs gcc and libvdeplug-dev"
+    r = subprocess.run([gcc, "-O2", "-o", str(LIB_RELAY), str(ROOT / "tests" / "c" / "vdepeer.c"), "-lvdeplug", "-lpthread", "-ldl"], capture_output=True, text=True)
+    return r.stderr.strip() if r.returncode else None
+
+
 ECHO = "import vdeplug, sys\nc = vdeplug.open(sys.argv[1])\nwhile True:\n    c.send(c.recv())\n"
 
 
@@ -106,6 +152,7 @@ SCENARIOS: dict[str, dict[str, Impl]] = {
         "vde_switch": switch_impl(lambda d: [VDE_SWITCH, "-s", str(d)]),
     },
     "python echo": {"ours": py_echo},
+    **{f"lib {s}": {"ours": lib_impl(s, True), "C": lib_impl(s, False)} for s in ("udp", "ptp", "vde", "vxvde")},
 }
 
 
@@ -135,7 +182,8 @@ def run_one(impl: Impl, size: int, seconds: float, k: int) -> dict:
     procs = []
     try:
         for argv in s.procs:
-            procs.append(subprocess.Popen(in_ns(argv, s.netns), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            procs.append(subprocess.Popen(in_ns(argv, s.netns), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=s.env))
+            time.sleep(0.2 if len(s.procs) > 1 else 0)  # e.g. a vde_switch before its client
         deadline = time.monotonic() + 10
         while not all(p.exists() for p in s.ready):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -297,11 +345,18 @@ def main() -> int:
         keep = {s.strip() for s in args.only.split(",")}
         scenarios = {k: v for k, v in scenarios.items() if k in keep}
     skipped = {}
-    if "vxvde pair" in scenarios:
+    if any("vxvde" in n for n in scenarios):
         why = setup_netns()
         if why:
-            skipped["vxvde pair"] = why
-            del scenarios["vxvde pair"]
+            for n in [n for n in scenarios if "vxvde" in n]:
+                skipped[n] = why
+                del scenarios[n]
+    if any(n.startswith("lib ") for n in scenarios):
+        why = build_lib_relay()
+        if why:
+            for n in [n for n in scenarios if n.startswith("lib ")]:
+                skipped[n] = why
+                del scenarios[n]
     if not os.path.exists(C_PLUG):
         print("C vde_plug missing (apt-get install vdeplug): only our numbers", file=sys.stderr)
 

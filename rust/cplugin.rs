@@ -196,7 +196,10 @@ fn try_open(file: &Path, rest: &[u8], args: &OpenArgs) -> Result<Result<RawConn,
     // plugin binds first to its own libraries.
     let handle = unsafe { libc::dlopen(cfile.as_ptr(), libc::RTLD_NOW | libc::RTLD_DEEPBIND) };
     if handle.is_null() {
-        return Ok(Err(dlerror()));
+        // dlerror starts with the file name; it is said once, by the caller.
+        let why = dlerror();
+        let prefix = format!("{}: ", file.display());
+        return Ok(Err(why.strip_prefix(&prefix).map_or(why.clone(), str::to_string)));
     }
     // SAFETY: handle is a live dlopen handle; the name is a valid C string.
     let ops = unsafe { libc::dlsym(handle, c"vdeplug_ops".as_ptr()) } as *const VdeplugModule;

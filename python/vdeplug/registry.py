@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 from . import _core
 from .clibrary import library_path
@@ -112,7 +112,8 @@ class Builtin(Plugin):
     def __init__(self, scheme: str) -> None:
         self.scheme = scheme  # type: ignore[misc]
         syntax, nests, summary, options = _BUILTIN_INFO[scheme]
-        self.syntax, self.nests, self.summary, self.options = syntax, nests, summary, options  # type: ignore[misc]
+        self.syntax = cast(Syntax, syntax)  # type: ignore[misc]
+        self.nests, self.summary, self.options = nests, summary, options  # type: ignore[misc]
 
     def parse(self, vnl: str, rest: str) -> Target:
         got = _core.resolve_builtin(vnl)
