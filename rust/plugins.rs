@@ -369,13 +369,20 @@ pub fn parse(b: &'static Builtin, vnl: &[u8], rest: &[u8]) -> Result<Target, Vnl
     Ok(Target { vnl: vnl.to_vec(), scheme: b.scheme.to_string(), address: p.address, options: b.options, values, given, nested })
 }
 
-/// Find the built-in plugin of `vnl` and parse it. `Ok(None)` with the
-/// scheme when no built-in has that scheme (a Python or C plugin may).
-pub fn resolve(vnl: &[u8]) -> Result<Result<(&'static Builtin, Target), (String, Vec<u8>)>, VnlError> {
+/// What a VNL names.
+pub enum Resolved {
+    /// A built-in plugin, and the parsed VNL.
+    Builtin(&'static Builtin, Target),
+    /// A scheme no built-in has (a Python or C plugin may): the text after `://`.
+    Other { scheme: String, rest: Vec<u8> },
+}
+
+/// Find the built-in plugin of `vnl` and parse it.
+pub fn resolve(vnl: &[u8]) -> Result<Resolved, VnlError> {
     let (scheme, rest) = vnl::split_scheme(vnl)?;
     match builtin(&scheme) {
-        Some(b) => Ok(Ok((b, parse(b, vnl, &rest)?))),
-        None => Ok(Err((scheme, rest))),
+        Some(b) => Ok(Resolved::Builtin(b, parse(b, vnl, &rest)?)),
+        None => Ok(Resolved::Other { scheme, rest }),
     }
 }
 
@@ -383,8 +390,8 @@ pub fn resolve(vnl: &[u8]) -> Result<Result<(&'static Builtin, Target), (String,
 /// (`libvdeplug_<scheme>.so`, see cplugin.rs).
 pub fn open_transport(vnl: &[u8], args: &OpenArgs) -> OpenResult {
     match resolve(vnl)? {
-        Ok((b, t)) => (b.open)(&t, args),
-        Err((scheme, rest)) => crate::cplugin::open(&scheme, vnl, &rest, args),
+        Resolved::Builtin(b, t) => (b.open)(&t, args),
+        Resolved::Other { scheme, rest } => crate::cplugin::open(&scheme, vnl, &rest, args),
     }
 }
 
@@ -404,7 +411,10 @@ mod tests {
     use super::*;
 
     fn target(vnl: &str) -> Target {
-        resolve(vnl.as_bytes()).unwrap().unwrap().1
+        match resolve(vnl.as_bytes()).unwrap() {
+            Resolved::Builtin(_, t) => t,
+            Resolved::Other { .. } => panic!("{vnl}: not built in"),
+        }
     }
 
     #[test]
@@ -430,7 +440,7 @@ mod tests {
         assert_eq!(e("vxlan://239.0.0.1/vni=16777216").part, "vni=16777216");
         assert_eq!(e("vxvde://239.0.0.1/bogus=1").part, "bogus");
         assert!(e("vxvde://239.0.0.1/bogus=1").msg.contains("known: port"));
-        assert!(matches!(resolve(b"nosuch://x"), Ok(Err((s, _))) if s == "nosuch"));
+        assert!(matches!(resolve(b"nosuch://x"), Ok(Resolved::Other { scheme, .. }) if scheme == "nosuch"));
         assert_eq!(size("2M"), Ok(2 << 20));
         assert!(size("two").is_err());
     }

@@ -147,7 +147,7 @@ fn builtin_plugins<'py>(py: Python<'py>) -> PyResult<Vec<(&'static str, &'static
 #[allow(clippy::type_complexity)]
 fn resolve_builtin<'py>(py: Python<'py>, vnl: &Bound<'py, PyAny>) -> PyResult<Option<(String, Bound<'py, PyAny>, Bound<'py, PyDict>, Vec<&'static str>, Option<Bound<'py, PyAny>>)>> {
     let (text, bytes) = text_arg(vnl)?;
-    let Ok((_, t)) = plugins::resolve(&bytes).map_err(|e| vnl_error(py, e, &text))? else { return Ok(None) };
+    let plugins::Resolved::Builtin(_, t) = plugins::resolve(&bytes).map_err(|e| vnl_error(py, e, &text))? else { return Ok(None) };
     let d = PyDict::new(py);
     for (o, v) in t.options.iter().zip(&t.values) {
         d.set_item(o.name, value(py, v)?)?;

@@ -223,25 +223,30 @@ pub fn recv_batch(
     mut addrs: Option<&mut [libc::sockaddr_storage]>,
 ) -> io::Result<usize> {
     let n = bufs.len().min(MAX_BATCH);
-    // SAFETY: zeroed iovec/mmsghdr arrays are valid initial values.
-    let mut iov: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    // Only the n headers used are initialised: zeroing all 64 would cost
+    // more than the call itself for small batches.
+    let mut iov = [const { mem::MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut msgs = [const { mem::MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
     for i in 0..n {
-        iov[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: bufs[i].len() };
-        msgs[i].msg_hdr.msg_iov = &mut iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
+        let v: *mut libc::iovec = iov[i].write(libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: bufs[i].len() });
+        // SAFETY: an all-zero mmsghdr is a valid value.
+        let m = msgs[i].write(unsafe { mem::zeroed() });
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
         if let Some(a) = addrs.as_deref_mut() {
-            msgs[i].msg_hdr.msg_name = (&mut a[i] as *mut libc::sockaddr_storage).cast();
-            msgs[i].msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_name = (&mut a[i] as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
     }
-    // SAFETY: every header points at a live buffer (and address slot) of the stated size.
+    // SAFETY: the first n headers are initialised and point at live buffers
+    // (and address slots) of the stated sizes.
     let got = unsafe {
-        libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        libc::recvmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
     };
     let got = cvt(got)? as usize;
     for i in 0..got {
-        lens[i] = msgs[i].msg_len as usize;
+        // SAFETY: i < got <= n: initialised above.
+        lens[i] = unsafe { msgs[i].assume_init_ref() }.msg_len as usize;
     }
     Ok(got)
 }
@@ -387,34 +392,39 @@ pub fn recv_batch_prefixed<B: AsMut<[u8]>>(
     pktinfo: bool,
 ) -> io::Result<usize> {
     let n = bufs.len().min(prefix.len()).min(meta.len()).min(MAX_BATCH);
-    // SAFETY: zeroed iovec/mmsghdr/control arrays are valid initial values.
-    let mut iov: [[libc::iovec; 2]; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut ctrl = [[0u64; 8]; MAX_BATCH];
+    // Only the n headers used are initialised (see recv_batch).
+    let mut iov = [const { mem::MaybeUninit::<[libc::iovec; 2]>::uninit() }; MAX_BATCH];
+    let mut msgs = [const { mem::MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut ctrl = [const { mem::MaybeUninit::<[u64; 8]>::uninit() }; MAX_BATCH];
     for i in 0..n {
-        iov[i][0] = libc::iovec { iov_base: prefix[i].as_mut_ptr().cast(), iov_len: 8 };
         let b = bufs[i].as_mut();
-        iov[i][1] = libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() };
-        let h = &mut msgs[i].msg_hdr;
-        h.msg_iov = iov[i].as_mut_ptr();
+        let v = iov[i].write([
+            libc::iovec { iov_base: prefix[i].as_mut_ptr().cast(), iov_len: 8 },
+            libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() },
+        ]);
+        // SAFETY: an all-zero mmsghdr is a valid value.
+        let h = &mut msgs[i].write(unsafe { mem::zeroed() }).msg_hdr;
+        h.msg_iov = v.as_mut_ptr();
         h.msg_iovlen = 2;
         h.msg_name = (&mut meta[i].from as *mut libc::sockaddr_storage).cast();
         h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         if pktinfo {
-            h.msg_control = ctrl[i].as_mut_ptr().cast();
-            h.msg_controllen = mem::size_of_val(&ctrl[i]);
+            h.msg_control = ctrl[i].write([0; 8]).as_mut_ptr().cast();
+            h.msg_controllen = mem::size_of::<[u64; 8]>();
         }
     }
-    // SAFETY: every header points at live buffers of the stated sizes.
-    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+    // SAFETY: the first n headers are initialised and point at live buffers of the stated sizes.
+    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
     let got = cvt(got)? as usize;
     for i in 0..got {
-        meta[i].len = msgs[i].msg_len as usize;
+        // SAFETY: i < got <= n: initialised above.
+        let m = unsafe { msgs[i].assume_init_ref() };
+        meta[i].len = m.msg_len as usize;
         meta[i].spec_dst = None;
         if pktinfo {
             // SAFETY: walk the control data the kernel wrote, within msg_controllen.
             unsafe {
-                let h = &msgs[i].msg_hdr;
+                let h = &m.msg_hdr;
                 let mut c = libc::CMSG_FIRSTHDR(h);
                 while !c.is_null() {
                     if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
@@ -531,24 +541,25 @@ pub fn send_gso<'a>(
     if total > MAX_BATCH {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many frames for one GSO batch"));
     }
-    // SAFETY: zeroed arrays are valid initial values.
-    let mut iov: [libc::iovec; 2 * MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut ctrl = [[0u64; 4]; MAX_BATCH];
+    // Only what is used is initialised (see recv_batch).
+    let mut iov = [const { mem::MaybeUninit::<libc::iovec>::uninit() }; 2 * MAX_BATCH];
+    let mut msgs = [const { mem::MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut ctrl = [const { mem::MaybeUninit::<[u64; 4]>::uninit() }; MAX_BATCH];
     let mut v = 0;
     for (k, run) in runs[..n].iter().enumerate() {
         let start = v;
         for i in run.first..run.first + run.count {
             if !prefix.is_empty() {
-                iov[v] = libc::iovec { iov_base: prefix.as_ptr() as *mut _, iov_len: prefix.len() };
+                iov[v].write(libc::iovec { iov_base: prefix.as_ptr() as *mut _, iov_len: prefix.len() });
                 v += 1;
             }
             let f = frame(i);
-            iov[v] = libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() };
+            iov[v].write(libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() });
             v += 1;
         }
-        let h = &mut msgs[k].msg_hdr;
-        h.msg_iov = iov[start..].as_mut_ptr();
+        // SAFETY: an all-zero mmsghdr is a valid value.
+        let h = &mut msgs[k].write(unsafe { mem::zeroed() }).msg_hdr;
+        h.msg_iov = iov[start..].as_mut_ptr().cast();
         h.msg_iovlen = v - start;
         if let Some(d) = dest {
             let (p, l) = d(run.first);
@@ -556,7 +567,7 @@ pub fn send_gso<'a>(
             h.msg_namelen = l;
         }
         if run.count > 1 {
-            h.msg_control = ctrl[k].as_mut_ptr().cast();
+            h.msg_control = ctrl[k].write([0; 4]).as_mut_ptr().cast();
             // SAFETY: CMSG_SPACE/LEN are pure size computations.
             h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
             // SAFETY: the control buffer is 32 bytes, enough for one u16 cmsg.
@@ -569,8 +580,9 @@ pub fn send_gso<'a>(
             }
         }
     }
-    // SAFETY: every header points at live iovecs, frames, cmsgs and addresses.
-    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    // SAFETY: the first n headers are initialised and point at live iovecs,
+    // frames, cmsgs and addresses.
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     Ok(cvt(sent)? as usize)
 }
 

@@ -266,12 +266,12 @@ fn open_real(vnl: &[u8], descr: &[u8], args: Option<&VdeOpenArgs>) -> Result<*mu
         port: args.and_then(|a| u32::try_from(a.port).ok()).filter(|&p| p > 0),
     };
     match plugins::resolve(vnl)? {
-        Ok((b, t)) => {
+        plugins::Resolved::Builtin(b, t) => {
             let transport = (b.open)(&t, &oa)?;
             let conn = Conn::new(Endpoint::new(String::from_utf8_lossy(vnl).into_owned(), transport))?;
             Ok(Box::into_raw(conn).cast())
         }
-        Err((scheme, rest)) => Ok(cplugin::open_raw(&scheme, &rest, &oa)?.conn),
+        plugins::Resolved::Other { scheme, rest } => Ok(cplugin::open_raw(&scheme, &rest, &oa)?.conn),
     }
 }
 
@@ -449,7 +449,7 @@ pub unsafe extern "C" fn vdestream_recv(vs: *mut VdeStream, buf: *mut u8, len: u
             data = &data[n..];
             loop {
                 match s.decoder.next_frame() {
-                    Next::Frame(f) if f.is_empty() => {}
+                    Next::Frame([]) => {}
                     Next::Frame(f) => {
                         if let Some(cb) = s.frecv {
                             // SAFETY: the caller's callback; f is valid for its length.

@@ -129,27 +129,34 @@ unsafe fn text<'a>(s: *mut c_char) -> Option<&'a [u8]> {
     (!s.is_null()).then(|| unsafe { CStr::from_ptr(s) }.to_bytes())
 }
 
+/// The common body of the parse functions: `tokens` (address first,
+/// then `key[=value]` items) from the text, laid out in place and assigned.
+unsafe fn parse_in_place(s: *mut c_char, parms: *mut VdeParms, bare: bool, tokens: impl FnOnce(&[u8]) -> Result<Vec<Vec<u8>>, VnlError>) -> c_int {
+    // SAFETY: the caller's contract (NULL or a writable NUL-terminated string).
+    let Some(t) = (unsafe { text(s) }) else { return 0 };
+    if t.is_empty() {
+        return 0;
+    }
+    let cap = t.len();
+    let tokens = match tokens(t) {
+        Ok(tok) => tok,
+        Err(e) => return bad(&e),
+    };
+    // SAFETY: the caller's buffer, cap bytes plus its NUL; its table.
+    unsafe {
+        let starts = lay_out(s, cap, &tokens);
+        assign(parms, &starts[1..], &tokens[1..], bare)
+    }
+}
+
 /// `int vde_parseparms(char *str, struct vdeparms *parms)`: `address/k=v/flag`.
 ///
 /// # Safety
 /// `str` is NULL or a writable NUL-terminated string; `parms` a valid table.
 #[no_mangle]
 pub unsafe extern "C" fn vde_parseparms(s: *mut c_char, parms: *mut VdeParms) -> c_int {
-    guard(-1, || {
-        // SAFETY: the caller's contract.
-        let Some(t) = (unsafe { text(s) }) else { return 0 };
-        if t.is_empty() {
-            return 0;
-        }
-        let cap = t.len();
-        let tokens = match vnl::split(t, b"/") {
-            Ok(tok) => tok,
-            Err(e) => return bad(&e),
-        };
-        // SAFETY: the caller's buffer, cap bytes plus its NUL.
-        let starts = unsafe { lay_out(s, cap, &tokens) };
-        unsafe { assign(parms, &starts[1..], &tokens[1..], false) }
-    })
+    // SAFETY: the caller's contract.
+    guard(-1, || unsafe { parse_in_place(s, parms, false, |t| vnl::split(t, b"/")) })
 }
 
 /// `int vde_parsepathparms(char *str, struct vdeparms *parms)`: `path[k=v/k]`.
@@ -158,26 +165,17 @@ pub unsafe extern "C" fn vde_parseparms(s: *mut c_char, parms: *mut VdeParms) ->
 /// As vde_parseparms.
 #[no_mangle]
 pub unsafe extern "C" fn vde_parsepathparms(s: *mut c_char, parms: *mut VdeParms) -> c_int {
-    guard(-1, || {
-        // SAFETY: the caller's contract.
-        let Some(t) = (unsafe { text(s) }) else { return 0 };
-        if t.is_empty() {
-            return 0;
-        }
-        let cap = t.len();
-        let parsed = match vnl::parse_rest(t, Syntax::Path) {
-            Ok(p) => p,
-            Err(e) => return bad(&e),
-        };
+    let tokens = |t: &[u8]| -> Result<Vec<Vec<u8>>, VnlError> {
+        let parsed = vnl::parse_rest(t, Syntax::Path)?;
         let mut tokens = vec![parsed.address];
         tokens.extend(parsed.items.into_iter().map(|(k, v)| match v {
             Some(v) => [k.as_slice(), b"=", v.as_slice()].concat(),
             None => k,
         }));
-        // SAFETY: the caller's buffer, cap bytes plus its NUL.
-        let starts = unsafe { lay_out(s, cap, &tokens) };
-        unsafe { assign(parms, &starts[1..], &tokens[1..], true) }
-    })
+        Ok(tokens)
+    };
+    // SAFETY: the caller's contract.
+    guard(-1, || unsafe { parse_in_place(s, parms, true, tokens) })
 }
 
 /// `char *vde_parsenestparms(char *str)`: `head{inner}` → `str` ends at
@@ -301,7 +299,7 @@ pub unsafe extern "C" fn vde_find_in_hash(table: *mut HashTable, dst: *const u8,
         // SAFETY: the caller's contract.
         let Some(t) = (unsafe { table.as_mut() }) else { return std::ptr::null_mut() };
         let Some(slot) = t.table.slot_of(unsafe { mac(dst) }, vlan as u16) else { return std::ptr::null_mut() };
-        if i64::from(t.table.seen_at(slot)) < too_old as i64 {
+        if i64::from(t.table.seen_at(slot)) < too_old {
             return std::ptr::null_mut();
         }
         t.payloads[slot * t.payload_size..].as_mut_ptr().cast()

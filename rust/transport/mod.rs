@@ -137,6 +137,22 @@ pub fn send_patience() -> i32 {
     PATIENCE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Send one datagram on a connected unix socket opened with
+/// `bound_sends`: one system call that waits for room at most
+/// SEND_PATIENCE_MS (the socket's SO_SNDTIMEO), as vdeplug4's blocking send
+/// but bounded; with patience 0, not at all.
+pub fn send_bounded(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
+    if send_patience() == 0 {
+        return crate::sys::send(fd, frame, libc::MSG_DONTWAIT);
+    }
+    crate::sys::send(fd, frame, 0)
+}
+
+/// Give a (blocking) socket the send timeout `send_bounded` relies on.
+pub fn bound_sends(sock: &std::os::unix::net::UnixDatagram) -> io::Result<()> {
+    sock.set_write_timeout(Some(std::time::Duration::from_millis(SEND_PATIENCE_MS as u64)))
+}
+
 /// Send one datagram on a connected socket without blocking for long.
 pub fn send_patiently(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
     match crate::sys::send(fd, frame, libc::MSG_DONTWAIT) {

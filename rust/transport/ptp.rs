@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
-use super::{ctx, err, send_connected, send_patiently, Batch, Recv, SendOutcome, Transport};
+use super::{bound_sends, ctx, err, send_bounded, send_connected, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Ptp {
@@ -120,6 +120,7 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
         }
     };
     sys::set_cloexec(sock.as_raw_fd())?;
+    bound_sends(&sock)?;
     if let Some(g) = gid {
         sys::chown_group(&mine, g).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
     }
@@ -158,11 +159,11 @@ impl Transport for Ptp {
         if !self.connected && !self.reconnect()? {
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         }
-        match send_patiently(self.sock.as_raw_fd(), frame) {
+        match send_bounded(self.sock.as_raw_fd(), frame) {
             // The peer went away (or restarted): try once to reach a new one.
             Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOTCONN) => {
                 if self.reconnect()? {
-                    send_patiently(self.sock.as_raw_fd(), frame)
+                    send_bounded(self.sock.as_raw_fd(), frame)
                 } else {
                     Err(e)
                 }

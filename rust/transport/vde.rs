@@ -9,7 +9,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{ctx, err, send_connected, send_patiently, Batch, Recv, SendOutcome, Transport};
+use super::{bound_sends, ctx, err, send_bounded, send_connected, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 use crate::wire::vde_ctl::{self, Request};
 
@@ -142,6 +142,7 @@ pub fn open(path: &Path, opts: &Options) -> io::Result<VdeClient> {
     ctl.set_read_timeout(None).map_err(cleanup)?;
     let port_path = PathBuf::from(std::ffi::OsStr::from_bytes(vde_ctl::decode_sockaddr_un(&reply).map_err(|e| cleanup(err(io::ErrorKind::InvalidData, format!("vde: bad reply: {e}"))))?));
     data.connect(&port_path).map_err(|e| cleanup(ctx(e, format!("vde: connect {}", port_path.display()))))?;
+    bound_sends(&ds.sock).map_err(cleanup)?;
     // Connected: our file name is no longer needed (vdeplug4 does the same).
     ds.unlink();
     Ok(VdeClient { ctl, data: ds.sock, switch_path: dir, port_path })
@@ -156,7 +157,7 @@ impl Transport for VdeClient {
         }
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        send_patiently(self.data.as_raw_fd(), frame)
+        send_bounded(self.data.as_raw_fd(), frame)
     }
     fn data_fd(&self) -> RawFd {
         self.data.as_raw_fd()

@@ -8,6 +8,7 @@
  *   vdepeer VNL threads COUNT    one thread sends COUNT numbered frames (at
  *       most 32 unanswered), another receives them back from an echo peer
  *       on the same connection: lost, duplicated or corrupted frames fail
+ *   vdepeer VNL sink SECONDS     count the frames received (receive cost alone)
  *   vdepeer VNL relay VNL2       join two networks frame by frame with
  *       vde_recv/vde_send (C vde_plug's loop; benches/run.py's library relay)
  *
@@ -149,6 +150,20 @@ static int threads(unsigned count) {
 	return atomic_load(&got) == count && atomic_load(&bad) == 0 ? 0 : 1;
 }
 
+/* Count frames received for `seconds` (a receive-only load). */
+static int sink(double seconds) {
+	unsigned char f[VDE_ETHBUFSIZE];
+	unsigned long n_frames = 0;
+	double end = now() + seconds;
+	while (now() < end) {
+		if (wait_in(100) <= 0) continue;
+		ssize_t n = vde_recv(conn, f, sizeof f, 0);
+		if (n >= 14) n_frames++;
+	}
+	printf("sink frames=%lu fps=%.0f\n", n_frames, n_frames / seconds);
+	return 0;
+}
+
 /* Up to 64 frames from a to b, while a's data fd stays readable. */
 static int pump(VDECONN *a, VDECONN *b) {
 	unsigned char f[VDE_ETHBUFSIZE];
@@ -190,6 +205,8 @@ int main(int argc, char *argv[]) {
 		rc = echo(atof(argv[3]));
 	else if (strcmp(argv[2], "threads") == 0 && argc >= 4)
 		rc = threads(atoi(argv[3]));
+	else if (strcmp(argv[2], "sink") == 0 && argc >= 4)
+		rc = sink(atof(argv[3]));
 	else if (strcmp(argv[2], "relay") == 0 && argc >= 4)
 		rc = relay(argv[3]);
 	else { fprintf(stderr, "bad mode\n"); rc = 2; }
