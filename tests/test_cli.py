@@ -92,6 +92,21 @@ def test_stream_mode_stdin_eof_exits_zero(tmp_path):
     assert peer.close() == 0
 
 
+def test_stdin_from_dev_null_or_a_file(tmp_path):
+    """cron, systemd, nohup: stdin from /dev/null is an immediate EOF (exit
+    0, as C); a regular file is a recorded stream, replayed."""
+    link = tmp_path / "l"
+    with vdeplug.open(f"ptp://{link}"):
+        r = subprocess.run([VDE_PLUG, f"ptp://{link}"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+    recording = tmp_path / "rec"
+    recording.write_bytes(b"".join(len(f).to_bytes(2, "big") + f for f in (frame(60), frame(1514), frame(61))))
+    with vdeplug.open(f"ptp://{link}") as sink, open(recording, "rb") as rec:
+        p = subprocess.Popen([VDE_PLUG, f"ptp://{link}"], stdin=rec, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert [sink.recv(timeout=5) for _ in range(3)] == [frame(60), frame(1514), frame(61)]
+        assert p.wait(10) == 0
+
+
 def test_command_exit_status_propagates(tmp_path):
     r = run(f"ptp://{tmp_path}/a", "=", "sh", "-c", "exit 7")
     assert r.returncode == 7

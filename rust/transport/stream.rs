@@ -29,15 +29,25 @@ pub struct Stream {
     pending: EventFd,
     pending_set: bool,
     eof: bool,
+    /// A regular file or /dev/null as input: epoll refuses it (EPERM), and
+    /// it never blocks, so it counts as readable until EOF (a recorded
+    /// stream is replayed; /dev/null is an immediate EOF).
+    always_ready: bool,
 }
 
 pub fn open(input: OwnedFd, output: OwnedFd) -> io::Result<Stream> {
     let poll = Epoll::new()?;
     let pending = EventFd::new()?;
-    poll.add(input.as_raw_fd(), 0)?;
+    let always_ready = match poll.add(input.as_raw_fd(), 0) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => true,
+        Err(e) => return Err(e),
+    };
     poll.add(pending.raw(), 1)?;
     let output = Output::new(output)?;
-    Ok(Stream { input, output, tail: Vec::with_capacity(MAX_STREAM_FRAME + LEN_PREFIX), decoder: Decoder::new(), poll, pending, pending_set: false, eof: false })
+    let mut s = Stream { input, output, tail: Vec::with_capacity(MAX_STREAM_FRAME + LEN_PREFIX), decoder: Decoder::new(), poll, pending, pending_set: false, eof: false, always_ready };
+    s.update_pending();
+    Ok(s)
 }
 /// A stream over this process's stdin/stdout (duplicated, so closing ours
 /// leaves the originals alone).
@@ -47,7 +57,7 @@ pub fn open_stdio() -> io::Result<Stream> {
 
 impl Stream {
     fn update_pending(&mut self) {
-        let has = self.decoder.has_frame();
+        let has = self.decoder.has_frame() || (self.always_ready && !self.eof);
         if has != self.pending_set {
             if has { self.pending.set() } else { self.pending.clear() }
             self.pending_set = has;
