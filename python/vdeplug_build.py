@@ -30,11 +30,12 @@ LIBS = {"libvdeplug": "libvdeplug.so.2", "libvdeplug_mod": "libvdeplug_mod.so.2"
 def build_clibs() -> str:
     """cargo build the C libraries; copy them (with their SONAME as file
     name) and the headers into python/vdeplug/lib. Returns that directory."""
-    cmd = ["cargo", "build", "--release"]
-    for crate in LIBS:
-        cmd += ["-p", crate]
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    # By manifest path, not -p: maturin's sdist drops the [workspace] table.
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    env = dict(os.environ, CARGO_TARGET_DIR=target)
+    for crate in LIBS:
+        manifest = os.path.join(ROOT, "rust", crate, "Cargo.toml")
+        subprocess.run(["cargo", "build", "--release", "--manifest-path", manifest], cwd=ROOT, env=env, check=True)
     dest = os.path.join(ROOT, "python", "vdeplug", "lib")
     os.makedirs(dest, exist_ok=True)
     for crate, soname in LIBS.items():

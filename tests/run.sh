@@ -4,6 +4,11 @@
 set -u
 cd "$(dirname "$0")/.."
 cargo test --quiet || exit $?
+# The Python test dependencies (pyproject's "test" extra), if missing.
+if ! python3 -c "import pytest, hypothesis, pytest_timeout, wheel, mypy" 2>/dev/null; then
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"]))' \
+        | xargs python3 -m pip install -q || exit $?
+fi
 python3 -m pytest -q tests "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -92,6 +92,19 @@ def test_stream_mode_stdin_eof_exits_zero(tmp_path):
     assert peer.close() == 0
 
 
+def test_version_usage_broken_pipe_and_did_you_mean():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("vde_plug (vdeplug) ") and vdeplug.__version__ in r.stdout
+    r = run("--no-such-option")
+    assert r.returncode == 2 and "usage: usage:" not in r.stderr and r.stderr.startswith("usage: vde_plug")
+    r = subprocess.run(f"'{VDE_PLUG}' --help | head -1", shell=True, capture_output=True, text=True, timeout=10)
+    assert r.stdout.startswith("usage:") and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+    r = run("ptpp:///tmp/x", "null://")
+    assert r.returncode == 2 and "did you mean ptp://?" in r.stderr, r.stderr
+    r = run("ptp:/tmp/nonexistent-x", "null://")
+    assert r.returncode == 1 and "did you mean ptp:///tmp/nonexistent-x?" in r.stderr, r.stderr
+
+
 def test_stdin_from_dev_null_or_a_file(tmp_path):
     """cron, systemd, nohup: stdin from /dev/null is an immediate EOF (exit
     0, as C); a regular file is a recorded stream, replayed."""

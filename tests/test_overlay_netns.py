@@ -5,6 +5,7 @@ here)."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 
@@ -57,6 +58,7 @@ def count_udp(lines: list[str], dst: str, length: int) -> int:
 
 
 @needs_c
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed (apt-get install tcpdump)")
 def test_vxvde_c_and_ours_ping_all_ways_then_unicast(lan_factory):
     a, b, c = lan_factory(3).hosts
     plug(a, "vxvde://239.2.2.2", "tap://tA", exe=C_VDE_PLUG)

@@ -18,7 +18,7 @@ from .connection import Connection
 from .connection import open as vde_open
 from .forward import join
 from .clibrary import libdir
-from .registry import BUILTIN, available, builtin_default
+from .registry import BUILTIN, available, builtin_default, missing_slashes
 from .registry import get as get_plugin
 from .vnl import VNLError
 
@@ -44,7 +44,7 @@ tap://t0, vxlan://239.0.0.1/vni=5, vxvde://239.1.2.3, switch:///tmp/sw, null://,
 cmd://"command args", vlan://3{VNL}, capture:///tmp/x.pcap{VNL};
 '' or no URL means the default switch.
 
-options: -d/--daemon  -p/--pidfile FILE  -l/--log (syslog START/STOP)
+options: -h/--help  -V/--version  -d/--daemon  -p/--pidfile FILE  -l/--log (syslog START/STOP)
          -L/--iplog (also log source IPs from the second end)  -D/--descr TEXT
          -m/--mod MODE -M/--mod2 MODE  -g/--group G -G/--group2 G  --port N --port2 N
          --pcap FILE [--pcap-limit SIZE (64M)] [--pcap-files N (4)]
@@ -113,8 +113,10 @@ def parse_args(argv: Sequence[str]) -> Args:
         argv, command = argv[:i], argv[i + 1 :]
         if not command:
             die("'=' must be followed by a command", 2)
-    p = argparse.ArgumentParser(prog=PROG, usage=USAGE, add_help=False, allow_abbrev=False)
+    # argparse prints its own "usage: " before the text.
+    p = argparse.ArgumentParser(prog=PROG, usage=USAGE.removeprefix("usage: "), add_help=False, allow_abbrev=False)
     p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-d", "--daemon", action="store_true")
     p.add_argument("-p", "--pidfile")
     p.add_argument("-l", "--log", action="store_true")
@@ -134,6 +136,11 @@ def parse_args(argv: Sequence[str]) -> Args:
     ns = p.parse_args(argv)
     if ns.help:
         print(USAGE + "\n\n" + plugin_list())
+        sys.exit(0)
+    if ns.version:
+        from . import __version__
+
+        print(f"{PROG} (vdeplug) {__version__}, libvdeplug 4.0.1 compatible")
         sys.exit(0)
     if ns.libdir:
         print(libdir())
@@ -269,6 +276,15 @@ def run(args: Args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `vde_plug --help | head -1`: the reader left; no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_sigterm)
@@ -277,7 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VNLError as e:
         die(str(e), 2)
     except OSError as e:
-        die(str(e) if e.filename or not e.strerror else e.strerror, 1)
+        msg = str(e) if e.filename or not e.strerror else e.strerror
+        for url in args.urls:
+            meant = missing_slashes(url)
+            if meant and isinstance(e, FileNotFoundError):
+                msg += f" (did you mean {meant}?)"
+        if isinstance(e, PermissionError) and any(u.startswith("tap://") for u in args.urls):
+            msg += " (tap:// needs CAP_NET_ADMIN: run as root, or give the interface to your user with `ip tuntap add NAME mode tap user $USER`)"
+        die(msg, 1)
     except (Terminated, KeyboardInterrupt):
         return 0
 

@@ -102,8 +102,23 @@ class UnknownScheme(VNLError):
 
 
 def unknown_scheme(scheme: str, vnl: str = "") -> UnknownScheme:
-    """The error for a scheme no plugin has, listing those available."""
-    return UnknownScheme(f"unknown scheme {scheme!r} (available: {', '.join(available())})", vnl, scheme)
+    """The error for a scheme no plugin has, listing those available (and
+    the closest one: ``ptpp://`` → did you mean ``ptp://``?)."""
+    import difflib
+
+    names = available()
+    close = difflib.get_close_matches(scheme, names, n=1)
+    hint = f"; did you mean {close[0]}://?" if close else ""
+    return UnknownScheme(f"unknown scheme {scheme!r}{hint} (available: {', '.join(names)})", vnl, scheme)
+
+
+def missing_slashes(vnl: str) -> str | None:
+    """``ptp:/x`` or ``udp:5000->…`` (no ``//``) reads as a vde switch path;
+    the scheme the user probably meant, or None."""
+    head, colon, rest = vnl.partition(":")
+    if colon and not rest.startswith("//") and head.lower() in available():
+        return f"{head}://{rest.lstrip('/')}" if head.lower() in ("udp", "cmd", "null", "seqpacket", "tap") else f"{head}://{rest}"
+    return None
 
 
 class Builtin(Plugin):
