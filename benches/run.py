@@ -396,7 +396,10 @@ def main() -> int:
     (args.results / "results.json").write_text(json.dumps(out, indent=1))
     md = table(results, micro)
     (args.results / "table.md").write_text(md + "\n")
-    chart(results, args.results / "bench.png")
+    try:
+        chart(results, args.results / "bench.png")
+    except ImportError:
+        print("no bench.png: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
     print(md)
     for k, v in skipped.items():
         print(f"skipped {k}: {v}")

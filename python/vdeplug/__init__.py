@@ -1,7 +1,8 @@
 """vdeplug: Virtual Distributed Ethernet plugs, vdeplug4-compatible, with a
 Rust data plane. ``vdeplug.open(url)`` returns a ``Connection``."""
 
-from .aio import AsyncConnection, aopen
+from typing import TYPE_CHECKING, Any
+
 from .clibrary import libdir
 from .connection import ETH_BUFSIZE, Connection, Stats, open
 from .forward import join
@@ -26,3 +27,16 @@ __all__ = [
     "open",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .aio import AsyncConnection, aopen
+
+
+def __getattr__(name: str) -> Any:
+    """asyncio is imported only when the asyncio API is used: it is most of
+    ``import vdeplug``'s time, and vde_plug, dpipe and cmd:// never need it."""
+    if name in ("AsyncConnection", "aopen"):
+        from . import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module 'vdeplug' has no attribute {name!r}")
