@@ -78,11 +78,11 @@ def split_commands(words: Sequence[str]) -> Pipeline:
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Pipeline]:
     p = argparse.ArgumentParser(prog=PROG, usage=USAGE, allow_abbrev=False)
-    p.add_argument("-d", "--daemon", action="store_true")
-    p.add_argument("-p", "--pidfile")
-    p.add_argument("-P", "--pgrpfile")
-    p.add_argument("-n", "--nowrapproc", action="store_true")
-    p.add_argument("-N", "--nowrapnoclean", action="store_true")
+    p.add_argument("-d", "--daemon", action="store_true", help="run in the background (own session)")
+    p.add_argument("-p", "--pidfile", metavar="FILE", help="write dpipe's pid to FILE")
+    p.add_argument("-P", "--pgrpfile", metavar="FILE", help="write the commands' process group (as -pgid) to FILE")
+    p.add_argument("-n", "--nowrapproc", action="store_true", help="no wrapper process: dpipe execs the last command itself")
+    p.add_argument("-N", "--nowrapnoclean", action="store_true", help="as -n, and the pid files are not removed at exit")
     # Options end at the first word that is not an option.
     i = 0
     opts: list[str] = []
