@@ -119,8 +119,19 @@ fn triplet() -> &'static str {
 /// directories). A last bare name lets the loader search its own paths.
 pub fn candidates(scheme: &str) -> Vec<PathBuf> {
     let file = format!("libvdeplug_{scheme}.so");
+    let (dirs, bare) = search_dirs();
+    let mut out: Vec<PathBuf> = dirs.into_iter().map(|d| d.join(&file)).collect();
+    if bare {
+        out.push(PathBuf::from(file));
+    }
+    out
+}
+
+/// The directories of `candidates`, in order, and whether the loader's own
+/// search (a bare name) comes last (not when VDEPLUGIN_PATH is set).
+fn search_dirs() -> (Vec<PathBuf>, bool) {
     if let Some(p) = std::env::var_os("VDEPLUGIN_PATH") {
-        return std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()).map(|d| d.join(&file)).collect();
+        return (std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()).collect(), false);
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(d) = LIBDIR.get() {
@@ -134,17 +145,14 @@ pub fn candidates(scheme: &str) -> Vec<PathBuf> {
     for d in ["/lib/vdeplug".to_string(), "/usr/lib/vdeplug".into(), format!("/usr/lib/{t}/vdeplug"), format!("/lib/{t}/vdeplug"), "/usr/local/lib/vdeplug".into()] {
         dirs.push(PathBuf::from(d));
     }
-    let mut out: Vec<PathBuf> = dirs.into_iter().map(|d| d.join(&file)).collect();
-    out.push(PathBuf::from(file));
-    out
+    (dirs, true)
 }
 
 /// Every C plugin scheme found in the search directories (for --help).
 pub fn available() -> Vec<(String, PathBuf)> {
     let mut seen: Vec<(String, PathBuf)> = Vec::new();
-    for cand in candidates("X") {
-        let Some(dir) = cand.parent().filter(|d| !d.as_os_str().is_empty()) else { continue };
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+    for dir in search_dirs().0 {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         let mut found: Vec<(String, PathBuf)> = entries
             .flatten()
             .filter_map(|e| {
@@ -258,7 +266,7 @@ pub fn open_raw(scheme: &str, rest: &[u8], args: &OpenArgs) -> Result<RawConn, O
 }
 
 /// `open_raw`, driven as a Transport.
-pub fn open(scheme: &str, _vnl: &[u8], rest: &[u8], args: &OpenArgs) -> OpenResult {
+pub fn open(scheme: &str, rest: &[u8], args: &OpenArgs) -> OpenResult {
     let RawConn { conn, ops, handle } = open_raw(scheme, rest, args)?;
     // SAFETY: ops is valid while handle is open; conn is the plugin's.
     let (data_fd, ctl_fd) = unsafe { ((*ops).datafd.map_or(-1, |f| f(conn)), (*ops).ctlfd.map_or(-1, |f| f(conn))) };

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io;
 
-use crate::transport::{self, Endpoint, Transport};
+use crate::transport::{self, Transport};
 use crate::vnl::{self, Syntax, VnlError};
 
 /// How an option's text becomes a value.
@@ -391,14 +391,8 @@ pub fn resolve(vnl: &[u8]) -> Result<Resolved, VnlError> {
 pub fn open_transport(vnl: &[u8], args: &OpenArgs) -> OpenResult {
     match resolve(vnl)? {
         Resolved::Builtin(b, t) => (b.open)(&t, args),
-        Resolved::Other { scheme, rest } => crate::cplugin::open(&scheme, vnl, &rest, args),
+        Resolved::Other { scheme, rest } => crate::cplugin::open(&scheme, &rest, args),
     }
-}
-
-/// Open `vnl` as an endpoint (a transport with its counters and name).
-pub fn open(vnl: &[u8], args: &OpenArgs) -> Result<Endpoint, OpenError> {
-    let t = open_transport(vnl, args)?;
-    Ok(Endpoint::new(String::from_utf8_lossy(vnl).into_owned(), t))
 }
 
 /// A nested plugin's inner VNL, opened.

@@ -105,7 +105,11 @@ pub fn split(text: &[u8], delims: &[u8]) -> Result<Vec<Vec<u8>>> {
                 return Err(VnlError::new("bad percent escape", shown(2)));
             }
             match (hex(code[0].byte), hex(code[1].byte)) {
-                (Some(h), Some(l)) => parts.last_mut().map(|p| p.push(h << 4 | l)).unwrap_or_default(),
+                (Some(h), Some(l)) => {
+                    if let Some(p) = parts.last_mut() {
+                        p.push(h << 4 | l);
+                    }
+                }
                 _ => return Err(VnlError::new(format!("bad percent escape {:?}", shown(2)), shown(2))),
             }
             k += 3;

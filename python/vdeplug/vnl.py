@@ -85,10 +85,12 @@ def typed_options(
     given: set[str] = set()
     for key, value in items:
         item = key if value is None else f"{key}={value}"
-        if value is None and bare is not None and not any(n.startswith(key) for n in names):
-            opt, text = next(o for o in table if o.name == bare), key
-        else:
+        try:
             opt, text = table[_core.vnl_match(_b(key), names, scheme, vnl)], value or ""
+        except VNLError:
+            if value is not None or bare is None:
+                raise
+            opt, text = next(o for o in table if o.name == bare), key  # vde:///sw[3]: the port
         try:
             values[opt.name] = opt.convert(text)
         except (ValueError, KeyError) as e:

@@ -110,7 +110,7 @@ unsafe fn assign(parms: *const VdeParms, starts: &[*mut c_char], items: &[Vec<u8
             continue;
         }
         // A tag matches when the key is its prefix (vdeplug4); "" never does.
-        let found = names.iter().position(|n| !n.is_empty() && n.as_bytes().starts_with(key));
+        let found = vnl::match_option(key, &names);
         // SAFETY: value pointers are the caller's; start points into its buffer.
         unsafe {
             match (found, eq) {

@@ -124,8 +124,9 @@ impl Drop for Cmd {
             return; // a forked child's copy: the command is the parent's
         }
         let pid = self.child.id() as i32;
-        let family = if let Ok(None) = self.child.try_wait() { descendants(pid) } else { Vec::new() };
-        if let Ok(None) = self.child.try_wait() {
+        let running = matches!(self.child.try_wait(), Ok(None));
+        let family = if running { descendants(pid) } else { Vec::new() };
+        if running {
             sys::kill(pid, libc::SIGTERM);
         }
         for &p in &family {
