@@ -248,7 +248,13 @@ fn frame_arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     if obj.is_instance_of::<pyo3::types::PyInt>() || obj.is_instance_of::<pyo3::types::PyString>() {
         return Err(PyTypeError::new_err(format!("a frame must be bytes-like, not {}", obj.get_type().name()?)));
     }
-    Ok(Cow::Owned(pyo3::buffer::PyBuffer::<u8>::get(obj)?.to_vec(obj.py())?))
+    if let Ok(b) = obj.cast::<pyo3::types::PyByteArray>() {
+        return Ok(Cow::Owned(b.to_vec()));
+    }
+    // Any other buffer (memoryview, array, mmap): bytes() copies it, as
+    // the buffer protocol is not in the stable ABI before 3.11.
+    let copy = obj.py().get_type::<PyBytes>().call1((obj,))?;
+    Ok(Cow::Owned(copy.cast::<PyBytes>()?.as_bytes().to_vec()))
 }
 
 #[pymethods]
@@ -647,6 +653,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vxlan_encap, m)?)?;
     m.add_function(wrap_pyfunction!(vxlan_decap, m)?)?;
     m.add("ETH_BUFSIZE", crate::wire::ETH_BUFSIZE)?;
+    m.add("MAX_BATCH", crate::sys::MAX_BATCH)?;
     m.add("MAX_STREAM_FRAME", crate::wire::stream::MAX_STREAM_FRAME)?;
     Ok(())
 }

@@ -26,15 +26,19 @@ __all__ = [
     "libdir",
     "open",
 ]
-__version__ = "0.1.0"
-
 if TYPE_CHECKING:
     from .aio import AsyncConnection, aopen
+
+    __version__: str
 
 
 def __getattr__(name: str) -> Any:
     """asyncio is imported only when the asyncio API is used: it is most of
     ``import vdeplug``'s time, and vde_plug, dpipe and cmd:// never need it."""
+    if name == "__version__":  # one place: Cargo.toml, via the package metadata
+        from importlib.metadata import version
+
+        return version("vdeplug")
     if name in ("AsyncConnection", "aopen"):
         from . import aio
 

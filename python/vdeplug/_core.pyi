@@ -4,6 +4,7 @@ from typing import Any, final
 
 __all__ = [
     "ETH_BUFSIZE",
+    "MAX_BATCH",
     "MAX_STREAM_FRAME",
     "Endpoint",
     "MacTable",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 ETH_BUFSIZE: int
+MAX_BATCH: int
 MAX_STREAM_FRAME: int
 
 @final

@@ -70,10 +70,18 @@ class AsyncConnection:
         """The next frame; ``b""`` when the peer went away. Raises
         ``TimeoutError`` after ``timeout`` seconds."""
         async with self._reading:
-            async with asyncio.timeout(timeout):
-                while (frame := self.conn.recv_nowait()) is None:
-                    await self._readable()
+            frame = self.conn.recv_nowait()
+            if frame is not None:
                 return frame
+            try:
+                return await asyncio.wait_for(self._next(), timeout)
+            except asyncio.TimeoutError:  # not yet the builtin before 3.11
+                raise TimeoutError(f"no frame within {timeout} s") from None
+
+    async def _next(self) -> bytes:
+        while (frame := self.conn.recv_nowait()) is None:
+            await self._readable()
+        return frame
 
     async def recv_many(self, n: int = 64, timeout: float | None = None) -> list[bytes]:
         """Up to ``n`` ready frames (at least one); ``[]`` when the peer went away."""

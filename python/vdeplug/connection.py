@@ -12,6 +12,7 @@ from . import _core
 from .registry import OpenArgs, resolve
 
 ETH_BUFSIZE: int = _core.ETH_BUFSIZE
+_MAX_BATCH: int = _core.MAX_BATCH
 
 # Threads blocked in a Rust wait return before the interpreter finalizes
 # (a daemon thread in recv() would otherwise abort the process at exit).
@@ -60,7 +61,10 @@ class Connection:
 
     def recv(self, max: int = ETH_BUFSIZE, timeout: float | None = None) -> bytes:
         """The next frame (at most ``max`` bytes of it). Blocks, with the GIL
-        released; ``b""`` means the peer went away; raises ``TimeoutError``
+        released; ``b""`` means the peer hung up, which only transports with
+        a connection can tell (vde://, switch ports, cmd://, stdio,
+        seqpacket://): datagram ones (ptp://, udp://, vxlan://, vxvde://) and
+        tap:// never do, so give those a timeout. Raises ``TimeoutError``
         when ``timeout`` seconds pass first (``None`` or ``math.inf``: wait
         forever; negative or NaN: ``ValueError``)."""
         if max < 1:
@@ -77,9 +81,10 @@ class Connection:
 
     def recv_many(self, n: int = 64, timeout: float | None = None) -> list[bytes]:
         """Up to ``n`` frames, as many as are ready, in one batched receive
-        (Rust recvmmsg): for moving frames at high rates from Python. Blocks
-        for the first one; ``[]`` means the peer went away; raises
-        ``TimeoutError`` when ``timeout`` seconds pass first.
+        (Rust recvmmsg, 64 per system call): for moving frames at high rates
+        from Python. Blocks for the first one; ``[]`` means the peer hung up
+        (see ``recv``); raises ``TimeoutError`` when ``timeout`` seconds pass
+        first.
 
         >>> import vdeplug
         >>> a, b = vdeplug.open("udp://127.0.0.1:47001->127.0.0.1:47002"), vdeplug.open("udp://127.0.0.1:47002->127.0.0.1:47001")
@@ -99,7 +104,14 @@ class Connection:
         got = many(n, timeout)
         if got is None:
             raise TimeoutError(f"no frame within {timeout} s")
-        return [bytes(f) for f in got]
+        frames = [bytes(f) for f in got]
+        # One receive takes at most 64: more while the last one came back full.
+        while frames and len(frames) < n and len(got) == min(n - len(frames) + len(got), _MAX_BATCH):
+            got = many(n - len(frames), 0)
+            if not got:
+                break
+            frames.extend(bytes(f) for f in got)
+        return frames
 
     def send_many(self, frames: Iterable[bytes]) -> int:
         """Send frames with batched system calls (sendmmsg, UDP GSO).

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 from . import _core
@@ -167,7 +166,11 @@ def _third_party() -> dict[str, Any]:
     global _EP_CACHE
     key = tuple(sys.path)
     if _EP_CACHE is None or _EP_CACHE[0] != key:
-        _EP_CACHE = (key, {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)})
+        from importlib.metadata import entry_points  # 20 ms: only when needed
+
+        eps = entry_points()
+        group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else eps.get(ENTRY_POINT_GROUP, [])  # 3.9: a dict
+        _EP_CACHE = (key, {ep.name: ep for ep in group})
     return _EP_CACHE[1]
 
 
