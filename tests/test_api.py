@@ -233,3 +233,18 @@ def test_ptp_new_second_end_after_the_old_one_died(tmp_path):
             assert new.recv(timeout=2) == frame(62)
             new.send(frame(63, src=3))
             assert first.recv(timeout=2) == frame(63, src=3)
+
+
+def test_recv_many_returns_up_to_n_beyond_one_batch(tmp_path):
+    """recv_many(n) with n above the 64 of one recvmmsg: as many as are ready, up to n."""
+    path = str(tmp_path / "l")
+    with vdeplug.open(f"ptp://{path}") as a, vdeplug.open(f"ptp://{path}") as b:
+        frames = [frame(60 + i % 40, src=1) for i in range(150)]
+        assert a.send_many(frames) == 150
+        got = b.recv_many(200, timeout=2)
+        assert got == frames
+        a.send_many(frames[:100])
+        assert b.recv_many(70, timeout=2) == frames[:70]
+        assert b.recv_many(70, timeout=2) == frames[70:100]
+        with pytest.raises(TimeoutError):
+            b.recv_many(10, timeout=0.05)

@@ -227,6 +227,29 @@ def test_sigusr1_prints_counters(tmp_path):
     assert f"ptp://{b}: Stats(frames_in=0, bytes_in=0, frames_out=3, bytes_out=300" in err, err
 
 
+def test_stats_prints_periodic_counter_lines(tmp_path):
+    """--stats S: one line per interval (appended: stderr is a pipe), with
+    totals and rates that follow the traffic."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    p = subprocess.Popen([VDE_PLUG, "--stats", "0.3", f"ptp://{a}", f"ptp://{b}"], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
+        with vdeplug.open(f"ptp://{a}") as x, vdeplug.open(f"ptp://{b}") as y:
+            for _ in range(5):
+                x.send(frame(100))
+                assert y.recv(timeout=5) == frame(100)
+            time.sleep(1.2)
+    finally:
+        p.terminate()
+        p.wait(5)
+    lines = (p.stderr.read() if p.stderr else "").splitlines()
+    assert len(lines) >= 3, lines
+    assert all(ln.startswith("vde_plug: ") and "\r" not in ln for ln in lines), lines
+    assert f"ptp://{a}: in 5 (" in lines[-1] and f"ptp://{b}: in 0 (0/s, 0.0 Mbit/s) out 5 (" in lines[-1], lines
+    assert " drops 0/0" in lines[-1]
+    assert run("--stats", "0", "null://").returncode == 2
+
+
 def test_first_end_cleaned_up_when_second_fails(tmp_path):
     a = tmp_path / "a"
     r = run(f"ptp://{a}", f"vde://{tmp_path}/no-switch")

@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -49,6 +50,8 @@ options: -h/--help  -V/--version  -d/--daemon  -p/--pidfile FILE  -l/--log (sysl
          -m/--mod MODE -M/--mod2 MODE  -g/--group G -G/--group2 G  --port N --port2 N
          --pcap FILE [--pcap-limit SIZE (64M)] [--pcap-files N (4)]
                      capture every frame crossing the first URL (pcap, rotated)
+         --stats SECONDS  every SECONDS, both ends' counters on stderr (one line;
+                     a status line when stderr is a terminal)
          --libdir    print the directory of libvdeplug.so.2 (for LD_LIBRARY_PATH)"""
 
 
@@ -72,6 +75,7 @@ class Args:
     pcap: str | None = None
     pcap_limit: int = DEFAULT_LIMIT
     pcap_files: int = DEFAULT_FILES
+    stats: float | None = None
 
 
 def die(msg: str, code: int = 1) -> NoReturn:
@@ -89,6 +93,63 @@ def _typed(convert: Callable[[str], int], what: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"bad {what} {text!r}: {e}") from None
 
     return conv
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.1 <= v < 1e6:
+        raise argparse.ArgumentTypeError(f"bad interval {text!r}: seconds from 0.1 up")
+    return v
+
+
+class Counters:
+    """--stats: a line of both ends' counters and rates every interval. On
+    a terminal it rewrites one status line; otherwise (a log) it appends."""
+
+    def __init__(self, ends: Sequence[Connection], interval: float) -> None:
+        self.ends, self.interval = ends, interval
+        self.tty = sys.stderr.isatty()
+        self.t0 = self.last_t = time.monotonic()
+        self.last = [c.stats for c in ends]
+
+    def line(self) -> str:
+        now = time.monotonic()
+        dt = max(now - self.last_t, 1e-6)
+        parts = [f"{PROG}: {now - self.t0:.0f}s"]
+        for i, c in enumerate(self.ends):
+            s, p = c.stats, self.last[i]
+            self.last[i] = s
+            parts.append(
+                f"{c.url or 'default'}: in {s.frames_in} ({(s.frames_in - p.frames_in) / dt:.0f}/s, "
+                f"{8 * (s.bytes_in - p.bytes_in) / dt / 1e6:.1f} Mbit/s) out {s.frames_out} "
+                f"({(s.frames_out - p.frames_out) / dt:.0f}/s, {8 * (s.bytes_out - p.bytes_out) / dt / 1e6:.1f} Mbit/s) "
+                f"drops {s.drops_in}/{s.drops_out}"
+            )
+        self.last_t = now
+        return " | ".join(parts)
+
+    def show(self, _sig: int = 0, _frame: object = None) -> None:
+        try:
+            if self.tty:
+                sys.stderr.write("\r" + self.line()[: os.get_terminal_size(sys.stderr.fileno()).columns - 1] + "\x1b[K")
+            else:
+                sys.stderr.write(self.line() + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # stderr gone: counters are best effort
+
+    def start(self) -> None:
+        signal.signal(signal.SIGALRM, self.show)
+        signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
+
+    def stop(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if self.tty:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write("\n")
 
 
 def plugin_list() -> str:
@@ -131,6 +192,7 @@ def parse_args(argv: Sequence[str]) -> Args:
     p.add_argument("--pcap")
     p.add_argument("--pcap-limit", type=_typed(_option("capture", "limit"), "size"), default=DEFAULT_LIMIT)
     p.add_argument("--pcap-files", type=_typed(_option("capture", "files"), "file count"), default=DEFAULT_FILES)
+    p.add_argument("--stats", type=_positive_seconds, metavar="SECONDS")
     p.add_argument("--libdir", action="store_true")
     p.add_argument("urls", nargs="*")
     ns = p.parse_args(argv)
@@ -161,6 +223,7 @@ def parse_args(argv: Sequence[str]) -> Args:
         pcap=ns.pcap,
         pcap_limit=ns.pcap_limit,
         pcap_files=ns.pcap_files,
+        stats=ns.stats,
     )
 
 
@@ -249,9 +312,14 @@ def run(args: Args) -> int:
                 print(f"{PROG}: {c.url or 'default'}: {c.stats}", file=sys.stderr, flush=True)
 
         signal.signal(signal.SIGUSR1, report)
+        counters = Counters((first, second), args.stats) if args.stats else None
+        if counters:
+            counters.start()
         try:
             end = join(first, second, iplog=args.iplog)
         finally:
+            if counters:
+                counters.stop()
             if args.log:
                 log("STOP")
             if pidfile:
