@@ -156,6 +156,43 @@ SCENARIOS: dict[str, dict[str, Impl]] = {
 }
 
 
+def startup(runs: int = 15) -> dict:
+    """Wall time to start (median of `runs`): a bare interpreter, our
+    vde_plug failing on a missing switch and printing --version, and C
+    vde_plug failing the same way."""
+    py = sys.executable
+    missing = str(Path(tempfile.gettempdir()) / f"vdpbench-no-switch-{os.getpid()}")
+    cmds = {
+        "python -c pass": [py, "-c", "pass"],
+        "python -c 'import vdeplug'": [py, "-c", "import vdeplug"],
+        "vde_plug --version": [OURS, "--version"],
+        "vde_plug MISSING (fails)": [OURS, missing],
+        "C vde_plug MISSING (fails)": [C_PLUG, missing],
+    }
+    out = {}
+    for name, argv in cmds.items():
+        if not os.path.exists(argv[0]):
+            continue
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t)
+        out[name] = statistics.median(times) * 1e3
+    return out
+
+
+def startup_table(ms: dict) -> str:
+    base = ms.get("python -c pass")
+    lines = ["| start-up (median wall time) | ms | × python -c pass |", "|---|---|---|"]
+    for name, v in ms.items():
+        ratio = f"{v / base:.1f}×" if base else "—"
+        if base and name.startswith("vde_plug"):
+            ratio += " (target ≤ 3× ✅)" if v <= 3 * base else " (target ≤ 3× ❌)"
+        lines.append(f"| `{name}` | {v:.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
 def in_ns(argv: list[str], netns: bool) -> list[str]:
     return ["ip", "netns", "exec", NETNS, *argv] if netns else argv
 
@@ -331,7 +368,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", type=Path, help="folder for results.json, table.md, bench.png")
     ap.add_argument("--quick", action="store_true", help="fewer, shorter runs (< 2 minutes)")
-    ap.add_argument("--only", help="comma-separated scenario names to run")
+    ap.add_argument("--only", help="comma-separated scenario names to run ('startup' for the start-up times)")
     args = ap.parse_args()
     reps, seconds = (2, 0.8) if args.quick else (5, 3.0)
     args.results.mkdir(parents=True, exist_ok=True)
@@ -341,9 +378,10 @@ def main() -> int:
     micro = json.loads(subprocess.run([str(GEN), "micro"], capture_output=True, text=True, check=True).stdout)
 
     scenarios = dict(SCENARIOS)
-    if args.only:
-        keep = {s.strip() for s in args.only.split(",")}
+    keep = {s.strip() for s in args.only.split(",")} if args.only else None
+    if keep is not None:
         scenarios = {k: v for k, v in scenarios.items() if k in keep}
+    start_ms = startup() if keep is None or "startup" in keep else {}
     skipped = {}
     if any("vxvde" in n for n in scenarios):
         why = setup_netns()
@@ -391,13 +429,17 @@ def main() -> int:
         "seconds": seconds,
         "skipped": skipped,
         "micro": micro,
+        "startup_ms": start_ms,
         "results": results,
     }
     (args.results / "results.json").write_text(json.dumps(out, indent=1))
     md = table(results, micro)
+    if start_ms:
+        md += "\n\n" + startup_table(start_ms)
     (args.results / "table.md").write_text(md + "\n")
     try:
-        chart(results, args.results / "bench.png")
+        if results:
+            chart(results, args.results / "bench.png")
     except ImportError:
         print("no bench.png: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
     print(md)

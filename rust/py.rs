@@ -654,6 +654,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vxlan_decap, m)?)?;
     m.add("ETH_BUFSIZE", crate::wire::ETH_BUFSIZE)?;
     m.add("MAX_BATCH", crate::sys::MAX_BATCH)?;
+    m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_STREAM_FRAME", crate::wire::stream::MAX_STREAM_FRAME)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ set -u
 cd "$(dirname "$0")/.."
 cargo test --quiet || exit $?
 # The Python test dependencies (pyproject's "test" extra), if missing.
-if ! python3 -c "import pytest, hypothesis, pytest_timeout, wheel, mypy" 2>/dev/null; then
+if ! python3 -c "import pytest, hypothesis, pytest_timeout, wheel, mypy, vermin" 2>/dev/null; then
     python3 -c 'from importlib.metadata import requires; print("\n".join(r.partition(";")[0] for r in requires("vdeplug") or [] if "test" in r.partition(";")[2]))' \
         | xargs python3 -m pip install -q || exit $?
 fi

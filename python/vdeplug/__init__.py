@@ -35,10 +35,10 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     """asyncio is imported only when the asyncio API is used: it is most of
     ``import vdeplug``'s time, and vde_plug, dpipe and cmd:// never need it."""
-    if name == "__version__":  # one place: Cargo.toml, via the package metadata
-        from importlib.metadata import version
+    if name == "__version__":  # one place: Cargo.toml (built into the core)
+        from . import _core
 
-        return version("vdeplug")
+        return _core.VERSION
     if name in ("AsyncConnection", "aopen"):
         from . import aio
 

@@ -6,6 +6,7 @@ __all__ = [
     "ETH_BUFSIZE",
     "MAX_BATCH",
     "MAX_STREAM_FRAME",
+    "VERSION",
     "Endpoint",
     "MacTable",
     "_finalize",
@@ -36,6 +37,7 @@ __all__ = [
 
 ETH_BUFSIZE: int
 MAX_BATCH: int
+VERSION: str
 MAX_STREAM_FRAME: int
 
 @final

@@ -81,8 +81,9 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Pipeline]:
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background (own session)")
     p.add_argument("-p", "--pidfile", metavar="FILE", help="write dpipe's pid to FILE")
     p.add_argument("-P", "--pgrpfile", metavar="FILE", help="write the commands' process group (as -pgid) to FILE")
-    p.add_argument("-n", "--nowrapproc", action="store_true", help="no wrapper process: dpipe execs the last command itself")
-    p.add_argument("-N", "--nowrapnoclean", action="store_true", help="as -n, and the pid files are not removed at exit")
+    p.add_argument("-n", "--nowrapproc", action="store_true", help="accepted for vdeplug4 compatibility: dpipe always stays to reap its commands")
+    p.add_argument("-N", "--nowrapnoclean", action="store_true", help="the pid files are not removed at exit")
+    p.add_argument("-V", "--version", action="store_true", help="print the version and exit")
     # Options end at the first word that is not an option.
     i = 0
     opts: list[str] = []
@@ -153,7 +154,13 @@ def spawn(p: Pipeline) -> list[subprocess.Popen[bytes]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    opts, cmds = parse(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-V"], ["--version"]):
+        from . import __version__
+
+        print(f"{PROG} (vdeplug) {__version__}")
+        return 0
+    opts, cmds = parse(args)
     if opts.daemon:
         if os.fork():
             return 0
