@@ -255,3 +255,15 @@ def test_first_end_cleaned_up_when_second_fails(tmp_path):
     r = run(f"ptp://{a}", f"vde://{tmp_path}/no-switch")
     assert r.returncode == 1 and "no switch" in r.stderr
     assert not a.exists(), "the ptp socket of the first end was left behind"
+
+
+def test_open_errors_suggest_the_fix(tmp_path):
+    r = run(str(tmp_path / "no-switch"))
+    assert r.returncode == 1 and "no switch at" in r.stderr and "switch://" in r.stderr and "vde_switch -s" in r.stderr, r.stderr
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", 0))
+        port = s.getsockname()[1]
+        r = run(f"udp://{port}->127.0.0.1:9", "null://")
+    assert r.returncode == 1 and "Address already in use" in r.stderr and "choose another port" in r.stderr, r.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -343,6 +344,21 @@ def run(args: Args) -> int:
         return 1
 
 
+def _hint(e: OSError, urls: Sequence[str]) -> str:
+    """The likely fix for a failed open, when there is one."""
+    for url in urls:
+        meant = missing_slashes(url)
+        if meant and isinstance(e, FileNotFoundError):
+            return f" (did you mean {meant}?)"
+    if isinstance(e, PermissionError) and any(u.startswith("tap://") for u in urls):
+        return " (tap:// needs CAP_NET_ADMIN: run as root, or give the interface to your user with `ip tuntap add NAME mode tap user $USER`)"
+    if isinstance(e, FileNotFoundError) and "no switch at" in str(e):
+        return " (start one with `vde_plug null:// switch:///path` or `vde_switch -s /path`)"
+    if e.errno == errno.EADDRINUSE:
+        return " (another process holds that address: `ss -lnpu` shows which; choose another port)"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -361,13 +377,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except VNLError as e:
         die(str(e), 2)
     except OSError as e:
-        msg = str(e) if e.filename or not e.strerror else e.strerror
-        for url in args.urls:
-            meant = missing_slashes(url)
-            if meant and isinstance(e, FileNotFoundError):
-                msg += f" (did you mean {meant}?)"
-        if isinstance(e, PermissionError) and any(u.startswith("tap://") for u in args.urls):
-            msg += " (tap:// needs CAP_NET_ADMIN: run as root, or give the interface to your user with `ip tuntap add NAME mode tap user $USER`)"
+        msg = (str(e) if e.filename or not e.strerror else e.strerror) + _hint(e, args.urls)
         die(msg, 1)
     except (Terminated, KeyboardInterrupt):
         return 0
