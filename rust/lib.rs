@@ -6,6 +6,7 @@
 pub mod cplugin;
 pub mod fwd;
 pub mod mac_table;
+pub mod offload;
 pub mod plugins;
 pub mod sys;
 pub mod transport;

@@ -274,9 +274,36 @@ pub fn set_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
 
 // ---------------------------------------------------------------- tap
 
-/// Open /dev/net/tun as a tap device named `name` (empty: kernel chooses).
-/// Returns the fd and the final interface name.
-pub fn open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
+/// TUNSETIFF flag: a virtio-net header before each frame.
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// TUNSETOFFLOAD flags: we finish partial checksums, take TCP (v4/v6,
+/// with ECN) and UDP (v4/v6) super-frames.
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+pub const TUN_F_USO4: u32 = 0x20;
+pub const TUN_F_USO6: u32 = 0x40;
+
+/// Tell the tap which offloads we handle (TUNSETOFFLOAD).
+pub fn tap_set_offload(fd: RawFd, flags: u32) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes the flags as an integer argument.
+    cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, flags as libc::c_ulong) })?;
+    Ok(())
+}
+
+/// readv(2) into std IoSliceMuts (ABI-compatible with iovec).
+pub fn readv(fd: RawFd, bufs: &mut [std::io::IoSliceMut<'_>]) -> io::Result<usize> {
+    // SAFETY: IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
+    cvt_size(unsafe { libc::readv(fd, bufs.as_mut_ptr().cast(), bufs.len() as libc::c_int) })
+}
+
+/// Open /dev/net/tun as a tap device named `name` (empty: kernel chooses),
+/// creating it if needed; with `vnet_hdr`, every frame read or written
+/// carries a virtio-net header (see wire::virtio_net). Returns the fd and
+/// the final interface name.
+pub fn open_tap(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String)> {
     if name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("interface name too long: {name}")));
     }
@@ -290,7 +317,8 @@ pub fn open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    let vnet = if vnet_hdr { IFF_VNET_HDR } else { 0 };
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
     // SAFETY: TUNSETIFF takes a pointer to an ifreq, which is live.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) })?;
     let final_name: String = ifr.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();

@@ -14,6 +14,7 @@ pub mod netnode;
 pub mod null;
 pub mod overlay;
 pub mod ptp;
+pub mod ready;
 pub mod seqpacket;
 pub mod stream;
 pub mod tap;

@@ -595,8 +595,8 @@ impl NetNode {
         n
     }
 
-    /// Handle whatever is ready, without waiting. Returns the frames moved
-    /// between ports (work that never reaches the host).
+    /// Handle whatever is ready, without waiting. Returns the work done that
+    /// never reaches the host: frames moved between ports, control events.
     fn service(&mut self) -> io::Result<usize> {
         let mut events = sys::empty_events::<32>();
         let n = match self.poll.wait(&mut events, 0) {
@@ -604,13 +604,21 @@ impl NetNode {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
         };
+        // Control work (joins, handshakes, leaves) counts as consumed too:
+        // a reader woken by it must not then wait as if nothing happened.
         let mut moved = 0;
         for ev in &events[..n] {
             let t = ev.u64;
             match t {
-                TOKEN_LISTEN => self.accept(),
+                TOKEN_LISTEN => {
+                    self.accept();
+                    moved += 1;
+                }
                 TOKEN_HOSTQ => {}
-                t if t & 3 == TAG_CTL => self.ctl_event((t >> 2) as PortId),
+                t if t & 3 == TAG_CTL => {
+                    self.ctl_event((t >> 2) as PortId);
+                    moved += 1;
+                }
                 t if t & 3 == TAG_DATA => moved += self.data_event((t >> 2) as PortId),
                 _ => {}
             }

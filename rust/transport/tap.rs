@@ -1,40 +1,318 @@
 //! tap://name — a Linux tap device (IFF_TAP | IFF_NO_PI): frames as the
 //! kernel sees them. The device is created if it does not exist (needs
 //! CAP_NET_ADMIN) and disappears when closed unless it was made persistent.
+//!
+//! Offloads (on unless VDEPLUG_TAP_OFFLOAD=0): the tap is opened with a
+//! virtio-net header and told we take partial checksums and TCP/UDP
+//! super-frames (TUNSETOFFLOAD), so the kernel's TCP hands us 64 KB at a
+//! time. We cut those into MTU-sized frames (offload::segment) and, the
+//! other way, join in-order segments of one TCP flow into super-frames
+//! (offload::coalesce): the network still sees one ≤ MTU frame per
+//! datagram. A kernel that refuses offloads gets plain frames.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use super::{ctx, Recv, Transport};
+use super::ready::ReadyFd;
+use super::{ctx, Batch, Recv, SendOutcome, Transport, RECV_BUFSIZE};
+use crate::offload::{coalesce, segment};
 use crate::sys;
+use crate::wire::virtio_net::{self as vnet, Header};
 
 pub struct Tap {
     fd: OwnedFd,
     pub name: String,
+    off: Option<Box<Offload>>,
+}
+
+/// Bytes a read may bring: the virtio-net header and a 64 KB IP packet
+/// behind Ethernet and one VLAN tag.
+const SUPER_MAX: usize = vnet::LEN + 18 + 65_535;
+/// Coalesced segments per write (and segments one super-frame may hold in
+/// a batch before the rest waits for the next call).
+const MAX_SEGS: usize = 64;
+const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
+
+/// Offload state: the super-frame being segmented, scratch, counters.
+struct Offload {
+    ready: ReadyFd,
+    /// What the last read brought, when it did not fit a batch slot: the
+    /// frame starts at `RECV_BUFSIZE` - its head is copied in front.
+    rd: Box<[u8]>,
+    /// The super-frame being cut (rd[start..end]) and how far.
+    seg: Option<(segment::Segmenter, usize, usize)>,
+    runs: Vec<(usize, usize)>,
+    hdr: [u8; 256],
+    stats: OffloadStats,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct OffloadStats {
+    superframes_in: u64,
+    segments_in: u64,
+    superframes_out: u64,
+    coalesced_out: u64,
+    offload_errors: u64,
 }
 
 pub fn open(name: &str) -> io::Result<Tap> {
-    let (fd, name) = sys::open_tap(name).map_err(|e| ctx(e, format!("tap://{name}")))?;
-    Ok(Tap { fd, name })
+    let want = std::env::var("VDEPLUG_TAP_OFFLOAD").map_or(true, |v| v != "0");
+    let (fd, name) = sys::open_tap(name, want).map_err(|e| ctx(e, format!("tap://{name}")))?;
+    if !want {
+        return Ok(Tap { fd, name, off: None });
+    }
+    let all = sys::TUN_F_CSUM | sys::TUN_F_TSO4 | sys::TUN_F_TSO6 | sys::TUN_F_TSO_ECN;
+    // USO needs Linux 6.2; without it, TCP offloads alone; without those, none.
+    let ok = [all | sys::TUN_F_USO4 | sys::TUN_F_USO6, all, 0].into_iter().any(|f| sys::tap_set_offload(fd.as_raw_fd(), f).is_ok());
+    if !ok {
+        return Err(ctx(io::Error::last_os_error(), format!("tap://{name}: TUNSETOFFLOAD")));
+    }
+    let off = Offload {
+        ready: ReadyFd::new(fd.as_raw_fd())?,
+        rd: vec![0u8; RECV_BUFSIZE + SUPER_MAX].into_boxed_slice(),
+        seg: None,
+        runs: Vec::with_capacity(MAX_SEGS),
+        hdr: [0; 256],
+        stats: OffloadStats::default(),
+    };
+    Ok(Tap { fd, name, off: Some(Box::new(off)) })
+}
+
+/// EIO while the interface is down: a transient drop, as for a cable unplugged.
+fn down_is_transient(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::EIO) {
+        io::ErrorKind::WouldBlock.into()
+    } else {
+        e
+    }
+}
+
+impl Offload {
+    /// Take the next segment of the super-frame being cut, if any.
+    fn next_segment(&mut self, out: &mut [u8]) -> Option<usize> {
+        let (s, start, end) = self.seg.as_mut()?;
+        match s.next_into(&self.rd[*start..*end], out) {
+            Some(n) => {
+                self.stats.segments_in += 1;
+                if s.remaining() == 0 {
+                    self.seg = None;
+                }
+                Some(n)
+            }
+            None => {
+                self.seg = None;
+                None
+            }
+        }
+    }
+
+    /// One read from the tap: a plain frame lands in `slot` (its length
+    /// returned); a super-frame is kept for `next_segment` (Some(0)).
+    /// None: nothing usable was read (a malformed request, counted).
+    fn read(&mut self, fd: RawFd, slot: &mut [u8]) -> io::Result<Option<usize>> {
+        let mut vh = [0u8; vnet::LEN];
+        let room = slot.len().min(RECV_BUFSIZE);
+        let n = {
+            let (head, rest) = (&mut slot[..room], &mut self.rd[RECV_BUFSIZE..]);
+            sys::readv(fd, &mut [IoSliceMut::new(&mut vh), IoSliceMut::new(head), IoSliceMut::new(rest)])?
+        };
+        let Ok(h) = Header::parse(&vh[..n.min(vnet::LEN)]) else {
+            self.stats.offload_errors += 1;
+            return Ok(None);
+        };
+        let len = n - vnet::LEN;
+        if h.gso() == vnet::GSO_NONE {
+            if len > room {
+                self.stats.offload_errors += 1; // larger than any frame: never one
+                return Ok(None);
+            }
+            if h.flags & vnet::F_NEEDS_CSUM != 0 && segment::finish_checksum(&h, &mut slot[..len]).is_err() {
+                self.stats.offload_errors += 1;
+                return Ok(None);
+            }
+            return Ok(Some(len));
+        }
+        // A super-frame: make it contiguous in rd (its head came into slot).
+        let head = len.min(room);
+        let start = RECV_BUFSIZE - head;
+        self.rd[start..RECV_BUFSIZE].copy_from_slice(&slot[..head]);
+        let end = start + len;
+        match segment::Segmenter::new(&h, &self.rd[start..end]) {
+            Ok(s) => {
+                self.stats.superframes_in += 1;
+                self.seg = Some((s, start, end));
+                Ok(Some(0))
+            }
+            Err(_) => {
+                self.stats.offload_errors += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    fn refresh(&mut self) {
+        let queued = self.seg.is_some();
+        self.ready.queued(queued);
+    }
 }
 
 impl Transport for Tap {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        Ok(Recv::Frame(sys::read(self.fd.as_raw_fd(), buf)?))
-    }
-    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        // EIO while the interface is down: a transient drop, as for a cable unplugged.
-        sys::write(self.fd.as_raw_fd(), frame).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EIO) {
-                io::ErrorKind::WouldBlock.into()
-            } else {
-                e
+        let fd = self.fd.as_raw_fd();
+        let Some(off) = self.off.as_mut() else {
+            return Ok(Recv::Frame(sys::read(fd, buf)?));
+        };
+        let r = (|| loop {
+            if let Some(n) = off.next_segment(buf) {
+                return Ok(Recv::Frame(n));
             }
-        })
+            match off.read(fd, buf)? {
+                Some(0) => continue,
+                Some(n) => return Ok(Recv::Frame(n)),
+                None => return Ok(Recv::Skip),
+            }
+        })();
+        off.refresh();
+        r
     }
+
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        batch.clear();
+        let fd = self.fd.as_raw_fd();
+        let Some(off) = self.off.as_mut() else {
+            while batch.count < batch.capacity() {
+                match sys::read(fd, &mut batch.bufs[batch.count]) {
+                    Ok(n) => {
+                        batch.lens[batch.count] = n;
+                        batch.count += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(true);
+        };
+        let mut result = Ok(true);
+        'fill: while batch.count < batch.capacity() {
+            while let Some(n) = off.next_segment(&mut batch.bufs[batch.count]) {
+                batch.lens[batch.count] = n;
+                batch.count += 1;
+                if batch.count == batch.capacity() {
+                    break 'fill;
+                }
+            }
+            match off.read(fd, &mut batch.bufs[batch.count]) {
+                Ok(Some(0)) => {}
+                Ok(Some(n)) => {
+                    batch.lens[batch.count] = n;
+                    batch.count += 1;
+                }
+                Ok(None) => batch.skipped += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        off.refresh();
+        result
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        let fd = self.fd.as_raw_fd();
+        let r = if self.off.is_some() { sys::writev(fd, &[IoSlice::new(&NO_OFFLOAD), IoSlice::new(frame)]).map(|n| n - vnet::LEN) } else { sys::write(fd, frame) };
+        r.map_err(down_is_transient)
+    }
+
+    fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
+        let fd = self.fd.as_raw_fd();
+        let Some(off) = self.off.as_mut() else {
+            return default_send_batch(self, batch, idx);
+        };
+        let mut out = SendOutcome::default();
+        let frame = |k: usize| batch.frame(idx[k]);
+        coalesce::plan(idx.len(), &frame, &mut off.runs, MAX_SEGS);
+        for &(first, count) in &off.runs {
+            let r = if count == 1 {
+                sys::writev(fd, &[IoSlice::new(&NO_OFFLOAD), IoSlice::new(frame(first))])
+            } else {
+                let mut refs: [&[u8]; MAX_SEGS] = [&[]; MAX_SEGS];
+                for (k, r) in refs[..count].iter_mut().enumerate() {
+                    *r = frame(first + k);
+                }
+                match coalesce::super_header(&refs[..count], &mut off.hdr) {
+                    Some((vh, h, lay)) => {
+                        let vb = vh.to_bytes();
+                        let mut iov: [IoSlice<'_>; MAX_SEGS + 2] = [IoSlice::new(&[]); MAX_SEGS + 2];
+                        iov[0] = IoSlice::new(&vb);
+                        iov[1] = IoSlice::new(&off.hdr[..h]);
+                        for (k, f) in refs[..count].iter().enumerate() {
+                            let end = crate::offload::Layout::of(f).map_or(f.len(), |l| l.end);
+                            iov[2 + k] = IoSlice::new(&f[lay.payload..end]);
+                        }
+                        let r = sys::writev(fd, &iov[..count + 2]);
+                        if r.is_ok() {
+                            off.stats.superframes_out += 1;
+                            off.stats.coalesced_out += count as u64;
+                        }
+                        r
+                    }
+                    None => Err(io::ErrorKind::InvalidData.into()),
+                }
+            };
+            match r.map_err(down_is_transient) {
+                Ok(_) => out.sent += count,
+                Err(e) if super::is_transient(&e) || e.kind() == io::ErrorKind::InvalidData => out.dropped += count,
+                Err(e) => {
+                    out.error = Some(e);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     fn data_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        match &self.off {
+            Some(off) => off.ready.raw(),
+            None => self.fd.as_raw_fd(),
+        }
     }
+
+    fn extra_stats(&self) -> Vec<(&'static str, u64)> {
+        match &self.off {
+            Some(off) => {
+                let s = off.stats;
+                vec![
+                    ("superframes_in", s.superframes_in),
+                    ("segments_in", s.segments_in),
+                    ("superframes_out", s.superframes_out),
+                    ("coalesced_out", s.coalesced_out),
+                    ("offload_errors", s.offload_errors),
+                ]
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The trait's frame-by-frame send_batch, for a tap without offloads.
+fn default_send_batch(t: &mut Tap, batch: &Batch, idx: &[usize]) -> SendOutcome {
+    let mut out = SendOutcome::default();
+    for &i in idx {
+        match t.send(batch.frame(i)) {
+            Ok(_) => out.sent += 1,
+            Err(e) if super::is_transient(&e) => out.dropped += 1,
+            Err(e) => {
+                out.error = Some(e);
+                break;
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------- VNL

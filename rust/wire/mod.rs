@@ -2,9 +2,11 @@
 //! validates untrusted input once, accessors never panic afterwards.
 //! Nothing here does I/O.
 
+pub mod checksum;
 pub mod ethernet;
 pub mod stream;
 pub mod vde_ctl;
+pub mod virtio_net;
 pub mod vxlan;
 
 /// Why a buffer is not a valid frame or header.

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""TCP over an overlay: what users feel. Two hosts (network namespaces
+joined by a veth underlay, MTU 9000; overlay MTU 1500), each with
+`vde_plug OVERLAY tap://t0` and an address on the tap; iperf3 between them.
+Compared in one run: ours, Debian's C vde_plug, the kernel's own vxlan.
+
+    python3 benches/tcp_overlay.py [--seconds 4] [--reps 3] [--only ours-vxvde,...]
+
+Needs root, iperf3, and (for the C rows) Debian's vdeplug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+OURS = shutil.which("vde_plug", path=str(Path(sys.executable).parent)) or "vde_plug"
+C_PLUG = "/usr/bin/vde_plug"
+PID = os.getpid()
+H1, H2 = f"vdptcp{PID}a", f"vdptcp{PID}b"
+UNDER = ("192.168.77.1", "192.168.77.2")
+OVER = ("10.77.0.1", "10.77.0.2")
+GROUP = "239.77.77.77"
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def ns(name: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", name, *argv]
+
+
+def setup() -> None:
+    for n in (H1, H2):
+        sh("ip", "netns", "add", n)
+        sh("ip", "-n", n, "link", "set", "lo", "up")
+    sh("ip", "link", "add", "vdptcpv0", "netns", H1, "type", "veth", "peer", "name", "vdptcpv1", "netns", H2)
+    for n, dev, addr in ((H1, "vdptcpv0", UNDER[0]), (H2, "vdptcpv1", UNDER[1])):
+        sh("ip", "-n", n, "link", "set", dev, "mtu", "9000", "up")
+        sh("ip", "-n", n, "addr", "add", f"{addr}/24", "dev", dev)
+        sh("ip", "-n", n, "route", "add", "224.0.0.0/4", "dev", dev)
+
+
+def teardown() -> None:
+    for n in (H1, H2):
+        sh("ip", "netns", "pids", n, check=False)
+        r = sh("ip", "netns", "pids", n, check=False)
+        for pid in r.stdout.split():
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+        sh("ip", "netns", "del", n, check=False)
+
+
+@dataclass
+class Path_:
+    """One way of joining the two hosts' taps (or the kernel's vxlan)."""
+
+    name: str
+    plug: str | None  # the vde_plug executable, None for the kernel
+    url: str = ""
+
+
+PATHS = [
+    Path_("ours vxvde", OURS, f"vxvde://{GROUP}"),
+    Path_("C vxvde", C_PLUG, f"vxvde://{GROUP}"),
+    Path_("ours vxlan", OURS, f"vxlan://{GROUP}/port=4790"),
+    Path_("C vxlan", C_PLUG, f"vxlan://{GROUP}/port=4790"),
+    Path_("ours udp", OURS, "udp"),
+    Path_("C udp", C_PLUG, "udp"),
+    Path_("kernel vxlan", None),
+]
+
+
+def bring_up(p: Path_) -> list[subprocess.Popen]:
+    procs = []
+    for i, n in enumerate((H1, H2)):
+        if p.plug is None:
+            sh("ip", "-n", n, "link", "add", "t0", "type", "vxlan", "id", "42", "group", GROUP, "dev", ("vdptcpv0", "vdptcpv1")[i], "dstport", "4791")
+        else:
+            url = p.url
+            if url == "udp":
+                url = f'udp://5000->{UNDER[1 - i]}:5000'
+            procs.append(subprocess.Popen(ns(n, p.plug, url, "tap://t0"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + 5
+    for i, n in enumerate((H1, H2)):
+        while sh("ip", "-n", n, "link", "show", "t0", check=False).returncode:
+            if time.monotonic() > deadline or any(q.poll() is not None for q in procs):
+                raise RuntimeError(f"{p.name}: no t0: {[q.stderr.read() if q.stderr else '' for q in procs]}")
+            time.sleep(0.05)
+        sh("ip", "-n", n, "link", "set", "t0", "mtu", "1500", "up")
+        sh("ip", "-n", n, "addr", "add", f"{OVER[i]}/24", "dev", "t0")
+    # ARP and learning settle; the first ping may be lost to learning.
+    for _ in range(30):
+        if sh(*ns(H1, "ping", "-c1", "-W1", OVER[1]), check=False).returncode == 0:
+            break
+    return procs
+
+
+def tear_down(p: Path_, procs: list[subprocess.Popen]) -> None:
+    for q in procs:
+        q.terminate()
+    for q in procs:
+        try:
+            q.wait(5)
+        except subprocess.TimeoutExpired:
+            q.kill()
+    for n in (H1, H2):
+        sh("ip", "-n", n, "link", "del", "t0", check=False)
+
+
+def cpu_of(procs: list[subprocess.Popen]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for q in procs:
+        try:
+            f = Path(f"/proc/{q.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def iperf(seconds: float, procs: list[subprocess.Popen]) -> dict:
+    server = subprocess.Popen(ns(H2, "iperf3", "-s", "-1", "-B", OVER[1]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        c0, t0 = cpu_of(procs), time.monotonic()
+        r = sh(*ns(H1, "iperf3", "-c", OVER[1], "-t", str(seconds), "-J"), check=False)
+        c1, t1 = cpu_of(procs), time.monotonic()
+        out = json.loads(r.stdout)
+        if "error" in out:
+            raise RuntimeError(out["error"])
+        gbps = out["end"]["sum_received"]["bits_per_second"] / 1e9
+        retr = out["end"]["sum_sent"].get("retransmits", 0)
+        return {"gbps": gbps, "retransmits": retr, "relay_cores": (c1 - c0) / (t1 - t0)}
+    finally:
+        server.wait(10)
+
+
+def run(paths: list[Path_], seconds: float, reps: int) -> dict:
+    results: dict[str, list[dict]] = {}
+    for rep in range(reps):
+        for p in paths:
+            if p.plug and not os.path.exists(p.plug):
+                continue
+            procs = bring_up(p)
+            try:
+                r = iperf(seconds, procs)
+            finally:
+                tear_down(p, procs)
+            results.setdefault(p.name, []).append(r)
+            print(f"rep {rep + 1} {p.name:14} {r['gbps']:6.2f} Gbit/s  retr {r['retransmits']:5}  relay cores {r['relay_cores']:.2f}", file=sys.stderr)
+    return {k: summarize(v) for k, v in results.items()}
+
+
+def summarize(runs: list[dict]) -> dict:
+    g = [r["gbps"] for r in runs]
+    cores = statistics.median(r["relay_cores"] for r in runs)
+    med = statistics.median(g)
+    return {"gbps": med, "min": min(g), "max": max(g), "relay_cores": cores, "gbps_per_core": med / cores if cores > 0.01 else None, "runs": runs}
+
+
+def table(res: dict) -> str:
+    kernel = res.get("kernel vxlan", {}).get("gbps")
+    lines = ["| path | TCP Gbit/s (median, min–max) | × kernel vxlan | × C | relay cores | Gbit/s per relay core |", "|---|---|---|---|---|---|"]
+    for name, r in res.items():
+        c = res.get(name.replace("ours", "C"), {}).get("gbps") if name.startswith("ours") else None
+        lines.append(
+            f"| {name} | {r['gbps']:.2f} ({r['min']:.2f}–{r['max']:.2f}) | {r['gbps'] / kernel:.2f}× |" if kernel else f"| {name} | {r['gbps']:.2f} | — |"
+        )
+        lines[-1] += f" {r['gbps'] / c:.1f}× |" if c else " — |"
+        lines[-1] += f" {r['relay_cores']:.2f} | {r['gbps_per_core']:.2f} |" if r["gbps_per_core"] else " — | — |"
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=4)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", help="comma-separated path names, e.g. 'ours vxvde,kernel vxlan'")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args()
+    if os.geteuid() != 0 or not shutil.which("iperf3"):
+        print("needs root and iperf3", file=sys.stderr)
+        return 2
+    paths = PATHS
+    if args.only:
+        keep = {s.strip() for s in args.only.split(",")}
+        paths = [p for p in PATHS if p.name in keep]
+    setup()
+    try:
+        res = run(paths, args.seconds, args.reps)
+    finally:
+        teardown()
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    print(table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

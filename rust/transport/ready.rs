@@ -1,0 +1,37 @@
+//! A data fd for transports that hold frames in user space: readable while
+//! the underlying fd is, or while frames are queued here (an epoll of that
+//! fd and an eventfd set exactly while something is queued), so whoever
+//! polls `data_fd` never misses a frame already read.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::sys::{Epoll, EventFd};
+
+pub struct ReadyFd {
+    poll: Epoll,
+    flag: EventFd,
+    set: bool,
+}
+
+impl ReadyFd {
+    pub fn new(source: RawFd) -> io::Result<ReadyFd> {
+        let poll = Epoll::new()?;
+        let flag = EventFd::new()?;
+        poll.add(source, 0)?;
+        poll.add(flag.raw(), 1)?;
+        Ok(ReadyFd { poll, flag, set: false })
+    }
+
+    /// Say whether frames are queued (a system call only on a change).
+    pub fn queued(&mut self, queued: bool) {
+        if queued != self.set {
+            if queued { self.flag.set() } else { self.flag.clear() }
+            self.set = queued;
+        }
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.poll.raw()
+    }
+}
