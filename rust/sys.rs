@@ -293,6 +293,14 @@ pub fn tap_set_offload(fd: RawFd, flags: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// SO_RCVBUFFORCE: a receive buffer beyond net.core.rmem_max (CAP_NET_ADMIN).
+pub fn set_rcvbuf_force(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: v is a live c_int for the call.
+    cvt(unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) })?;
+    Ok(())
+}
+
 /// readv(2) into std IoSliceMuts (ABI-compatible with iovec).
 pub fn readv(fd: RawFd, bufs: &mut [std::io::IoSliceMut<'_>]) -> io::Result<usize> {
     // SAFETY: IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
@@ -461,6 +469,66 @@ pub fn recv_batch_prefixed<B: AsMut<[u8]>>(
                     }
                     c = libc::CMSG_NXTHDR(h, c);
                 }
+            }
+        }
+    }
+    Ok(got)
+}
+
+const UDP_GRO: libc::c_int = 104;
+
+/// UDP_GRO: trains of equal-size datagrams from one sender arrive as one
+/// buffer (see `recv_batch_gro`), not segmented by the kernel one by one.
+pub fn set_udp_gro(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: valid int option.
+    cvt(unsafe { libc::setsockopt(fd, SOL_UDP, UDP_GRO, (&one as *const libc::c_int).cast(), mem::size_of::<libc::c_int>() as libc::socklen_t) })?;
+    Ok(())
+}
+
+/// recvmmsg(2) with MSG_DONTWAIT on a UDP_GRO socket: message i lands in
+/// `bufs[i]` whole; `seg[i]` is the size of each datagram in it (0: just
+/// one datagram). With `pktinfo`, `meta[i].spec_dst` as in
+/// `recv_batch_prefixed`.
+pub fn recv_batch_gro<B: AsMut<[u8]>>(fd: RawFd, bufs: &mut [B], meta: &mut [Meta], seg: &mut [usize], pktinfo: bool) -> io::Result<usize> {
+    let n = bufs.len().min(meta.len()).min(seg.len()).min(MAX_BATCH);
+    let mut iov = [const { mem::MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut msgs = [const { mem::MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut ctrl = [const { mem::MaybeUninit::<[u64; 12]>::uninit() }; MAX_BATCH];
+    for i in 0..n {
+        let b = bufs[i].as_mut();
+        let v = iov[i].write(libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() });
+        // SAFETY: an all-zero mmsghdr is a valid value.
+        let h = &mut msgs[i].write(unsafe { mem::zeroed() }).msg_hdr;
+        h.msg_iov = v;
+        h.msg_iovlen = 1;
+        h.msg_name = (&mut meta[i].from as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        h.msg_control = ctrl[i].write([0; 12]).as_mut_ptr().cast();
+        h.msg_controllen = mem::size_of::<[u64; 12]>();
+    }
+    // SAFETY: the first n headers are initialised and point at live buffers of the stated sizes.
+    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+    let got = cvt(got)? as usize;
+    for i in 0..got {
+        // SAFETY: i < got <= n: initialised above.
+        let m = unsafe { msgs[i].assume_init_ref() };
+        meta[i].len = m.msg_len as usize;
+        meta[i].spec_dst = None;
+        seg[i] = 0;
+        // SAFETY: walk the control data the kernel wrote, within msg_controllen.
+        unsafe {
+            let h = &m.msg_hdr;
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                    let size = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
+                    seg[i] = size.max(0) as usize;
+                } else if pktinfo && (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                    let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                    meta[i].spec_dst = Some(Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr)));
+                }
+                c = libc::CMSG_NXTHDR(h, c);
             }
         }
     }

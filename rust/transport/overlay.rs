@@ -79,6 +79,64 @@ pub struct Overlay {
     addrs: [SocketAddr; MAX_BATCH],
     /// UDP GSO for runs to one peer; off after the kernel refuses it.
     gso: bool,
+    /// Per receiving socket (0, 1): trains received with UDP_GRO.
+    gro: [Option<Box<GroRx>>; 2],
+}
+
+/// Room for one UDP_GRO message: a train is at most one 64 KB IP packet.
+const GRO_BUF: usize = 65_536;
+
+/// Datagrams received with UDP_GRO and not handed out yet: one recvmmsg may
+/// bring more frames than a batch takes. The buffer is allocated once and
+/// only touched as trains arrive (the kernel maps zero pages lazily).
+struct GroRx {
+    data: Box<[u8]>,
+    meta: [Meta; MAX_BATCH],
+    seg: [usize; MAX_BATCH],
+    got: usize,
+    msg: usize,
+    off: usize,
+}
+
+impl GroRx {
+    fn new() -> Box<GroRx> {
+        Box::new(GroRx { data: vec![0u8; GRO_BUF * MAX_BATCH].into_boxed_slice(), meta: [Meta::default(); MAX_BATCH], seg: [0; MAX_BATCH], got: 0, msg: 0, off: 0 })
+    }
+
+    fn queued(&self) -> bool {
+        self.msg < self.got
+    }
+
+    /// The next datagram: its range in `data` and its metadata; refilled
+    /// with one recvmmsg when empty. None: nothing ready.
+    fn next(&mut self, fd: RawFd, pktinfo: bool) -> io::Result<Option<(usize, usize, Meta)>> {
+        if self.msg >= self.got {
+            self.got = 0;
+            self.msg = 0;
+            self.off = 0;
+            let mut chunks = self.data.chunks_mut(GRO_BUF);
+            let mut bufs: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
+            self.got = match sys::recv_batch_gro(fd, &mut bufs, &mut self.meta, &mut self.seg, pktinfo) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if self.got == 0 {
+                return Ok(None);
+            }
+        }
+        let idx = self.msg;
+        let m = self.meta[idx];
+        let len = m.len.min(GRO_BUF);
+        let seg = if self.seg[self.msg] > 0 { self.seg[self.msg] } else { len.max(1) };
+        let (a, b) = (self.off, (self.off + seg).min(len));
+        self.off = b;
+        if self.off >= len {
+            self.msg += 1;
+            self.off = 0;
+        }
+        Ok(Some((idx * GRO_BUF + a, idx * GRO_BUF + b, m)))
+    }
 }
 
 impl Overlay {
@@ -97,7 +155,36 @@ impl Overlay {
             destlen: [0; MAX_BATCH],
             addrs: [Peer::default().0; MAX_BATCH],
             gso: true,
+            gro: [None, None],
         }
+    }
+
+    /// Receive on `fd` (socket `slot`, 0 or 1) with UDP_GRO when the kernel
+    /// has it: a sender's GSO train then arrives as one buffer.
+    pub fn enable_gro(&mut self, slot: usize, fd: RawFd) {
+        if sys::set_udp_gro(fd).is_ok() {
+            self.gro[slot] = Some(GroRx::new());
+        }
+    }
+
+    /// Frames already received and not handed out (the data fd must stay readable).
+    pub fn queued(&self) -> bool {
+        self.gro.iter().flatten().any(|g| g.queued())
+    }
+
+    /// One datagram from a GRO buffer through `accept`: Some(frame range) when it is a frame for us.
+    fn take_gro(&mut self, g: &mut GroRx, fd: RawFd, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool, now: u64) -> io::Result<Option<Option<(usize, usize)>>> {
+        let Some((a, b, m)) = g.next(fd, pktinfo)? else { return Ok(None) };
+        let Some(from) = sys::sockaddr_to_std(&m.from) else { return Ok(Some(None)) };
+        if is_self(&from, &m) {
+            self.stats.own_echo += 1;
+            return Ok(Some(None));
+        }
+        let d = &g.data[a..b];
+        let mut hdr = [0u8; vxlan::HEADER_LEN];
+        let h = d.len().min(vxlan::HEADER_LEN);
+        hdr[..h].copy_from_slice(&d[..h]);
+        Ok(Some((self.accept(&hdr, &d[h..], d.len(), from, now) == Rx::Frame).then_some((a + h, b))))
     }
 
     /// Check a received header, learn the source MAC, or spot a leave message.
@@ -145,7 +232,31 @@ impl Overlay {
 
     /// Receive a batch on `fd` into `batch` (appending after `batch.count`),
     /// keeping only accepted frames. `is_self` filters our own multicast echo.
-    pub fn recv_batch(&mut self, fd: RawFd, batch: &mut Batch, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<()> {
+    pub fn recv_batch(&mut self, fd: RawFd, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<()> {
+        if let Some(mut g) = self.gro[slot].take() {
+            let now = now_secs();
+            let mut r = Ok(());
+            while batch.count < batch.capacity() {
+                match self.take_gro(&mut g, fd, pktinfo, is_self, now) {
+                    Ok(None) => break,
+                    Ok(Some(None)) => batch.skipped += 1,
+                    Ok(Some(Some((a, b)))) => {
+                        let f = &g.data[a..b];
+                        let slot_buf = &mut batch.bufs[batch.count];
+                        let n = f.len().min(slot_buf.len());
+                        slot_buf[..n].copy_from_slice(&f[..n]);
+                        batch.lens[batch.count] = n;
+                        batch.count += 1;
+                    }
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                }
+            }
+            self.gro[slot] = Some(g);
+            return r;
+        }
         let start = batch.count;
         let room = batch.capacity() - start;
         if room == 0 {
@@ -231,7 +342,22 @@ impl Overlay {
     }
 
     /// Receive one datagram, its frame into `buf`. Ok(None): consumed, not a frame.
-    pub fn recv_one(&mut self, fd: RawFd, buf: &mut [u8], pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<Option<usize>> {
+    pub fn recv_one(&mut self, fd: RawFd, slot: usize, buf: &mut [u8], pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<Option<usize>> {
+        if let Some(mut g) = self.gro[slot].take() {
+            let r = self.take_gro(&mut g, fd, pktinfo, is_self, now_secs());
+            let out = match r {
+                Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+                Ok(Some(None)) => Ok(None),
+                Ok(Some(Some((a, b)))) => {
+                    let n = (b - a).min(buf.len());
+                    buf[..n].copy_from_slice(&g.data[a..a + n]);
+                    Ok(Some(n))
+                }
+                Err(e) => Err(e),
+            };
+            self.gro[slot] = Some(g);
+            return out;
+        }
         let n = sys::recv_batch_prefixed(fd, &mut self.prefix[..1], std::slice::from_mut(&mut &mut *buf), &mut self.meta[..1], pktinfo)?;
         if n == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -309,9 +435,20 @@ pub fn multicast_out(s: &Socket, v6: bool, ifindex: u32, ttl: u32, looped: bool)
     Ok(())
 }
 
+/// Receive buffer when `rcvbuf=` is not given: room for a few dozen
+/// 64-frame GSO trains, so a burst from a TSO sender is not dropped while
+/// we are busy (the kernel default, ~200 KB, holds two).
+pub const DEFAULT_RCVBUF: usize = 4 << 20;
+
 pub fn set_rcvbuf(s: &Socket, cfg: &Config) -> io::Result<()> {
-    if let Some(n) = cfg.rcvbuf {
-        s.set_recv_buffer_size(n)?;
+    match cfg.rcvbuf {
+        Some(n) => s.set_recv_buffer_size(n)?,
+        // Above net.core.rmem_max only with CAP_NET_ADMIN; else the most allowed.
+        None => {
+            if sys::set_rcvbuf_force(s.as_raw_fd(), DEFAULT_RCVBUF).is_err() {
+                let _ = s.set_recv_buffer_size(DEFAULT_RCVBUF);
+            }
+        }
     }
     Ok(())
 }

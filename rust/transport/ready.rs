@@ -15,11 +15,14 @@ pub struct ReadyFd {
 }
 
 impl ReadyFd {
-    pub fn new(source: RawFd) -> io::Result<ReadyFd> {
+    /// Readable while any of `sources` is, or while frames are queued.
+    pub fn new(sources: &[RawFd]) -> io::Result<ReadyFd> {
         let poll = Epoll::new()?;
         let flag = EventFd::new()?;
-        poll.add(source, 0)?;
-        poll.add(flag.raw(), 1)?;
+        for (i, &fd) in sources.iter().enumerate() {
+            poll.add(fd, i as u64 + 1)?;
+        }
+        poll.add(flag.raw(), 0)?;
         Ok(ReadyFd { poll, flag, set: false })
     }
 

@@ -68,7 +68,7 @@ pub fn open(name: &str) -> io::Result<Tap> {
         return Err(ctx(io::Error::last_os_error(), format!("tap://{name}: TUNSETOFFLOAD")));
     }
     let off = Offload {
-        ready: ReadyFd::new(fd.as_raw_fd())?,
+        ready: ReadyFd::new(&[fd.as_raw_fd()])?,
         rd: vec![0u8; RECV_BUFSIZE + SUPER_MAX].into_boxed_slice(),
         seg: None,
         runs: Vec::with_capacity(MAX_SEGS),

@@ -9,11 +9,14 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::overlay::{self, Config, Overlay};
+use super::ready::ReadyFd;
 use super::{Batch, Recv, SendOutcome, Transport};
 
 pub struct Vxlan {
     sock: UdpSocket,
     ov: Overlay,
+    /// Readable while the socket is or GRO trains are half handed out.
+    ready: ReadyFd,
 }
 
 fn never_self(_: &SocketAddr, _: &crate::sys::Meta) -> bool {
@@ -29,26 +32,30 @@ pub fn open(cfg: &Config) -> io::Result<Vxlan> {
     overlay::join_group(&s, cfg.group, ifindex)?;
     overlay::multicast_out(&s, v6, ifindex, cfg.ttl, false)?;
     overlay::set_rcvbuf(&s, cfg)?;
-    Ok(Vxlan { sock: s.into(), ov: Overlay::new(cfg, false, Some(cfg.port)) })
+    let sock: UdpSocket = s.into();
+    let mut ov = Overlay::new(cfg, false, Some(cfg.port));
+    ov.enable_gro(0, sock.as_raw_fd());
+    let ready = ReadyFd::new(&[sock.as_raw_fd()])?;
+    Ok(Vxlan { sock, ov, ready })
 }
 
 impl Transport for Vxlan {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        Ok(match self.ov.recv_one(self.sock.as_raw_fd(), buf, false, &never_self)? {
-            Some(n) => Recv::Frame(n),
-            None => Recv::Skip,
-        })
+        let r = self.ov.recv_one(self.sock.as_raw_fd(), 0, buf, false, &never_self);
+        self.ready.queued(self.ov.queued());
+        Ok(r?.map_or(Recv::Skip, Recv::Frame))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
         self.ov.send_one(self.sock.as_raw_fd(), frame)
     }
     fn data_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.ready.raw()
     }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
         batch.clear();
-        self.ov.recv_batch(self.sock.as_raw_fd(), batch, false, &never_self)?;
-        Ok(true)
+        let r = self.ov.recv_batch(self.sock.as_raw_fd(), 0, batch, false, &never_self);
+        self.ready.queued(self.ov.queued());
+        r.map(|()| true)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         self.ov.send_batch(self.sock.as_raw_fd(), batch, idx)

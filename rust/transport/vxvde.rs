@@ -15,8 +15,9 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::overlay::{self, Config, Overlay};
+use super::ready::ReadyFd;
 use super::{Batch, Recv, SendOutcome, Transport};
-use crate::sys::{self, Epoll, Meta};
+use crate::sys::{self, Meta};
 
 pub struct Vxvde {
     multi: UdpSocket,
@@ -25,7 +26,8 @@ pub struct Vxvde {
     v6: bool,
     local6: Vec<std::net::Ipv6Addr>,
     ov: Overlay,
-    poll: Epoll,
+    /// Readable while either socket is, or GRO trains are half handed out.
+    ready: ReadyFd,
 }
 
 pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
@@ -49,11 +51,12 @@ pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
     let uni_port = uni.local_addr()?.port();
     let multi: UdpSocket = m.into();
 
-    let poll = Epoll::new()?;
-    poll.add(multi.as_raw_fd(), 0)?;
-    poll.add(uni.as_raw_fd(), 1)?;
+    let ready = ReadyFd::new(&[multi.as_raw_fd(), uni.as_raw_fd()])?;
     let local6 = if v6 { sys::local_ipv6_addrs() } else { Vec::new() };
-    Ok(Vxvde { multi, uni, uni_port, v6, local6, ov: Overlay::new(cfg, true, None), poll })
+    let mut ov = Overlay::new(cfg, true, None);
+    ov.enable_gro(0, multi.as_raw_fd());
+    ov.enable_gro(1, uni.as_raw_fd());
+    Ok(Vxvde { multi, uni, uni_port, v6, local6, ov, ready })
 }
 
 /// Is this datagram our own multicast coming back?
@@ -75,25 +78,26 @@ impl Transport for Vxvde {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let (port, local6) = (self.uni_port, &self.local6);
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
-        let got = match self.ov.recv_one(self.multi.as_raw_fd(), buf, !self.v6, &is_self) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ov.recv_one(self.uni.as_raw_fd(), buf, false, &never_self)?,
-            other => other?,
+        let got = match self.ov.recv_one(self.multi.as_raw_fd(), 0, buf, !self.v6, &is_self) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ov.recv_one(self.uni.as_raw_fd(), 1, buf, false, &never_self),
+            other => other,
         };
-        Ok(got.map_or(Recv::Skip, Recv::Frame))
+        self.ready.queued(self.ov.queued());
+        Ok(got?.map_or(Recv::Skip, Recv::Frame))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
         self.ov.send_one(self.uni.as_raw_fd(), frame)
     }
     fn data_fd(&self) -> RawFd {
-        self.poll.raw()
+        self.ready.raw()
     }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
         batch.clear();
         let (port, local6) = (self.uni_port, &self.local6);
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
-        self.ov.recv_batch(self.multi.as_raw_fd(), batch, !self.v6, &is_self)?;
-        self.ov.recv_batch(self.uni.as_raw_fd(), batch, false, &never_self)?;
-        Ok(true)
+        let r = self.ov.recv_batch(self.multi.as_raw_fd(), 0, batch, !self.v6, &is_self).and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &never_self));
+        self.ready.queued(self.ov.queued());
+        r.map(|()| true)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         self.ov.send_batch(self.uni.as_raw_fd(), batch, idx)
