@@ -145,23 +145,37 @@ def iperf(seconds: float, procs: list[subprocess.Popen]) -> dict:
         retr = out["end"]["sum_sent"].get("retransmits", 0)
         return {"gbps": gbps, "retransmits": retr, "relay_cores": (c1 - c0) / (t1 - t0)}
     finally:
-        server.wait(10)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def run(paths: list[Path_], seconds: float, reps: int) -> dict:
     results: dict[str, list[dict]] = {}
+    failed: dict[str, str] = {}
     for rep in range(reps):
         for p in paths:
             if p.plug and not os.path.exists(p.plug):
                 continue
-            procs = bring_up(p)
+            procs = []
             try:
+                procs = bring_up(p)
                 r = iperf(seconds, procs)
+            except (RuntimeError, subprocess.CalledProcessError, json.JSONDecodeError, KeyError) as e:
+                # e.g. vdeplug4 4.0.1's vxlan cannot send unicast (EDESTADDRREQ): no TCP at all.
+                failed.setdefault(p.name, str(e).strip().splitlines()[-1][:120] if str(e).strip() else type(e).__name__)
+                print(f"rep {rep + 1} {p.name:14} FAILED: {failed[p.name]}", file=sys.stderr)
+                continue
             finally:
                 tear_down(p, procs)
             results.setdefault(p.name, []).append(r)
             print(f"rep {rep + 1} {p.name:14} {r['gbps']:6.2f} Gbit/s  retr {r['retransmits']:5}  relay cores {r['relay_cores']:.2f}", file=sys.stderr)
-    return {k: summarize(v) for k, v in results.items()}
+    out = {k: summarize(v) for k, v in results.items()}
+    for k, why in failed.items():
+        out.setdefault(k, {"failed": why})
+    return out
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -172,12 +186,16 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def table(res: dict) -> str:
-    kernel = res.get("kernel vxlan", {}).get("gbps")
+    kernel = res.get("kernel vxlan", {}).get("gbps")  # None when it failed
     lines = ["| path | TCP Gbit/s (median, min–max) | × kernel vxlan | × C | relay cores | Gbit/s per relay core |", "|---|---|---|---|---|---|"]
     for name, r in res.items():
+        if "failed" in r:
+            lines.append(f"| {name} | fails: {r['failed']} | — | — | — | — |")
+            continue
         c = res.get(name.replace("ours", "C"), {}).get("gbps") if name.startswith("ours") else None
+        kernel_ok = kernel and "failed" not in res.get("kernel vxlan", {})
         lines.append(
-            f"| {name} | {r['gbps']:.2f} ({r['min']:.2f}–{r['max']:.2f}) | {r['gbps'] / kernel:.2f}× |" if kernel else f"| {name} | {r['gbps']:.2f} | — |"
+            f"| {name} | {r['gbps']:.2f} ({r['min']:.2f}–{r['max']:.2f}) | {r['gbps'] / kernel:.2f}× |" if kernel_ok else f"| {name} | {r['gbps']:.2f} | — |"
         )
         lines[-1] += f" {r['gbps'] / c:.1f}× |" if c else " — |"
         lines[-1] += f" {r['relay_cores']:.2f} | {r['gbps_per_core']:.2f} |" if r["gbps_per_core"] else " — | — |"

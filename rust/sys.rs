@@ -293,6 +293,14 @@ pub fn tap_set_offload(fd: RawFd, flags: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// SO_RCVBUF (capped by net.core.rmem_max).
+pub fn set_rcvbuf(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: v is a live c_int for the call.
+    cvt(unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) })?;
+    Ok(())
+}
+
 /// SO_RCVBUFFORCE: a receive buffer beyond net.core.rmem_max (CAP_NET_ADMIN).
 pub fn set_rcvbuf_force(fd: RawFd, bytes: usize) -> io::Result<()> {
     let v = bytes.min(i32::MAX as usize) as libc::c_int;

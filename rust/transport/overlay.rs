@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::gro::GroRx;
 use super::{ctx, now_secs, send_datagrams, send_patience, Batch, SendOutcome};
 use crate::mac_table::MacTable;
 use crate::sys::{self, Meta, MAX_BATCH};
@@ -83,62 +84,6 @@ pub struct Overlay {
     gro: [Option<Box<GroRx>>; 2],
 }
 
-/// Room for one UDP_GRO message: a train is at most one 64 KB IP packet.
-const GRO_BUF: usize = 65_536;
-
-/// Datagrams received with UDP_GRO and not handed out yet: one recvmmsg may
-/// bring more frames than a batch takes. The buffer is allocated once and
-/// only touched as trains arrive (the kernel maps zero pages lazily).
-struct GroRx {
-    data: Box<[u8]>,
-    meta: [Meta; MAX_BATCH],
-    seg: [usize; MAX_BATCH],
-    got: usize,
-    msg: usize,
-    off: usize,
-}
-
-impl GroRx {
-    fn new() -> Box<GroRx> {
-        Box::new(GroRx { data: vec![0u8; GRO_BUF * MAX_BATCH].into_boxed_slice(), meta: [Meta::default(); MAX_BATCH], seg: [0; MAX_BATCH], got: 0, msg: 0, off: 0 })
-    }
-
-    fn queued(&self) -> bool {
-        self.msg < self.got
-    }
-
-    /// The next datagram: its range in `data` and its metadata; refilled
-    /// with one recvmmsg when empty. None: nothing ready.
-    fn next(&mut self, fd: RawFd, pktinfo: bool) -> io::Result<Option<(usize, usize, Meta)>> {
-        if self.msg >= self.got {
-            self.got = 0;
-            self.msg = 0;
-            self.off = 0;
-            let mut chunks = self.data.chunks_mut(GRO_BUF);
-            let mut bufs: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
-            self.got = match sys::recv_batch_gro(fd, &mut bufs, &mut self.meta, &mut self.seg, pktinfo) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            if self.got == 0 {
-                return Ok(None);
-            }
-        }
-        let idx = self.msg;
-        let m = self.meta[idx];
-        let len = m.len.min(GRO_BUF);
-        let seg = if self.seg[self.msg] > 0 { self.seg[self.msg] } else { len.max(1) };
-        let (a, b) = (self.off, (self.off + seg).min(len));
-        self.off = b;
-        if self.off >= len {
-            self.msg += 1;
-            self.off = 0;
-        }
-        Ok(Some((idx * GRO_BUF + a, idx * GRO_BUF + b, m)))
-    }
-}
-
 impl Overlay {
     pub fn new(cfg: &Config, strict: bool, force_port: Option<u16>) -> Overlay {
         Overlay {
@@ -162,9 +107,7 @@ impl Overlay {
     /// Receive on `fd` (socket `slot`, 0 or 1) with UDP_GRO when the kernel
     /// has it: a sender's GSO train then arrives as one buffer.
     pub fn enable_gro(&mut self, slot: usize, fd: RawFd) {
-        if sys::set_udp_gro(fd).is_ok() {
-            self.gro[slot] = Some(GroRx::new());
-        }
+        self.gro[slot] = super::gro::enable(fd);
     }
 
     /// Frames already received and not handed out (the data fd must stay readable).
@@ -180,7 +123,7 @@ impl Overlay {
             self.stats.own_echo += 1;
             return Ok(Some(None));
         }
-        let d = &g.data[a..b];
+        let d = &g.data()[a..b];
         let mut hdr = [0u8; vxlan::HEADER_LEN];
         let h = d.len().min(vxlan::HEADER_LEN);
         hdr[..h].copy_from_slice(&d[..h]);
@@ -241,7 +184,7 @@ impl Overlay {
                     Ok(None) => break,
                     Ok(Some(None)) => batch.skipped += 1,
                     Ok(Some(Some((a, b)))) => {
-                        let f = &g.data[a..b];
+                        let f = &g.data()[a..b];
                         let slot_buf = &mut batch.bufs[batch.count];
                         let n = f.len().min(slot_buf.len());
                         slot_buf[..n].copy_from_slice(&f[..n]);
@@ -350,7 +293,7 @@ impl Overlay {
                 Ok(Some(None)) => Ok(None),
                 Ok(Some(Some((a, b)))) => {
                     let n = (b - a).min(buf.len());
-                    buf[..n].copy_from_slice(&g.data[a..a + n]);
+                    buf[..n].copy_from_slice(&g.data()[a..a + n]);
                     Ok(Some(n))
                 }
                 Err(e) => Err(e),
@@ -435,20 +378,11 @@ pub fn multicast_out(s: &Socket, v6: bool, ifindex: u32, ttl: u32, looped: bool)
     Ok(())
 }
 
-/// Receive buffer when `rcvbuf=` is not given: room for a few dozen
-/// 64-frame GSO trains, so a burst from a TSO sender is not dropped while
-/// we are busy (the kernel default, ~200 KB, holds two).
-pub const DEFAULT_RCVBUF: usize = 4 << 20;
-
+/// `rcvbuf=`, else gro::DEFAULT_RCVBUF.
 pub fn set_rcvbuf(s: &Socket, cfg: &Config) -> io::Result<()> {
     match cfg.rcvbuf {
         Some(n) => s.set_recv_buffer_size(n)?,
-        // Above net.core.rmem_max only with CAP_NET_ADMIN; else the most allowed.
-        None => {
-            if sys::set_rcvbuf_force(s.as_raw_fd(), DEFAULT_RCVBUF).is_err() {
-                let _ = s.set_recv_buffer_size(DEFAULT_RCVBUF);
-            }
-        }
+        None => super::gro::default_rcvbuf(s.as_raw_fd()),
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
+use super::gro::GroRx;
+use super::ready::ReadyFd;
 use super::{ctx, send_datagrams, send_patience, send_patiently, Batch, Recv, SendOutcome, Transport};
 use crate::sys;
 
@@ -24,6 +26,10 @@ pub struct Udp {
     /// Datagrams from anyone but dst (only while not connected), dropped.
     foreign: u64,
     addrs: Vec<libc::sockaddr_storage>,
+    /// UDP_GRO receive state (None: the kernel has no UDP_GRO).
+    gro: Option<Box<GroRx>>,
+    /// Readable while the socket is, or a GRO train is half handed out.
+    ready: ReadyFd,
 }
 
 /// The error a connected UDP socket reports after an ICMP unreachable.
@@ -35,7 +41,10 @@ fn is_icmp_report(e: &io::Error) -> bool {
 pub fn open(src: SocketAddr, dst: SocketAddr) -> io::Result<Udp> {
     let sock = UdpSocket::bind(src).map_err(|e| ctx(e, format!("udp: bind {src}")))?;
     sock.set_nonblocking(true)?; // every call here is non-blocking anyway
-    let mut u = Udp { sock, dst, connected: false, gso: true, unreachable: 0, foreign: 0, addrs: vec![sys::zeroed_storage(); sys::MAX_BATCH] };
+    let fd = sock.as_raw_fd();
+    super::gro::default_rcvbuf(fd);
+    let (gro, ready) = (super::gro::enable(fd), ReadyFd::new(&[fd])?);
+    let mut u = Udp { sock, dst, connected: false, gso: true, unreachable: 0, foreign: 0, addrs: vec![sys::zeroed_storage(); sys::MAX_BATCH], gro, ready };
     let _ = u.ensure_connected();
     Ok(u)
 }
@@ -54,8 +63,50 @@ impl Udp {
     }
 }
 
+impl Udp {
+    /// The next datagram of a GRO train (refilled when empty), filtered as
+    /// `recv_batch` filters: Some(Some(range)) a frame, Some(None) consumed.
+    fn next_gro(&mut self) -> io::Result<Option<Option<(usize, usize)>>> {
+        let Some(g) = self.gro.as_mut() else { return Ok(None) };
+        match g.next(self.sock.as_raw_fd(), false) {
+            Ok(None) => Ok(None),
+            Ok(Some((a, b, m))) => {
+                if !self.connected && sys::sockaddr_to_std(&m.from) != Some(self.dst) {
+                    self.foreign += 1;
+                    return Ok(Some(None));
+                }
+                Ok(Some((a < b).then_some((a, b)))) // 0 bytes: vdeplug4's "disconnect"
+            }
+            Err(e) if is_icmp_report(&e) => {
+                self.unreachable += 1;
+                Ok(Some(None))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn refresh(&mut self) {
+        let queued = self.gro.as_ref().is_some_and(|g| g.queued());
+        self.ready.queued(queued);
+    }
+}
+
 impl Transport for Udp {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        if self.gro.is_some() {
+            let r = self.next_gro();
+            self.refresh();
+            return match r? {
+                None => Err(io::ErrorKind::WouldBlock.into()),
+                Some(None) => Ok(Recv::Skip),
+                Some(Some((a, b))) => {
+                    let d = &self.gro.as_ref().map_or(&[][..], |g| g.data())[a..b];
+                    let n = d.len().min(buf.len());
+                    buf[..n].copy_from_slice(&d[..n]);
+                    Ok(Recv::Frame(n))
+                }
+            };
+        }
         let res = if self.connected {
             sys::recv(self.sock.as_raw_fd(), buf, libc::MSG_DONTWAIT)
         } else {
@@ -84,11 +135,34 @@ impl Transport for Udp {
     }
 
     fn data_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.ready.raw()
     }
 
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
         batch.clear();
+        if self.gro.is_some() {
+            let mut r = Ok(true);
+            while batch.count < batch.capacity() {
+                match self.next_gro() {
+                    Ok(None) => break,
+                    Ok(Some(None)) => batch.skipped += 1,
+                    Ok(Some(Some((a, b)))) => {
+                        let d = &self.gro.as_ref().map_or(&[][..], |g| g.data())[a..b];
+                        let slot = &mut batch.bufs[batch.count];
+                        let n = d.len().min(slot.len());
+                        slot[..n].copy_from_slice(&d[..n]);
+                        batch.lens[batch.count] = n;
+                        batch.count += 1;
+                    }
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                }
+            }
+            self.refresh();
+            return r;
+        }
         let fd = self.sock.as_raw_fd();
         let got = if self.connected {
             sys::recv_batch(fd, &mut batch.bufs, &mut batch.lens, None)
