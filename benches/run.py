@@ -193,6 +193,40 @@ def startup_table(ms: dict) -> str:
     return "\n".join(lines)
 
 
+def tcp_overlay_scenario(reps: int, seconds: float) -> dict:
+    """TCP through the overlays (benches/tcp_overlay.py): iperf3 between two
+    namespaces, ours vs C vde_plug vs the kernel's vxlan."""
+    if os.geteuid() != 0 or not shutil.which("iperf3"):
+        return {"skipped": "needs root and iperf3 (apt-get install iperf3)"}
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tcp_overlay
+
+    tcp_overlay.setup()
+    try:
+        return {"reps": reps, "seconds": seconds, "results": tcp_overlay.run(tcp_overlay.PATHS, seconds, reps)}
+    finally:
+        tcp_overlay.teardown()
+
+
+def tcp_chart(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, r in res.items() if "gbps" in r]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    vals = [res[n]["gbps"] for n in names]
+    err = [[res[n]["gbps"] - res[n]["min"] for n in names], [res[n]["max"] - res[n]["gbps"] for n in names]]
+    colors = ["tab:blue" if n.startswith("ours") else "tab:orange" if n.startswith("C") else "tab:gray" for n in names]
+    ax.bar(names, vals, yerr=err, capsize=3, color=colors)
+    ax.set_ylabel("TCP Gbit/s (iperf3, median, min–max)")
+    ax.set_title("TCP over the overlay: vde_plug OVERLAY tap:// on two hosts")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def in_ns(argv: list[str], netns: bool) -> list[str]:
     return ["ip", "netns", "exec", NETNS, *argv] if netns else argv
 
@@ -368,7 +402,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", type=Path, help="folder for results.json, table.md, bench.png")
     ap.add_argument("--quick", action="store_true", help="fewer, shorter runs (< 2 minutes)")
-    ap.add_argument("--only", help="comma-separated scenario names to run ('startup' for the start-up times)")
+    ap.add_argument("--only", help="comma-separated scenario names to run ('startup' for the start-up times, 'tcp overlay' for iperf3 through the overlays)")
     args = ap.parse_args()
     reps, seconds = (2, 0.8) if args.quick else (5, 3.0)
     args.results.mkdir(parents=True, exist_ok=True)
@@ -382,6 +416,9 @@ def main() -> int:
     if keep is not None:
         scenarios = {k: v for k, v in scenarios.items() if k in keep}
     start_ms = startup() if keep is None or "startup" in keep else {}
+    tcp: dict = {}
+    if keep is None or "tcp overlay" in keep:
+        tcp = tcp_overlay_scenario(reps=3 if not args.quick else 1, seconds=4 if not args.quick else 2)
     skipped = {}
     if any("vxvde" in n for n in scenarios):
         why = setup_netns()
@@ -430,12 +467,23 @@ def main() -> int:
         "skipped": skipped,
         "micro": micro,
         "startup_ms": start_ms,
+        "tcp_overlay": tcp,
         "results": results,
     }
     (args.results / "results.json").write_text(json.dumps(out, indent=1))
     md = table(results, micro)
     if start_ms:
         md += "\n\n" + startup_table(start_ms)
+    if tcp.get("results"):
+        import tcp_overlay
+
+        md += "\n\n" + tcp_overlay.table(tcp["results"])
+        try:
+            tcp_chart(tcp["results"], args.results / "tcp_overlay.png")
+        except ImportError:
+            pass
+    elif tcp.get("skipped"):
+        md += f"\n\nTCP over overlay skipped: {tcp['skipped']}"
     (args.results / "table.md").write_text(md + "\n")
     try:
         if results:

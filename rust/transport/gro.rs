@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use crate::sys::{self, Meta, MAX_BATCH};
 
@@ -29,12 +30,18 @@ pub fn default_rcvbuf(fd: RawFd) {
 
 /// Room for one UDP_GRO message: a train is at most one 64 KB IP packet.
 const GRO_BUF: usize = 65_536;
+/// Receive buffers one socket may have in flight: the one being handed
+/// out, and one still viewed by a batch that is not sent yet.
+const MAX_ARENAS: usize = 3;
 
 /// Datagrams received with UDP_GRO and not handed out yet: one recvmmsg may
-/// bring more frames than a batch takes. The buffer is allocated once and
-/// only touched as trains arrive (the kernel maps zero pages lazily).
+/// bring more frames than a batch takes. Frames are handed out as views
+/// (`Batch::push_view`) into a shared buffer; a buffer is received into
+/// again only when no batch views it any more. Buffers are allocated once
+/// and only touched as trains arrive (the kernel maps zero pages lazily).
 pub struct GroRx {
-    data: Box<[u8]>,
+    arenas: Vec<Arc<Box<[u8]>>>,
+    cur: usize,
     meta: [Meta; MAX_BATCH],
     seg: [usize; MAX_BATCH],
     got: usize,
@@ -43,12 +50,13 @@ pub struct GroRx {
 }
 
 impl GroRx {
-    pub fn data(&self) -> &[u8] {
-        &self.data
+    pub fn new() -> Box<GroRx> {
+        Box::new(GroRx { arenas: vec![arena()], cur: 0, meta: [Meta::default(); MAX_BATCH], seg: [0; MAX_BATCH], got: 0, msg: 0, off: 0 })
     }
 
-    pub fn new() -> Box<GroRx> {
-        Box::new(GroRx { data: vec![0u8; GRO_BUF * MAX_BATCH].into_boxed_slice(), meta: [Meta::default(); MAX_BATCH], seg: [0; MAX_BATCH], got: 0, msg: 0, off: 0 })
+    /// The buffer the ranges `next` returns are in.
+    pub fn arena(&self) -> &Arc<Box<[u8]>> {
+        &self.arenas[self.cur]
     }
 
     /// Datagrams received and not handed out yet.
@@ -56,14 +64,26 @@ impl GroRx {
         self.msg < self.got
     }
 
-    /// The next datagram: its range in `data` and its metadata; refilled
-    /// with one recvmmsg when empty. None: nothing ready.
+    /// The next datagram: its range in `arena()` and its metadata;
+    /// refilled with one recvmmsg when empty. None: nothing ready (or every
+    /// buffer still viewed by a batch: try again once it is sent).
     pub fn next(&mut self, fd: RawFd, pktinfo: bool) -> io::Result<Option<(usize, usize, Meta)>> {
         if self.msg >= self.got {
             self.got = 0;
             self.msg = 0;
             self.off = 0;
-            let mut chunks = self.data.chunks_mut(GRO_BUF);
+            // A buffer no batch views any more, else a new one (bounded).
+            let free = (0..self.arenas.len()).map(|k| (self.cur + k) % self.arenas.len()).find(|&k| Arc::strong_count(&self.arenas[k]) == 1);
+            self.cur = match free {
+                Some(k) => k,
+                None if self.arenas.len() < MAX_ARENAS => {
+                    self.arenas.push(arena());
+                    self.arenas.len() - 1
+                }
+                None => return Ok(None),
+            };
+            let Some(data) = Arc::get_mut(&mut self.arenas[self.cur]) else { return Ok(None) };
+            let mut chunks = data.chunks_mut(GRO_BUF);
             let mut bufs: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
             self.got = match sys::recv_batch_gro(fd, &mut bufs, &mut self.meta, &mut self.seg, pktinfo) {
                 Ok(n) => n,
@@ -77,7 +97,7 @@ impl GroRx {
         let idx = self.msg;
         let m = self.meta[idx];
         let len = m.len.min(GRO_BUF);
-        let seg = if self.seg[self.msg] > 0 { self.seg[self.msg] } else { len.max(1) };
+        let seg = if self.seg[idx] > 0 { self.seg[idx] } else { len.max(1) };
         let (a, b) = (self.off, (self.off + seg).min(len));
         self.off = b;
         if self.off >= len {
@@ -88,3 +108,6 @@ impl GroRx {
     }
 }
 
+fn arena() -> Arc<Box<[u8]>> {
+    Arc::new(vec![0u8; GRO_BUF * MAX_BATCH].into_boxed_slice())
+}

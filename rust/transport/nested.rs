@@ -82,6 +82,7 @@ impl<H: Hook> Transport for Nested<H> {
 
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
         let open = self.inner.recv_batch(batch)?;
+        batch.materialize(); // the hook changes frames in place
         let mut keep = 0;
         for i in 0..batch.count {
             match self.hook.incoming(&mut batch.bufs[i], batch.lens[i]) {

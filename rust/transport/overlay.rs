@@ -123,7 +123,7 @@ impl Overlay {
             self.stats.own_echo += 1;
             return Ok(Some(None));
         }
-        let d = &g.data()[a..b];
+        let d = &g.arena()[a..b];
         let mut hdr = [0u8; vxlan::HEADER_LEN];
         let h = d.len().min(vxlan::HEADER_LEN);
         hdr[..h].copy_from_slice(&d[..h]);
@@ -184,12 +184,7 @@ impl Overlay {
                     Ok(None) => break,
                     Ok(Some(None)) => batch.skipped += 1,
                     Ok(Some(Some((a, b)))) => {
-                        let f = &g.data()[a..b];
-                        let slot_buf = &mut batch.bufs[batch.count];
-                        let n = f.len().min(slot_buf.len());
-                        slot_buf[..n].copy_from_slice(&f[..n]);
-                        batch.lens[batch.count] = n;
-                        batch.count += 1;
+                        batch.push_view(g.arena(), a, b - a);
                     }
                     Err(e) => {
                         r = Err(e);
@@ -293,7 +288,7 @@ impl Overlay {
                 Ok(Some(None)) => Ok(None),
                 Ok(Some(Some((a, b)))) => {
                     let n = (b - a).min(buf.len());
-                    buf[..n].copy_from_slice(&g.data()[a..a + n]);
+                    buf[..n].copy_from_slice(&g.arena()[a..a + n]);
                     Ok(Some(n))
                 }
                 Err(e) => Err(e),

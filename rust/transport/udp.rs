@@ -100,7 +100,7 @@ impl Transport for Udp {
                 None => Err(io::ErrorKind::WouldBlock.into()),
                 Some(None) => Ok(Recv::Skip),
                 Some(Some((a, b))) => {
-                    let d = &self.gro.as_ref().map_or(&[][..], |g| g.data())[a..b];
+                    let d = &self.gro.as_ref().map_or(&[][..], |g| &g.arena()[..])[a..b];
                     let n = d.len().min(buf.len());
                     buf[..n].copy_from_slice(&d[..n]);
                     Ok(Recv::Frame(n))
@@ -147,12 +147,9 @@ impl Transport for Udp {
                     Ok(None) => break,
                     Ok(Some(None)) => batch.skipped += 1,
                     Ok(Some(Some((a, b)))) => {
-                        let d = &self.gro.as_ref().map_or(&[][..], |g| g.data())[a..b];
-                        let slot = &mut batch.bufs[batch.count];
-                        let n = d.len().min(slot.len());
-                        slot[..n].copy_from_slice(&d[..n]);
-                        batch.lens[batch.count] = n;
-                        batch.count += 1;
+                        if let Some(g) = self.gro.as_ref() {
+                            batch.push_view(g.arena(), a, b - a);
+                        }
                     }
                     Err(e) => {
                         r = Err(e);
