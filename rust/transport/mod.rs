@@ -67,42 +67,53 @@ pub trait Transport: Send {
     /// Receive up to `batch.capacity()` frames. Default: repeated `recv`.
     /// Returns `Ok(false)` once the peer closed (frames already read are kept).
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
-        batch.clear();
-        while batch.count < batch.capacity() {
-            let i = batch.count;
-            match self.recv(&mut batch.bufs[i]) {
-                Ok(Recv::Frame(n)) => {
-                    batch.lens[i] = n;
-                    batch.count += 1;
-                }
-                Ok(Recv::Skip) => batch.skipped += 1,
-                Ok(Recv::Closed) => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if batch.skipped > batch.capacity() {
-                break;
-            }
-        }
-        Ok(true)
+        recv_each(self, batch)
     }
     /// Send frames `batch[i]` for i in `idx`. Default: repeated `send`.
     /// Returns how many were sent; failures are counted by the caller.
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        let mut out = SendOutcome::default();
-        for &i in idx {
-            match self.send(batch.frame(i)) {
-                Ok(_) => out.sent += 1,
-                Err(e) if is_transient(&e) => out.dropped += 1,
-                Err(e) => {
-                    out.error = Some(e);
-                    break;
-                }
+        send_each(self, batch, idx)
+    }
+}
+
+/// `recv_batch` frame by frame, with `recv` (the trait's default; also for
+/// transports whose batched path does not apply at the moment).
+pub fn recv_each<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch) -> io::Result<bool> {
+    batch.clear();
+    while batch.count < batch.capacity() {
+        let i = batch.count;
+        match t.recv(&mut batch.bufs[i]) {
+            Ok(Recv::Frame(n)) => {
+                batch.lens[i] = n;
+                batch.count += 1;
+            }
+            Ok(Recv::Skip) => batch.skipped += 1,
+            Ok(Recv::Closed) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if batch.skipped > batch.capacity() {
+            break;
+        }
+    }
+    Ok(true)
+}
+
+/// `send_batch` frame by frame, with `send` (the trait's default).
+pub fn send_each<T: Transport + ?Sized>(t: &mut T, batch: &Batch, idx: &[usize]) -> SendOutcome {
+    let mut out = SendOutcome::default();
+    for &i in idx {
+        match t.send(batch.frame(i)) {
+            Ok(_) => out.sent += 1,
+            Err(e) if is_transient(&e) => out.dropped += 1,
+            Err(e) => {
+                out.error = Some(e);
+                break;
             }
         }
-        out
     }
+    out
 }
 
 #[derive(Debug, Default)]

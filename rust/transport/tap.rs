@@ -180,18 +180,7 @@ impl Transport for Tap {
         batch.clear();
         let fd = self.fd.as_raw_fd();
         let Some(off) = self.off.as_mut() else {
-            while batch.count < batch.capacity() {
-                match sys::read(fd, &mut batch.bufs[batch.count]) {
-                    Ok(n) => {
-                        batch.lens[batch.count] = n;
-                        batch.count += 1;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            return Ok(true);
+            return super::recv_each(self, batch);
         };
         let mut result = Ok(true);
         'fill: while batch.count < batch.capacity() {
@@ -230,7 +219,7 @@ impl Transport for Tap {
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         let fd = self.fd.as_raw_fd();
         let Some(off) = self.off.as_mut() else {
-            return default_send_batch(self, batch, idx);
+            return super::send_each(self, batch, idx);
         };
         let mut out = SendOutcome::default();
         let frame = |k: usize| batch.frame(idx[k]);
@@ -297,22 +286,6 @@ impl Transport for Tap {
             None => Vec::new(),
         }
     }
-}
-
-/// The trait's frame-by-frame send_batch, for a tap without offloads.
-fn default_send_batch(t: &mut Tap, batch: &Batch, idx: &[usize]) -> SendOutcome {
-    let mut out = SendOutcome::default();
-    for &i in idx {
-        match t.send(batch.frame(i)) {
-            Ok(_) => out.sent += 1,
-            Err(e) if super::is_transient(&e) => out.dropped += 1,
-            Err(e) => {
-                out.error = Some(e);
-                break;
-            }
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------- VNL
