@@ -90,7 +90,7 @@ def bring_up(p: Path_) -> list[subprocess.Popen]:
         else:
             url = p.url
             if url == "udp":
-                url = f'udp://5000->{UNDER[1 - i]}:5000'
+                url = f"udp://5000->{UNDER[1 - i]}:5000"
             procs.append(subprocess.Popen(ns(n, p.plug, url, "tap://t0"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     deadline = time.monotonic() + 5
     for i, n in enumerate((H1, H2)):
@@ -194,9 +194,7 @@ def table(res: dict) -> str:
             continue
         c = res.get(name.replace("ours", "C"), {}).get("gbps") if name.startswith("ours") else None
         kernel_ok = kernel and "failed" not in res.get("kernel vxlan", {})
-        lines.append(
-            f"| {name} | {r['gbps']:.2f} ({r['min']:.2f}–{r['max']:.2f}) | {r['gbps'] / kernel:.2f}× |" if kernel_ok else f"| {name} | {r['gbps']:.2f} | — |"
-        )
+        lines.append(f"| {name} | {r['gbps']:.2f} ({r['min']:.2f}–{r['max']:.2f}) | {r['gbps'] / kernel:.2f}× |" if kernel_ok else f"| {name} | {r['gbps']:.2f} | — |")
         lines[-1] += f" {r['gbps'] / c:.1f}× |" if c else " — |"
         lines[-1] += f" {r['relay_cores']:.2f} | {r['gbps_per_core']:.2f} |" if r["gbps_per_core"] else " — | — |"
     return "\n".join(lines)

@@ -147,7 +147,13 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
             let moved = b.vals[w] != value;
             b.vals[w] = value;
             b.seen[w] = now;
-            let how = if !was_fresh { Learned::New } else if moved { Learned::Moved } else { Learned::Refreshed };
+            let how = if !was_fresh {
+                Learned::New
+            } else if moved {
+                Learned::Moved
+            } else {
+                Learned::Refreshed
+            };
             return (how, Some(i * WAYS + w));
         }
         // Victim: an empty or expired slot, else the least recently seen.

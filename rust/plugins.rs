@@ -15,11 +15,16 @@ use crate::vnl::{self, Syntax, VnlError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Decimal, or 0x/0o/0b prefixed, within lo..=hi.
-    Int { lo: u64, hi: u64 },
+    Int {
+        lo: u64,
+        hi: u64,
+    },
     /// Octal permission bits (0..=0o7777).
     Octal,
     /// A size with an optional K/M/G/T suffix (powers of 1024), at least `min`.
-    Size { min: u64 },
+    Size {
+        min: u64,
+    },
     /// Present or not; takes no value.
     Flag,
     Text,
@@ -318,9 +323,8 @@ pub fn typed(items: &[(Vec<u8>, Option<Vec<u8>>)], options: &'static [Opt], bare
             _ => return Err(vnl::unknown_option(key, &names, scheme)),
         };
         let o = &options[i];
-        values[i] = convert(o.kind, &val).map_err(|reason| {
-            VnlError::new(format!("bad value {:?} for option {:?}: {reason}", String::from_utf8_lossy(&val), o.name), String::from_utf8_lossy(&item))
-        })?;
+        values[i] =
+            convert(o.kind, &val).map_err(|reason| VnlError::new(format!("bad value {:?} for option {:?}: {reason}", String::from_utf8_lossy(&val), o.name), String::from_utf8_lossy(&item)))?;
         given[i] = true;
     }
     Ok((values, given))

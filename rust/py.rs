@@ -129,12 +129,7 @@ impl PyEndpoint {
     /// yields, polling the data fd in 100 ms slices with the GIL released
     /// so Ctrl-C is seen. Ok(None) when `deadline` passes; Ok(Some(None))
     /// at interpreter exit (callers treat it as a hang-up).
-    fn wait<T: Send>(
-        &self,
-        py: Python<'_>,
-        deadline: Option<Instant>,
-        mut attempt: impl FnMut(&mut CoreEndpoint) -> io::Result<T> + Send,
-    ) -> PyResult<Option<Option<T>>> {
+    fn wait<T: Send>(&self, py: Python<'_>, deadline: Option<Instant>, mut attempt: impl FnMut(&mut CoreEndpoint) -> io::Result<T> + Send) -> PyResult<Option<Option<T>>> {
         loop {
             if finalizing() {
                 return Ok(Some(None));
@@ -519,10 +514,7 @@ fn open_stdio(py: Python<'_>) -> PyResult<PyEndpoint> {
 /// A stream endpoint over two fds this process owns (they are duplicated).
 #[pyfunction]
 fn open_stream(py: Python<'_>, input_fd: RawFd, output_fd: RawFd) -> PyResult<PyEndpoint> {
-    endpoint(
-        format!("stream:{input_fd},{output_fd}"),
-        detach(py, || transport::stream::open(sys::dup_fd(input_fd)?, sys::dup_fd(output_fd)?)),
-    )
+    endpoint(format!("stream:{input_fd},{output_fd}"), detach(py, || transport::stream::open(sys::dup_fd(input_fd)?, sys::dup_fd(output_fd)?)))
 }
 
 /// `vde_plug URL = command args`: the argv as given (no word splitting).

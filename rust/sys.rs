@@ -102,9 +102,7 @@ impl Epoll {
     /// Returns the ready (token, events) pairs written into `events`.
     pub fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
         // SAFETY: events is a valid writable array of its length.
-        let n = unsafe {
-            libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, timeout_ms)
-        };
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, timeout_ms) };
         Ok(cvt(n)? as usize)
     }
 
@@ -158,12 +156,7 @@ pub fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET6 => {
             // SAFETY: family says this storage holds a sockaddr_in6.
             let s6: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                s6.sin6_addr.s6_addr.into(),
-                u16::from_be(s6.sin6_port),
-                s6.sin6_flowinfo,
-                s6.sin6_scope_id,
-            )))
+            Some(SocketAddr::V6(SocketAddrV6::new(s6.sin6_addr.s6_addr.into(), u16::from_be(s6.sin6_port), s6.sin6_flowinfo, s6.sin6_scope_id)))
         }
         _ => None,
     }
@@ -203,9 +196,7 @@ pub fn send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
     let mut ss = zeroed_storage();
     let len = std_to_sockaddr(addr, &mut ss);
     // SAFETY: buf and ss are valid for their stated lengths.
-    cvt_size(unsafe {
-        libc::sendto(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL, &ss as *const _ as *const libc::sockaddr, len)
-    })
+    cvt_size(unsafe { libc::sendto(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL, &ss as *const _ as *const libc::sockaddr, len) })
 }
 
 // ---------------------------------------------------------------- batched datagrams
@@ -216,12 +207,7 @@ pub fn send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
 pub const MAX_BATCH: usize = 64;
 
 /// recvmmsg(2) with MSG_DONTWAIT into `bufs`; fills `lens` and, if given, `addrs`.
-pub fn recv_batch(
-    fd: RawFd,
-    bufs: &mut [Box<[u8]>],
-    lens: &mut [usize],
-    mut addrs: Option<&mut [libc::sockaddr_storage]>,
-) -> io::Result<usize> {
+pub fn recv_batch(fd: RawFd, bufs: &mut [Box<[u8]>], lens: &mut [usize], mut addrs: Option<&mut [libc::sockaddr_storage]>) -> io::Result<usize> {
     let n = bufs.len().min(MAX_BATCH);
     // Only the n headers used are initialised: zeroing all 64 would cost
     // more than the call itself for small batches.
@@ -240,9 +226,7 @@ pub fn recv_batch(
     }
     // SAFETY: the first n headers are initialised and point at live buffers
     // (and address slots) of the stated sizes.
-    let got = unsafe {
-        libc::recvmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
-    };
+    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
     let got = cvt(got)? as usize;
     for i in 0..got {
         // SAFETY: i < got <= n: initialised above.
@@ -266,9 +250,7 @@ pub fn set_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
     let one: libc::c_int = 1;
     let (level, opt) = if v6 { (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO) } else { (libc::IPPROTO_IP, libc::IP_PKTINFO) };
     // SAFETY: valid int option.
-    cvt(unsafe {
-        libc::setsockopt(fd, level, opt, (&one as *const libc::c_int).cast(), mem::size_of::<libc::c_int>() as libc::socklen_t)
-    })?;
+    cvt(unsafe { libc::setsockopt(fd, level, opt, (&one as *const libc::c_int).cast(), mem::size_of::<libc::c_int>() as libc::socklen_t) })?;
     Ok(())
 }
 
@@ -428,13 +410,7 @@ impl Default for Meta {
 /// recvmmsg(2) with MSG_DONTWAIT where each datagram is scattered as an
 /// 8-byte prefix (the VXLAN header) into `prefix[i]` and the rest into
 /// `bufs[i]`: the frame lands where it will be forwarded from, no copy.
-pub fn recv_batch_prefixed<B: AsMut<[u8]>>(
-    fd: RawFd,
-    prefix: &mut [[u8; 8]],
-    bufs: &mut [B],
-    meta: &mut [Meta],
-    pktinfo: bool,
-) -> io::Result<usize> {
+pub fn recv_batch_prefixed<B: AsMut<[u8]>>(fd: RawFd, prefix: &mut [[u8; 8]], bufs: &mut [B], meta: &mut [Meta], pktinfo: bool) -> io::Result<usize> {
     let n = bufs.len().min(prefix.len()).min(meta.len()).min(MAX_BATCH);
     // Only the n headers used are initialised (see recv_batch).
     let mut iov = [const { mem::MaybeUninit::<[libc::iovec; 2]>::uninit() }; MAX_BATCH];
@@ -442,10 +418,7 @@ pub fn recv_batch_prefixed<B: AsMut<[u8]>>(
     let mut ctrl = [const { mem::MaybeUninit::<[u64; 8]>::uninit() }; MAX_BATCH];
     for i in 0..n {
         let b = bufs[i].as_mut();
-        let v = iov[i].write([
-            libc::iovec { iov_base: prefix[i].as_mut_ptr().cast(), iov_len: 8 },
-            libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() },
-        ]);
+        let v = iov[i].write([libc::iovec { iov_base: prefix[i].as_mut_ptr().cast(), iov_len: 8 }, libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }]);
         // SAFETY: an all-zero mmsghdr is a valid value.
         let h = &mut msgs[i].write(unsafe { mem::zeroed() }).msg_hdr;
         h.msg_iov = v.as_mut_ptr();
@@ -545,15 +518,9 @@ pub fn recv_batch_gro<B: AsMut<[u8]>>(fd: RawFd, bufs: &mut [B], meta: &mut [Met
 
 /// IP_MULTICAST_IF by interface index (IPv4; ip_mreqn).
 pub fn set_multicast_if_v4_index(fd: RawFd, ifindex: u32) -> io::Result<()> {
-    let mreq = libc::ip_mreqn {
-        imr_multiaddr: libc::in_addr { s_addr: 0 },
-        imr_address: libc::in_addr { s_addr: 0 },
-        imr_ifindex: ifindex as libc::c_int,
-    };
+    let mreq = libc::ip_mreqn { imr_multiaddr: libc::in_addr { s_addr: 0 }, imr_address: libc::in_addr { s_addr: 0 }, imr_ifindex: ifindex as libc::c_int };
     // SAFETY: valid ip_mreqn of the stated size.
-    cvt(unsafe {
-        libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&mreq as *const libc::ip_mreqn).cast(), mem::size_of::<libc::ip_mreqn>() as libc::socklen_t)
-    })?;
+    cvt(unsafe { libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&mreq as *const libc::ip_mreqn).cast(), mem::size_of::<libc::ip_mreqn>() as libc::socklen_t) })?;
     Ok(())
 }
 
@@ -860,7 +827,6 @@ pub fn make_private_dir(base: &std::path::Path, prefix: &str) -> io::Result<(std
     let fd = open_dir_nofollow(&path)?;
     Ok((path, fd))
 }
-
 
 // ---------------------------------------------------------------- non-blocking output
 

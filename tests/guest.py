@@ -77,7 +77,7 @@ def _module_files(root: Path) -> list[Path]:
         if path in order:
             return
         m = re.search(rb"depends=([^\0]*)", path.read_bytes())
-        for d in (m.group(1).decode().split(",") if m and m.group(1) else []):
+        for d in m.group(1).decode().split(",") if m and m.group(1) else []:
             add(d)
         order.append(path)
 
@@ -106,15 +106,17 @@ def initramfs(script: str, dest: Path) -> Path:
     """An initramfs whose /init loads the NIC and VLAN modules, runs
     ``script`` (busybox sh) and powers off."""
     root = fetch()
-    init = "\n".join([
-        "#!/bin/sh",
-        "mount -t proc proc /proc; mount -t sysfs sys /sys",
-        *[f"insmod /lib/{p.name}" for p in _module_files(root)],
-        "ip link set lo up",
-        script,
-        "echo GUEST-DONE",
-        "poweroff -f",
-    ])
+    init = "\n".join(
+        [
+            "#!/bin/sh",
+            "mount -t proc proc /proc; mount -t sysfs sys /sys",
+            *[f"insmod /lib/{p.name}" for p in _module_files(root)],
+            "ip link set lo up",
+            script,
+            "echo GUEST-DONE",
+            "poweroff -f",
+        ]
+    )
     entries: list[tuple[str, int, bytes]] = [(d, 0o40755, b"") for d in ("bin", "lib", "proc", "sys", "dev")]
     entries.append(("bin/busybox", 0o100755, (root / "bin" / "busybox").read_bytes()))
     entries += [(f"bin/{a}", 0o120777, b"busybox") for a in APPLETS]
@@ -130,7 +132,25 @@ def boot(script: str, workdir: Path, nic: str, timeout: float = 120) -> subproce
     this machine's /dev/kvm hangs nested guests); its console is the
     returned process's stdout. ``nic`` is a qemu -nic value."""
     initrd = initramfs(script, workdir / "initrd.gz")
-    cmd = [QEMU, "-accel", "tcg", "-m", "256", "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
-           "-kernel", str(kernel()), "-initrd", str(initrd),
-           "-append", "console=ttyS0 panic=-1 quiet loglevel=3", "-nic", nic]
+    cmd = [
+        QEMU,
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-kernel",
+        str(kernel()),
+        "-initrd",
+        str(initrd),
+        "-append",
+        "console=ttyS0 panic=-1 quiet loglevel=3",
+        "-nic",
+        nic,
+    ]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,7 +1,7 @@
 """A checksummed TCP transfer for the offload tests (run inside a namespace).
 
-    python3 tcp_xfer.py serve ADDR PORT          # prints "<bytes> <sha256>" of what it got
-    python3 tcp_xfer.py send ADDR PORT NBYTES SEED  # prints "<bytes> <sha256>" of what it sent
+python3 tcp_xfer.py serve ADDR PORT          # prints "<bytes> <sha256>" of what it got
+python3 tcp_xfer.py send ADDR PORT NBYTES SEED  # prints "<bytes> <sha256>" of what it sent
 """
 
 import hashlib

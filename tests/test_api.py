@@ -51,9 +51,8 @@ def test_ptp_stale_socket_replaced(tmp_path):
 
 def test_ptp_third_end_refused(tmp_path):
     path = str(tmp_path / "l")
-    with vdeplug.open(f"ptp://{path}"), vdeplug.open(f"ptp://{path}"):
-        with pytest.raises(OSError, match="both ends"):
-            vdeplug.open(f"ptp://{path}")
+    with vdeplug.open(f"ptp://{path}"), vdeplug.open(f"ptp://{path}"), pytest.raises(OSError, match="both ends"):
+        vdeplug.open(f"ptp://{path}")
 
 
 def test_ptp_mode(tmp_path):

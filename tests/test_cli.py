@@ -135,9 +135,7 @@ def test_peer_going_away_is_reported(tmp_path):
 def test_pidfile_and_daemon(tmp_path):
     pidfile = tmp_path / "pid"
     a = tmp_path / "a"
-    r = subprocess.run(
-        [VDE_PLUG, "-d", "-p", "pid", "ptp://a", "null://"], cwd=tmp_path, timeout=10, capture_output=True
-    )
+    r = subprocess.run([VDE_PLUG, "-d", "-p", "pid", "ptp://a", "null://"], cwd=tmp_path, timeout=10, capture_output=True)
     assert r.returncode == 0, r.stderr
     wait_for(pidfile.exists, what="pidfile")
     pid = int(pidfile.read_text())

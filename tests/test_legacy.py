@@ -136,6 +136,7 @@ def test_our_switch_three_clients_learning(our_switch):
 def test_vlan_trunk_and_vlan_in_key(our_switch):
     d = our_switch()
     with vdeplug.open(f"vde://{d}") as a, vdeplug.open(f"vde://{d}") as b, vdeplug.open(f"vde://{d}") as c:
+
         def tagged(vid: int, src: int, dst: bytes) -> bytes:
             return dst + mac(src) + b"\x81\x00" + vid.to_bytes(2, "big") + b"\x08\x00" + bytes(46)
 
@@ -298,15 +299,17 @@ def test_seqpacket_vde_plug_like_static_libvdeplug(tmp_path):
         assert p.wait(5) == 1  # the seqpacket peer hung up
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
 def test_qemu_plugs_into_our_switch_and_dhcp_discover_arrives(our_switch):
     d = our_switch()
     qmac = bytes.fromhex("525400123456")
     with vdeplug.open(f"vde://{d}") as watch:
         q = subprocess.Popen(
-            [QEMU, "-nic", f"vde,sock={d},model=e1000,mac=52:54:00:12:34:56", "-boot", "n", "-nographic",
-             "-m", "64", "-display", "none", "-serial", "none", "-monitor", "none"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [QEMU, "-nic", f"vde,sock={d},model=e1000,mac=52:54:00:12:34:56", "-boot", "n", "-nographic", "-m", "64", "-display", "none", "-serial", "none", "-monitor", "none"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 60

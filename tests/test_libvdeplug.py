@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,18 +34,12 @@ needs_cc = pytest.mark.skipif(
     GCC is None or not os.path.exists(DEB_HEADER),
     reason="needs gcc and Debian's libvdeplug.h (apt-get install gcc libvdeplug-dev)",
 )
-needs_slirp = pytest.mark.skipif(
-    not (DEB_PLUGINS / "libvdeplug_slirp.so").exists(), reason="Debian's slirp plugin missing (apt-get install libvdeplug-slirp)"
-)
-needs_vlan = pytest.mark.skipif(
-    not (DEB_PLUGINS / "libvdeplug_vlan.so").exists(), reason="Debian's vlan plugin missing (apt-get install libvdeplug-vlan)"
-)
+needs_slirp = pytest.mark.skipif(not (DEB_PLUGINS / "libvdeplug_slirp.so").exists(), reason="Debian's slirp plugin missing (apt-get install libvdeplug-slirp)")
+needs_vlan = pytest.mark.skipif(not (DEB_PLUGINS / "libvdeplug_vlan.so").exists(), reason="Debian's vlan plugin missing (apt-get install libvdeplug-vlan)")
 needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
 
-CORE = ["vde_open_real", "vde_recv", "vde_send", "vde_datafd", "vde_ctlfd", "vde_close",
-        "vdestream_open", "vdestream_send", "vdestream_recv", "vdestream_close", "__vde_version_tag"]
-MOD = ["vde_parseparms", "vde_parsepathparms", "vde_parsenestparms", "_vde_hash_init", "vde_hash_fini",
-       "vde_find_in_hash", "vde_find_in_hash_update", "vde_hash_delete", "strtoullm", "vde_grnam2gid"]
+CORE = ["vde_open_real", "vde_recv", "vde_send", "vde_datafd", "vde_ctlfd", "vde_close", "vdestream_open", "vdestream_send", "vdestream_recv", "vdestream_close", "__vde_version_tag"]
+MOD = ["vde_parseparms", "vde_parsepathparms", "vde_parsenestparms", "_vde_hash_init", "vde_hash_fini", "vde_find_in_hash", "vde_find_in_hash_update", "vde_hash_delete", "strtoullm", "vde_grnam2gid"]
 
 
 def ours_env(**extra: str) -> dict[str, str]:
@@ -72,7 +65,16 @@ def peer(binary: str, vnl: str, *args: str, ours: bool, netns: str | None = None
 
 
 def finish(p: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
-    out, err = p.communicate(timeout=timeout)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Where it hangs, for the log: every thread's stack, then kill it.
+        stacks = ""
+        if shutil.which("gdb"):
+            stacks = subprocess.run(["gdb", "-p", str(p.pid), "-batch", "-ex", "thread apply all bt"], capture_output=True, text=True, timeout=60).stdout
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError(f"{p.args} hung for {timeout} s; output so far:\n{out}{err}\nstacks:\n{stacks}") from None
     return p.returncode, out + err
 
 
@@ -254,6 +256,7 @@ def qemu_lease(nic: str, env: dict[str, str], netns: str | None = None, timeout:
         q.wait()
 
 
+@pytest.mark.slow
 @needs_lib
 @needs_qemu
 @needs_slirp
@@ -265,6 +268,7 @@ def test_qemu_on_our_library_slirp_plugin_gives_a_lease():
     assert ok, out[-2000:]
 
 
+@pytest.mark.slow
 @needs_lib
 @needs_qemu
 @needs_slirp
@@ -285,6 +289,7 @@ def test_qemu_on_our_library_joins_our_switch(tmp_path):
             p.wait(5)
 
 
+@pytest.mark.slow
 @needs_lib
 @needs_qemu
 @needs_slirp
@@ -343,8 +348,7 @@ def test_debian_vlan_plugin_nested_around_our_scheme_from_our_library(vdepeer, t
     plugins = _cvlan_dir(tmp_path)
     link = tmp_path / "l"
     with vdeplug.open(f"ptp://{link}") as raw:
-        p = subprocess.Popen([vdepeer, f"cvlan://5{{ptp://{link}}}", "pingpong", "3", "1", "10"],
-                             env=ours_env(VDEPLUGIN_PATH=str(plugins)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen([vdepeer, f"cvlan://5{{ptp://{link}}}", "pingpong", "3", "1", "10"], env=ours_env(VDEPLUGIN_PATH=str(plugins)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         f = raw.recv(timeout=5)
         assert f[12:16] == b"\x81\x00\x00\x05", f.hex()
         for _ in range(3):  # answer with frames of another id, tagged 5
@@ -369,7 +373,8 @@ def test_our_own_c_plugin_built_against_our_package_alone(tmp_path, monkeypatch)
     plugins.mkdir()
     so = plugins / "libvdeplug_mark.so"
     # -I LIBDIR comes before /usr/include: our headers, not Debian's.
-    subprocess.run([GCC or "gcc", "-shared", "-fPIC", "-Wall", "-I", LIBDIR, "-o", str(so), str(HERE / "c" / "libvdeplug_mark.c"), "-L", LIBDIR, "-l:libvdeplug_mod.so.2", f"-Wl,-rpath,{LIBDIR}"], check=True)
+    src = str(HERE / "c" / "libvdeplug_mark.c")
+    subprocess.run([GCC or "gcc", "-shared", "-fPIC", "-Wall", "-I", LIBDIR, "-o", str(so), src, "-L", LIBDIR, "-l:libvdeplug_mod.so.2", f"-Wl,-rpath,{LIBDIR}"], check=True)
     monkeypatch.setenv("VDEPLUGIN_PATH", str(plugins))
     link = tmp_path / "l"
     with vdeplug.open(f"ptp://{link}") as raw, vdeplug.open(f"mark://7/size=2K/grp=0{{ptp://{link}}}") as m:
@@ -405,8 +410,9 @@ def test_uml_static_shim_command_line(tmp_path):
     x, y = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     link = tmp_path / "l"
     group = "root" if os.geteuid() == 0 else str(os.getegid())
-    p = subprocess.Popen([VDE_PLUG, "--descr", "UML vde_transport", "--port2", "3", "--group2", group, "--mod2", "0660",
-                          f"seqpacket://{y.fileno()}", f"ptp://{link}"], pass_fds=[y.fileno()], stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [VDE_PLUG, "--descr", "UML vde_transport", "--port2", "3", "--group2", group, "--mod2", "0660", f"seqpacket://{y.fileno()}", f"ptp://{link}"], pass_fds=[y.fileno()], stderr=subprocess.PIPE
+    )
     y.close()
     try:
         wait_for(link.exists, what="ptp socket")

@@ -17,7 +17,7 @@ import pytest
 from conftest import C_VDE_PLUG, VDE_PLUG, needs_c
 from netns import Host, needs_netns
 
-pytestmark = needs_netns
+pytestmark = [needs_netns, pytest.mark.slow]
 
 XFER = str(Path(__file__).with_name("tcp_xfer.py"))
 

@@ -80,6 +80,7 @@ def glibc_versions(so: Path) -> list[tuple[int, ...]]:
     return sorted({tuple(int(x) for x in v.split(".")) for v in re.findall(r"GLIBC_([0-9.]+)", r.stdout)})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
 def test_release_wheel_is_abi3_manylinux_2_28_and_every_library_in_it(manylinux_wheel: Path, tmp_path: Path) -> None:
     assert manylinux_wheel.name.endswith("-cp39-abi3-manylinux_2_28_x86_64.whl"), manylinux_wheel.name
@@ -97,6 +98,7 @@ def test_release_wheel_is_abi3_manylinux_2_28_and_every_library_in_it(manylinux_
     assert "# vdeplug" in text  # the README is the long description
 
 
+@pytest.mark.slow
 def test_wheel_runs_on_every_python_found(manylinux_wheel: Path, tmp_path: Path) -> None:
     found = interpreters()
     if len(found) < 2:

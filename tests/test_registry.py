@@ -18,8 +18,7 @@ HERE = Path(__file__).parent
 def plugin_path(tmp_path_factory) -> str:
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(HERE / "myplugin")],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(HERE / "myplugin")],
         check=True,
     )
     return str(target)

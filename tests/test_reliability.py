@@ -72,7 +72,7 @@ class Plug:
 
     def __init__(self, tmp: Path, *args: str, stdin=subprocess.DEVNULL, name: str = "plug") -> None:
         self.err_path = tmp / f"{name}.err"
-        self.err = open(self.err_path, "w")
+        self.err = open(self.err_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen([VDE_PLUG, *args], stdin=stdin, stdout=subprocess.DEVNULL, stderr=self.err)
 
     def counters(self) -> list[dict[str, int]]:
@@ -172,8 +172,7 @@ def in_private_netns(script: str, timeout: float) -> dict[str, int]:
     loopback only); the JSON it prints."""
     with labmod.Lab() as lab:
         assert lab.underlay
-        r = subprocess.run(["ip", "netns", "exec", lab.underlay, sys.executable, "-c", script],
-                           capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(["ip", "netns", "exec", lab.underlay, sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
         assert r.returncode == 0, r.stderr
         return dict(json.loads(r.stdout))
 
@@ -296,8 +295,7 @@ def test_cmd_killed_mid_traffic_vde_plug_exits_promptly_with_message(tmp_path):
     link = tmp_path / "l"
     pidfile = tmp_path / "cmd.pid"
     script = tmp_path / "cat.py"
-    script.write_text(f"import os, sys\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
-                      "while b := os.read(0, 65536):\n    os.write(1, b)\n")
+    script.write_text(f"import os, sys\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\nwhile b := os.read(0, 65536):\n    os.write(1, b)\n")
     plug = Plug(tmp_path, f"ptp://{link}", "=", sys.executable, str(script))
     try:
         wait_for(lambda: link.exists() and pidfile.exists() and pidfile.read_text(), what="command")
@@ -318,13 +316,20 @@ def test_cmd_killed_mid_traffic_vde_plug_exits_promptly_with_message(tmp_path):
 def test_stream_peer_killed_mid_traffic_vde_plug_exits_promptly(tmp_path):
     """The process feeding stdin dies: EOF, the normal end of stream mode (0)."""
     link = tmp_path / "l"
-    feeder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+    feeder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
         import os, time
         f = bytes(6 * [255]) + bytes([2, 0, 0, 0, 0, 1]) + bytes([0x88, 0xb5]) + bytes(46)
         while True:
             os.write(1, bytes([0, 60]) + f)
             time.sleep(0.01)
-    """)], stdout=subprocess.PIPE)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+    )
     plug = Plug(tmp_path, f"ptp://{link}", stdin=feeder.stdout)
     assert feeder.stdout
     feeder.stdout.close()
@@ -342,8 +347,7 @@ def test_stream_peer_killed_mid_traffic_vde_plug_exits_promptly(tmp_path):
 @needs_c
 def test_c_vde_switch_killed_client_vde_plug_exits_promptly(tmp_path):
     sw = tmp_path / "sw"
-    switch = subprocess.Popen(["vde_switch", "-s", str(sw)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    switch = subprocess.Popen(["vde_switch", "-s", str(sw)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (sw / "ctl").exists(), what="vde_switch")
         link = tmp_path / "l"
@@ -414,8 +418,7 @@ def test_mac_flood_into_switch_stays_bounded_and_recovers(tmp_path):
     plug = Plug(tmp_path, "null://", f"switch://{sw}[hashsize=1024/expiretime=3]")
     try:
         wait_for(lambda: (sw / "ctl").exists(), what="switch")
-        with vdeplug.open(f"vde://{sw}") as a, vdeplug.open(f"vde://{sw}") as b, \
-                vdeplug.open(f"vde://{sw}") as c, vdeplug.open(f"vde://{sw}") as flooder:
+        with vdeplug.open(f"vde://{sw}") as a, vdeplug.open(f"vde://{sw}") as b, vdeplug.open(f"vde://{sw}") as c, vdeplug.open(f"vde://{sw}") as flooder:
             a.send(seq_frame(0, src=0xA))
             b.send(seq_frame(0, src=0xB))
             drain(a, b, c, flooder)
@@ -616,8 +619,7 @@ def test_daemon_mode_pidfile_and_start_stop_log(tmp_path):
     pidfile, sw = tmp_path / "plug.pid", tmp_path / "sw"
     err = tmp_path / "err"
     with open(err, "w") as e:
-        r = subprocess.run([VDE_PLUG, "-d", "-p", str(pidfile), "-l", "null://", f"switch://{sw}"],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=e, timeout=20)
+        r = subprocess.run([VDE_PLUG, "-d", "-p", str(pidfile), "-l", "null://", f"switch://{sw}"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=e, timeout=20)
     assert r.returncode == 0, "the launching process returns at once"
     wait_for(pidfile.exists, what="pid file")
     pid = int(pidfile.read_text())
@@ -627,8 +629,7 @@ def test_daemon_mode_pidfile_and_start_stop_log(tmp_path):
         wait_for(lambda: "START" in err.read_text(), what="START logged to stderr")
     assert_idle(pid)
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(),
-             what="daemon exit")
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), what="daemon exit")
     wait_for(lambda: not pidfile.exists(), what="pid file removed")
     assert not sw.exists(), "switch directory removed"
     if not os.path.exists("/dev/log"):
@@ -655,6 +656,7 @@ def test_dpipe_sigint_and_sigterm_stop_and_reap_everything(tmp_path):
 SOAK_SECONDS = float(os.environ.get("VDEPLUG_SOAK_SECONDS", "30"))
 
 
+@pytest.mark.slow
 def test_soak_switch_with_churn_zero_loss_no_growth(tmp_path):
     """Two steady clients exchange numbered frames through a switch while
     other clients keep joining, sending and leaving: no frame lost, no
@@ -706,9 +708,13 @@ def test_soak_switch_with_churn_zero_loss_no_growth(tmp_path):
 
         sent_a: list[int] = []
         sent_b: list[int] = []
-        threads = [threading.Thread(target=receiver, args=(b, 1)), threading.Thread(target=receiver, args=(a, 2)),
-                   threading.Thread(target=sender, args=(a, 1, 2, sent_a)),
-                   threading.Thread(target=sender, args=(b, 2, 1, sent_b)), threading.Thread(target=churn)]
+        threads = [
+            threading.Thread(target=receiver, args=(b, 1)),
+            threading.Thread(target=receiver, args=(a, 2)),
+            threading.Thread(target=sender, args=(a, 1, 2, sent_a)),
+            threading.Thread(target=sender, args=(b, 2, 1, sent_b)),
+            threading.Thread(target=churn),
+        ]
         for t in threads:
             t.start()
         time.sleep(min(5, SOAK_SECONDS / 4))
@@ -720,8 +726,7 @@ def test_soak_switch_with_churn_zero_loss_no_growth(tmp_path):
             t.join(10)
         time.sleep(0.5)
         node = plug.counters()[1]
-        print(f"soak: {len(sent_a) + len(sent_b)} steady frames, {node['joins']} joins/{node['leaves']} leaves, "
-              f"rss {rss0}->{rss1} kB, fds {fds0}->{fds1}, switch drops {node['port_drops']}")
+        print(f"soak: {len(sent_a) + len(sent_b)} steady frames, {node['joins']} joins/{node['leaves']} leaves, rss {rss0}->{rss1} kB, fds {fds0}->{fds1}, switch drops {node['port_drops']}")
         assert not errors, errors[:3]
         assert received[1] == sent_a, f"a->b: {len(sent_a) - len(received[1])} lost"
         assert received[2] == sent_b, f"b->a: {len(sent_b) - len(received[2])} lost"

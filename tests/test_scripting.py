@@ -93,8 +93,7 @@ def test_asyncio_many_connections_in_one_loop_never_block_it(tmp_path):
             path = tmp_path / f"l{i}"
             pairs.append((await vdeplug.aopen(f"ptp://{path}"), await vdeplug.aopen(f"ptp://{path}")))
         p, q = free_udp_port(), free_udp_port()
-        pairs.append((await vdeplug.aopen(f"udp://127.0.0.1:{p}->127.0.0.1:{q}"),
-                      await vdeplug.aopen(f"udp://127.0.0.1:{q}->127.0.0.1:{p}")))
+        pairs.append((await vdeplug.aopen(f"udp://127.0.0.1:{p}->127.0.0.1:{q}"), await vdeplug.aopen(f"udp://127.0.0.1:{q}->127.0.0.1:{p}")))
 
         async def echo(c: vdeplug.AsyncConnection, n: int) -> None:
             k = 0
@@ -150,8 +149,7 @@ def test_asyncio_many_connections_in_one_loop_never_block_it(tmp_path):
 def test_async_recv_many_and_send_many():
     async def main() -> None:
         p, q = free_udp_port(), free_udp_port()
-        async with await vdeplug.aopen(f"udp://127.0.0.1:{p}->127.0.0.1:{q}") as a, \
-                await vdeplug.aopen(f"udp://127.0.0.1:{q}->127.0.0.1:{p}") as b:
+        async with await vdeplug.aopen(f"udp://127.0.0.1:{p}->127.0.0.1:{q}") as a, await vdeplug.aopen(f"udp://127.0.0.1:{q}->127.0.0.1:{p}") as b:
             frames = [seq_frame(i) for i in range(100)]
             assert await a.send_many(frames) == 100
             got: list[bytes] = []
@@ -185,8 +183,7 @@ needs_tcpdump = pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpd
 def test_vde_plug_pcap_captures_both_directions_readable_by_tcpdump(tmp_path):
     p1, p2, p3, p4 = (free_udp_port() for _ in range(4))
     cap = str(tmp_path / "x.pcap")
-    proc = subprocess.Popen([VDE_PLUG, "--pcap", cap, f"udp://127.0.0.1:{p1}->127.0.0.1:{p2}",
-                             f"udp://127.0.0.1:{p3}->127.0.0.1:{p4}"], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([VDE_PLUG, "--pcap", cap, f"udp://127.0.0.1:{p1}->127.0.0.1:{p2}", f"udp://127.0.0.1:{p3}->127.0.0.1:{p4}"], stderr=subprocess.PIPE)
     a = vdeplug.open(f"udp://127.0.0.1:{p2}->127.0.0.1:{p1}")
     b = vdeplug.open(f"udp://127.0.0.1:{p4}->127.0.0.1:{p3}")
     try:
@@ -237,10 +234,8 @@ def test_capture_plugin_rotates_and_bounds_disk_use(tmp_path):
 # ------------------------------------------------------------------ vlan
 
 
-VLAN_CASES = ["vlan://3{NET}", "vlan://3/untag=4{NET}", "vlan://3/trunk{NET}", "vlan://3/tag=10:11-12{NET}",
-              "vlan://{NET}", "vlan://5/qinq{NET}", "vlan://3/u=4/t=10:20-21/x{NET}"]
-PROBES = [None, (0x8100, 3), (0x8100, 4), (0x8100, 10), (0x8100, 11), (0x8100, 12), (0x8100, 20), (0x8100, 21),
-          (0x8100, 7), (0x88A8, 3), (0x88A8, 5)]
+VLAN_CASES = ["vlan://3{NET}", "vlan://3/untag=4{NET}", "vlan://3/trunk{NET}", "vlan://3/tag=10:11-12{NET}", "vlan://{NET}", "vlan://5/qinq{NET}", "vlan://3/u=4/t=10:20-21/x{NET}"]
+PROBES = [None, (0x8100, 3), (0x8100, 4), (0x8100, 10), (0x8100, 11), (0x8100, 12), (0x8100, 20), (0x8100, 21), (0x8100, 7), (0x88A8, 3), (0x88A8, 5)]
 
 
 def tagged(tag: tuple[int, int] | None, n: int) -> bytes:
@@ -278,8 +273,7 @@ def vlan_matrix(plug: str, tmp_path, url: str) -> list[tuple[bytes | None, bytes
 
 
 @needs_c
-@pytest.mark.skipif(not os.path.exists("/usr/lib/x86_64-linux-gnu/vdeplug/libvdeplug_vlan.so"),
-                    reason="Debian's libvdeplug-vlan is not installed")
+@pytest.mark.skipif(not os.path.exists("/usr/lib/x86_64-linux-gnu/vdeplug/libvdeplug_vlan.so"), reason="Debian's libvdeplug-vlan is not installed")
 @pytest.mark.parametrize("url", VLAN_CASES)
 def test_vlan_matches_debian_libvdeplug_vlan_frame_for_frame(url, tmp_path):
     (tmp_path / "c").mkdir()
@@ -296,6 +290,7 @@ def test_vlan_matches_debian_libvdeplug_vlan_frame_for_frame(url, tmp_path):
     assert any(r != (None, None) for r in ours)
 
 
+@pytest.mark.slow
 @needs_netns
 def test_vlan_against_a_kernel_8021q_interface(tmp_path):
     """A Linux guest (qemu, Debian's kernel: this machine's kernel has no
@@ -308,8 +303,7 @@ def test_vlan_against_a_kernel_8021q_interface(tmp_path):
         pytest.skip(reason)
     spec = {
         "switches": ["sw"],
-        "hosts": {"b": {"plug": "sw", "vlan": 42, "ip": "10.42.0.2/24"},
-                  "c": {"plug": "sw", "vlan": 43, "ip": "10.42.0.3/24"}},
+        "hosts": {"b": {"plug": "sw", "vlan": 42, "ip": "10.42.0.2/24"}, "c": {"plug": "sw", "vlan": 43, "ip": "10.42.0.3/24"}},
     }
     script = """
 ip link set eth0 up
@@ -328,7 +322,7 @@ ping -c 1 -W 1 10.42.0.3 || echo C-ISOLATED
         assert "GUEST-DONE" in out, out
         assert "B-REACHED" in out and "C-ISOLATED" in out, out
         seen = []
-        while (f := spy.recv_nowait()):
+        while f := spy.recv_nowait():
             seen.append(f)
         guest_mac = bytes.fromhex("525400123442")
         tags = {int.from_bytes(f[14:16], "big") for f in seen if f[6:12] == guest_mac and f[12:14] == b"\x81\x00"}
@@ -345,8 +339,7 @@ def test_lab_builds_switch_hosts_and_vxvde_backbone_and_leaves_nothing():
     before_ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     spec = {
         "switches": ["sw"],
-        "hosts": {"a": {"plug": "sw", "ip": ["10.0.0.1/24", "fd00::1/64"]},
-                  "b": {"plug": "vxvde://239.1.2.3", "ip": ["10.0.0.2/24", "fd00::2/64"]}},
+        "hosts": {"a": {"plug": "sw", "ip": ["10.0.0.1/24", "fd00::1/64"]}, "b": {"plug": "vxvde://239.1.2.3", "ip": ["10.0.0.2/24", "fd00::2/64"]}},
         "cables": [["sw", "vxvde://239.1.2.3"]],
     }
     with labmod.Lab(spec) as lab:

@@ -25,20 +25,16 @@ from pathlib import Path
 import pytest
 import vdeplug
 from conftest import VDE_PLUG, frame, free_udp_port, needs_root, wait_for
-from test_reliability import Plug, as_nobody, rss_kb
+from test_reliability import Plug, rss_kb
 
 NOBODY = 65534
 
-needs_setpriv = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"), reason="needs root and setpriv (util-linux)"
-)
+needs_setpriv = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"), reason="needs root and setpriv (util-linux)")
 
 
 def as_user(*argv: str, **kw) -> subprocess.Popen:
     """A command run as nobody (the hostile local user)."""
-    return subprocess.Popen(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv], **kw
-    )
+    return subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv], **kw)
 
 
 def vde_request(sock_path: str, port: int = 0, descr: bytes = b"attacker") -> bytes:
@@ -174,10 +170,12 @@ def test_huge_port_numbers_are_refused_and_cost_nothing(tmp_path):
 
 def test_switch_accepts_again_after_fd_exhaustion(tmp_path):
     d = tmp_path / "sw"
-    err = open(tmp_path / "err", "w")
+    err = open(tmp_path / "err", "w")  # noqa: SIM115 (the child's stderr, read after it ends)
     proc = subprocess.Popen(
         ["prlimit", "--nofile=24", "--", VDE_PLUG, "null://", f"switch://{d}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
     )
     conns = []
     try:
@@ -190,12 +188,14 @@ def test_switch_accepts_again_after_fd_exhaustion(tmp_path):
         for s in conns:  # they hang up before ever sending
             s.close()
         conns.clear()
+
         def joins() -> bool:
             try:
                 with vdeplug.open(f"vde://{d}"):
                     return True
             except OSError:
                 return False
+
         wait_for(joins, timeout=5, what="a client served again")
     finally:
         for s in conns:
@@ -211,10 +211,12 @@ def test_switch_accepts_again_after_fd_exhaustion(tmp_path):
 def _stall_stdout(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, socket.socket, int]:
     """vde_plug udp://… [args] with an output nobody reads, flooded until stalled."""
     a, b = free_udp_port(), free_udp_port()
-    err = open(tmp_path / "stall.err", "w")
+    err = open(tmp_path / "stall.err", "w")  # noqa: SIM115 (the child's stderr, read after it ends)
     proc = subprocess.Popen(
         [VDE_PLUG, f"udp://127.0.0.1:{a}->127.0.0.1:{b}", *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=err,
     )
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", b))
@@ -381,8 +383,8 @@ def test_forked_child_close_leaves_the_parents_files(tmp_path):
 def test_daemon_thread_blocked_in_recv_does_not_abort_at_exit(tmp_path):
     script = textwrap.dedent(f"""
         import threading, time, vdeplug
-        c = vdeplug.open("ptp://{tmp_path / 'l'}")
-        s = vdeplug.open("switch://{tmp_path / 'sw'}")
+        c = vdeplug.open("ptp://{tmp_path / "l"}")
+        s = vdeplug.open("switch://{tmp_path / "sw"}")
         threading.Thread(target=c.recv, daemon=True).start()
         threading.Thread(target=lambda: c.recv_many(8), daemon=True).start()
         threading.Thread(target=lambda: vdeplug.join(s, vdeplug.open("null://")), daemon=True).start()
@@ -409,6 +411,7 @@ def test_command_grandchildren_are_stopped(tmp_path):
                 return Path(f"/proc/{gpid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
             except FileNotFoundError:
                 return True
+
         wait_for(gone, timeout=3, what="grandchild stopped")
     finally:
         if proc.poll() is None:
@@ -424,9 +427,7 @@ def test_pcap_and_pidfile_never_follow_symlinks(tmp_path):
     target = tmp_path / "target"
     target.write_text("precious\n")
     (tmp_path / "x.pcap").symlink_to(target)
-    r = subprocess.run(
-        [VDE_PLUG, "--pcap", str(tmp_path / "x.pcap"), "null://", "null://"], capture_output=True, text=True, timeout=10
-    )
+    r = subprocess.run([VDE_PLUG, "--pcap", str(tmp_path / "x.pcap"), "null://", "null://"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
     assert target.read_text() == "precious\n"
     from vdeplug.cli import write_pidfile
@@ -492,8 +493,8 @@ def test_switch_never_connects_to_a_socket_the_client_does_not_own(shared_dir):
         attack = textwrap.dedent(f"""
             import socket, struct, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect("{d / 'ctl'}")
-            sun = struct.pack("=H", socket.AF_UNIX) + b"{base / 'rootonly'}".ljust(108, b"\\0")
+            s.connect("{d / "ctl"}")
+            sun = struct.pack("=H", socket.AF_UNIX) + b"{base / "rootonly"}".ljust(108, b"\\0")
             s.send(struct.pack("=IIi", 0xFEEDFACE, 3, 0) + sun + b"x")
             s.settimeout(3)
             print("reply" if s.recv(200) else "refused")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from . import _core
+from .clibrary import libdir
 from .connection import Connection
 from .connection import open as vde_open
 from .forward import join
-from .clibrary import libdir
 from .registry import BUILTIN, available, builtin_default, missing_slashes
 from .registry import get as get_plugin
 from .vnl import VNLError
@@ -290,9 +290,7 @@ def run(args: Args) -> int:
         if args.pcap:
             if not isinstance(first.endpoint, _core.Endpoint):
                 die("--pcap needs a built-in transport as the first URL", 2)
-            first = stack.enter_context(
-                Connection(_core.open_capture(first.endpoint, args.pcap, args.pcap_limit, args.pcap_files), first.url)
-            )
+            first = stack.enter_context(Connection(_core.open_capture(first.endpoint, args.pcap, args.pcap_limit, args.pcap_files), first.url))
         if args.command is not None:
             second, kind = Connection(_core.open_cmd(args.command), "= " + " ".join(args.command)), "cmd"
         elif len(urls) == 2:

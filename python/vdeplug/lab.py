@@ -108,8 +108,7 @@ class Lab:
         try:
             if os.geteuid() == 0:
                 self.underlay = self._netns("net")
-                for cmd in (["link", "set", "lo", "up"], ["link", "set", "lo", "multicast", "on"],
-                            ["route", "add", "224.0.0.0/4", "dev", "lo"]):
+                for cmd in (["link", "set", "lo", "up"], ["link", "set", "lo", "multicast", "on"], ["route", "add", "224.0.0.0/4", "dev", "lo"]):
                     _run(["ip", "-n", self.underlay, *cmd])
             if self.spec:
                 self.build(self.spec)
@@ -159,8 +158,7 @@ class Lab:
             target = f"vlan://{vlan}{{{target}}}"
         p = self._plug(f"host {name}", target, f"tap://{tap}")
         try:
-            self._wait(lambda: subprocess.run(["ip", "-n", self.underlay or "", "link", "show", tap],
-                                              capture_output=True, check=False).returncode == 0, f"host {name}: tap")
+            self._wait(lambda: subprocess.run(["ip", "-n", self.underlay or "", "link", "show", tap], capture_output=True, check=False).returncode == 0, f"host {name}: tap")
             _run(["ip", "-n", self.underlay, "link", "set", tap, "netns", netns])
             _run(["ip", "-n", netns, "link", "set", tap, "name", ifname])
             for cidr in ips:

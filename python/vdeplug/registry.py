@@ -25,10 +25,7 @@ from .vnl import (
 ENTRY_POINT_GROUP = "vdeplug.plugins"
 
 #: scheme → (syntax, nests, summary, options) of the Rust plugins
-_BUILTIN_INFO = {
-    scheme: (syntax, nests, summary, tuple(Option(n, str, d, h) for n, d, h in opts))
-    for scheme, syntax, nests, summary, opts in _core.builtin_plugins()
-}
+_BUILTIN_INFO = {scheme: (syntax, nests, summary, tuple(Option(n, str, d, h) for n, d, h in opts)) for scheme, syntax, nests, summary, opts in _core.builtin_plugins()}
 BUILTIN = frozenset(_BUILTIN_INFO)
 
 # Nested C plugins (vlan, agno) call the global vde_open_real: ours.
@@ -168,8 +165,8 @@ def _third_party() -> dict[str, Any]:
     if _EP_CACHE is None or _EP_CACHE[0] != key:
         from importlib.metadata import entry_points  # 20 ms: only when needed
 
-        eps = entry_points()
-        group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else eps.get(ENTRY_POINT_GROUP, [])  # 3.9: a dict
+        eps: Any = entry_points()
+        group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else eps.get(ENTRY_POINT_GROUP, ())  # 3.9: a dict
         _EP_CACHE = (key, {ep.name: ep for ep in group})
     return _EP_CACHE[1]
 

@@ -74,9 +74,7 @@ def split(text: str, delims: str = "", vnl: str = "") -> list[str]:
     return [_s(p) for p in _core.vnl_split(_b(text), _b(delims), vnl or text)]
 
 
-def typed_options(
-    items: Iterable[tuple[str, str | None]], table: tuple[Option, ...], vnl: str, scheme: str, bare: str | None = None
-) -> tuple[dict[str, Any], frozenset[str]]:
+def typed_options(items: Iterable[tuple[str, str | None]], table: tuple[Option, ...], vnl: str, scheme: str, bare: str | None = None) -> tuple[dict[str, Any], frozenset[str]]:
     """Turn ``(key, value)`` items (value None for a bare ``key``) into typed
     values with a plugin's converters, defaults filled in. Keys match by
     prefix, as in vdeplug4 (Rust decides which option a key names)."""
@@ -114,9 +112,7 @@ def split_scheme(vnl: str) -> tuple[str, str]:
     return scheme, _s(rest)
 
 
-def parse_rest(
-    vnl: str, scheme: str, rest: str, syntax: Syntax, table: tuple[Option, ...], bare: str | None = None
-) -> Target:
+def parse_rest(vnl: str, scheme: str, rest: str, syntax: Syntax, table: tuple[Option, ...], bare: str | None = None) -> Target:
     """Parse the text after ``scheme://`` by the plugin's syntax (``net``:
     ``address/opt=value``; ``path``: ``path[opt/opt]``; ``raw``: all address)."""
     address, items = _core.vnl_parse(_b(rest), syntax, vnl)

@@ -104,15 +104,7 @@ struct Conn {
     ctl_fd: c_int,
 }
 
-static OURS: VdeplugModule = VdeplugModule {
-    flags: 0,
-    open: None,
-    recv: Some(ours_recv),
-    send: Some(ours_send),
-    datafd: Some(ours_datafd),
-    ctlfd: Some(ours_ctlfd),
-    close: Some(ours_close),
-};
+static OURS: VdeplugModule = VdeplugModule { flags: 0, open: None, recv: Some(ours_recv), send: Some(ours_send), datafd: Some(ours_datafd), ctlfd: Some(ours_ctlfd), close: Some(ours_close) };
 
 impl Conn {
     fn new(ep: Endpoint) -> io::Result<Box<Conn>> {
@@ -123,21 +115,17 @@ impl Conn {
         poll.add(transport_fd, 0)?;
         poll.add(queued.raw(), 1)?;
         let ring = Ring { batch: Batch::new(_core::fwd::BATCH), idx: Vec::with_capacity(_core::fwd::BATCH), next: 0, flag_set: false };
-        Ok(Box::new(Conn {
-            head: VdeConn { handle: std::ptr::null_mut(), module: &OURS },
-            ring: Mutex::new(ring),
-            ep: Mutex::new(ep),
-            poll,
-            queued,
-            transport_fd,
-            ctl_fd,
-        }))
+        Ok(Box::new(Conn { head: VdeConn { handle: std::ptr::null_mut(), module: &OURS }, ring: Mutex::new(ring), ep: Mutex::new(ep), poll, queued, transport_fd, ctl_fd }))
     }
 
     fn flag(&self, ring: &mut Ring) {
         let pending = ring.next < ring.idx.len();
         if pending != ring.flag_set {
-            if pending { self.queued.set() } else { self.queued.clear() }
+            if pending {
+                self.queued.set()
+            } else {
+                self.queued.clear()
+            }
             ring.flag_set = pending;
         }
     }
@@ -259,12 +247,7 @@ fn report(vnl: &[u8], e: &OpenError) {
 fn open_real(vnl: &[u8], descr: &[u8], args: Option<&VdeOpenArgs>) -> Result<*mut VdeConn, OpenError> {
     init_libdir();
     let group = args.filter(|a| !a.group.is_null()).map(|a| String::from_utf8_lossy(&cstr(a.group)).into_owned());
-    let oa = OpenArgs {
-        descr: plugins::full_descr(&String::from_utf8_lossy(descr)),
-        mode: args.map(|a| a.mode),
-        group,
-        port: args.and_then(|a| u32::try_from(a.port).ok()).filter(|&p| p > 0),
-    };
+    let oa = OpenArgs { descr: plugins::full_descr(&String::from_utf8_lossy(descr)), mode: args.map(|a| a.mode), group, port: args.and_then(|a| u32::try_from(a.port).ok()).filter(|&p| p > 0) };
     match plugins::resolve(vnl)? {
         plugins::Resolved::Builtin(b, t) => {
             let transport = (b.open)(&t, &oa)?;

@@ -85,8 +85,8 @@ unsafe fn lay_out(buf: *mut c_char, cap: usize, tokens: &[Vec<u8>]) -> Vec<*mut 
             break;
         }
         let n = t.len().min(cap - at); // the buffer holds cap bytes and a NUL
-        // SAFETY: at + n + 1 <= cap + 1, within the caller's buffer (its
-        // length plus the NUL).
+                                       // SAFETY: at + n + 1 <= cap + 1, within the caller's buffer (its
+                                       // length plus the NUL).
         unsafe {
             std::ptr::copy_nonoverlapping(t.as_ptr(), buf.add(at).cast::<u8>(), n);
             *buf.add(at + n) = 0;

@@ -174,7 +174,12 @@ mod tests {
     fn a_coalesced_run_segments_back_into_the_same_frames() {
         for v6 in [false, true] {
             let frames: Vec<Vec<u8>> = (0..5u32)
-                .map(|k| frame(&Tcp { v6, seq: 7 + k * 1000, flags: if k == 4 { 0x18 } else { 0x10 }, payload: payload(if k == 4 { 321 } else { 1000 }, k as u8), ip_id: 50 + k as u16, ..Tcp::default() }, false))
+                .map(|k| {
+                    frame(
+                        &Tcp { v6, seq: 7 + k * 1000, flags: if k == 4 { 0x18 } else { 0x10 }, payload: payload(if k == 4 { 321 } else { 1000 }, k as u8), ip_id: 50 + k as u16, ..Tcp::default() },
+                        false,
+                    )
+                })
                 .collect();
             assert_eq!(runs_of(&frames), [(0, 5)]);
             let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();

@@ -7,6 +7,7 @@
 //! - `coalesce`: join consecutive in-order segments of one TCP flow (their
 //!   checksums verified) into one super-frame for the tap, as the kernel's
 //!   GRO does; everything else passes frame by frame.
+//!
 //! Pure functions over bytes: no I/O, no allocation.
 
 pub mod coalesce;

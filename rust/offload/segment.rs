@@ -77,11 +77,7 @@ impl Segmenter {
             return Err(Error::GsoSize);
         }
         let be16 = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
-        let (seq, tcp_flags) = if lay.proto == TCP {
-            (u32::from_be_bytes([frame[lay.l4 + 4], frame[lay.l4 + 5], frame[lay.l4 + 6], frame[lay.l4 + 7]]), frame[lay.l4 + 13])
-        } else {
-            (0, 0)
-        };
+        let (seq, tcp_flags) = if lay.proto == TCP { (u32::from_be_bytes([frame[lay.l4 + 4], frame[lay.l4 + 5], frame[lay.l4 + 6], frame[lay.l4 + 7]]), frame[lay.l4 + 13]) } else { (0, 0) };
         let ip_id = if lay.v6 { 0 } else { be16(lay.l3 + 4) };
         Ok(Segmenter { lay, mss, done: 0, index: 0, ip_id, seq, tcp_flags })
     }
@@ -201,10 +197,7 @@ mod tests {
                 if k == 0 {
                     flags |= 0x80; // CWR only on the first
                 }
-                let expect = frame(
-                    &Tcp { v6, vlan, seq: 0xffff_f000u32.wrapping_add((k * 1448) as u32), flags, payload: chunk.to_vec(), ip_id: 7 + k as u16, ..Tcp::default() },
-                    false,
-                );
+                let expect = frame(&Tcp { v6, vlan, seq: 0xffff_f000u32.wrapping_add((k * 1448) as u32), flags, payload: chunk.to_vec(), ip_id: 7 + k as u16, ..Tcp::default() }, false);
                 assert_eq!(s, &expect, "segment {k} (v6 {v6}, vlan {vlan})");
                 assert!(checksums_ok(s));
             }

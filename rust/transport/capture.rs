@@ -10,8 +10,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::nested::Hook;
 use super::ctx;
+use super::nested::Hook;
 
 /// pcap global header: magic, v2.4, tz 0, sigfigs 0, snaplen, LINKTYPE_ETHERNET.
 pub fn file_header(snaplen: u32) -> [u8; 24] {
@@ -148,6 +148,28 @@ impl Hook for Capture {
     }
 }
 
+// ---------------------------------------------------------------- VNL
+
+pub const OPTIONS: &[Opt] = &[
+    opt("limit", Kind::Size { min: 1024 }, OptDefault::Int(64 << 20), "rotate after this many bytes (K/M/G)"),
+    opt("files", Kind::Int { lo: 1, hi: 1000 }, OptDefault::Int(4), "files kept: FILE, FILE.1, ..."),
+];
+
+fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
+    if t.address.is_empty() {
+        return Err(t.error("capture:// needs a file name", &t.vnl));
+    }
+    let cfg = Config { path: t.abs_path(), limit: t.int("limit").unwrap_or(64 << 20), files: t.int("files").unwrap_or(4) as u32 };
+    let inner = open_nested(t, args)?;
+    Ok(Box::new(super::nested::Nested::new(inner, hook(cfg)?)))
+}
+
+pub const PLUGIN: Builtin =
+    Builtin { scheme: "capture", syntax: Syntax::Path, options: OPTIONS, bare: None, nests: true, summary: "pcap capture around a VNL: capture:///tmp/x.pcap{vxvde://}", open: open_vnl };
+
+use crate::plugins::{open_nested, opt, Builtin, Kind, OpenArgs, OpenResult, Opt, OptDefault, Target};
+use crate::vnl::Syntax;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,32 +199,3 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
-
-// ---------------------------------------------------------------- VNL
-
-pub const OPTIONS: &[Opt] = &[
-    opt("limit", Kind::Size { min: 1024 }, OptDefault::Int(64 << 20), "rotate after this many bytes (K/M/G)"),
-    opt("files", Kind::Int { lo: 1, hi: 1000 }, OptDefault::Int(4), "files kept: FILE, FILE.1, ..."),
-];
-
-fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
-    if t.address.is_empty() {
-        return Err(t.error("capture:// needs a file name", &t.vnl));
-    }
-    let cfg = Config { path: t.abs_path(), limit: t.int("limit").unwrap_or(64 << 20), files: t.int("files").unwrap_or(4) as u32 };
-    let inner = open_nested(t, args)?;
-    Ok(Box::new(super::nested::Nested::new(inner, hook(cfg)?)))
-}
-
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "capture",
-    syntax: Syntax::Path,
-    options: OPTIONS,
-    bare: None,
-    nests: true,
-    summary: "pcap capture around a VNL: capture:///tmp/x.pcap{vxvde://}",
-    open: open_vnl,
-};
-
-use crate::plugins::{open_nested, opt, Builtin, OptDefault, Kind, OpenArgs, OpenResult, Opt, Target};
-use crate::vnl::Syntax;

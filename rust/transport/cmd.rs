@@ -26,12 +26,7 @@ pub struct Cmd {
 /// Spawn `argv` (no shell) with its stdin/stdout as our stream.
 pub fn open(argv: &[String]) -> io::Result<Cmd> {
     let (prog, args) = argv.split_first().ok_or_else(|| err(io::ErrorKind::InvalidInput, "cmd: empty command"))?;
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| ctx(e, format!("cmd: cannot run {prog}")))?;
+    let mut child = Command::new(prog).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| ctx(e, format!("cmd: cannot run {prog}")))?;
     let to_child: OwnedFd = child.stdin.take().ok_or_else(|| err(io::ErrorKind::Other, "cmd: no stdin pipe"))?.into();
     let from_child: OwnedFd = child.stdout.take().ok_or_else(|| err(io::ErrorKind::Other, "cmd: no stdout pipe"))?.into();
     Ok(Cmd { stream: stream::open(from_child, to_child)?, child, status: None, owner: std::process::id() })
@@ -164,15 +159,8 @@ fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     Ok(Box::new(open(&argv)?))
 }
 
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "cmd",
-    syntax: Syntax::Verbatim,
-    options: &[],
-    bare: None,
-    nests: false,
-    summary: "run a command speaking the stream framing on stdin/stdout",
-    open: open_vnl,
-};
+pub const PLUGIN: Builtin =
+    Builtin { scheme: "cmd", syntax: Syntax::Verbatim, options: &[], bare: None, nests: false, summary: "run a command speaking the stream framing on stdin/stdout", open: open_vnl };
 
 use crate::plugins::{Builtin, OpenArgs, OpenResult, Target};
 use crate::vnl::Syntax;

@@ -169,9 +169,7 @@ pub fn bound_sends(sock: &std::os::unix::net::UnixDatagram) -> io::Result<()> {
 /// Send one datagram on a connected socket without blocking for long.
 pub fn send_patiently(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
     match crate::sys::send(fd, frame, libc::MSG_DONTWAIT) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && crate::sys::poll_out(fd, send_patience())? => {
-            crate::sys::send(fd, frame, libc::MSG_DONTWAIT)
-        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && crate::sys::poll_out(fd, send_patience())? => crate::sys::send(fd, frame, libc::MSG_DONTWAIT),
         r => r,
     }
 }
@@ -287,14 +285,7 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(capacity: usize) -> Self {
-        Batch {
-            bufs: (0..capacity).map(|_| vec![0u8; RECV_BUFSIZE].into_boxed_slice()).collect(),
-            lens: vec![0; capacity],
-            count: 0,
-            skipped: 0,
-            view: vec![(0, 0); capacity],
-            shared: Vec::new(),
-        }
+        Batch { bufs: (0..capacity).map(|_| vec![0u8; RECV_BUFSIZE].into_boxed_slice()).collect(), lens: vec![0; capacity], count: 0, skipped: 0, view: vec![(0, 0); capacity], shared: Vec::new() }
     }
     pub fn capacity(&self) -> usize {
         self.bufs.len()

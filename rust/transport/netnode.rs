@@ -199,7 +199,11 @@ fn prepare_dir(path: &Path, dirmode: u32, gid: Option<u32>) -> io::Result<(NodeD
 /// replace ours.
 fn dir_mode(mode: u32, dirmode: Option<u32>) -> u32 {
     let m = dirmode.unwrap_or(0o2000 | mode | (mode & 0o444) >> 2 | (mode & 0o222) >> 1);
-    if m & 0o022 != 0 { m | libc::S_ISVTX } else { m }
+    if m & 0o022 != 0 {
+        m | libc::S_ISVTX
+    } else {
+        m
+    }
 }
 
 pub fn open(o: &Options) -> io::Result<NetNode> {
@@ -643,7 +647,11 @@ impl NetNode {
     fn refresh_pending(&mut self) {
         let pending = self.hostq.count > 0;
         if pending != self.hostq_set {
-            if pending { self.hostq_fd.set() } else { self.hostq_fd.clear() }
+            if pending {
+                self.hostq_fd.set()
+            } else {
+                self.hostq_fd.clear()
+            }
             self.hostq_set = pending;
         }
     }
@@ -789,5 +797,5 @@ pub const HUB: Builtin = node("hub", NODE_OPTIONS, "hub: floods every frame to e
 pub const MULTI: Builtin = node("multi", NODE_OPTIONS, "multiplexer: ports to host only, host to every port", |t, a| open_kind(Kind::Multi, t, a));
 pub const BONDING: Builtin = node("bonding", NODE_OPTIONS, "bonding: host frames round robin over the ports", |t, a| open_kind(Kind::Bonding, t, a));
 
-use crate::plugins::{group_id, opt, Builtin, OptDefault, Kind as OptKind, OpenArgs, OpenResult, Opt, Target};
+use crate::plugins::{group_id, opt, Builtin, Kind as OptKind, OpenArgs, OpenResult, Opt, OptDefault, Target};
 use crate::vnl::Syntax;

@@ -28,15 +28,7 @@ impl Transport for Null {
 
 // ---------------------------------------------------------------- VNL
 
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "null",
-    syntax: Syntax::Raw,
-    options: &[],
-    bare: None,
-    nests: false,
-    summary: "discard everything; never receive",
-    open: |_, _| Ok(Box::new(open()?)),
-};
+pub const PLUGIN: Builtin = Builtin { scheme: "null", syntax: Syntax::Raw, options: &[], bare: None, nests: false, summary: "discard everything; never receive", open: |_, _| Ok(Box::new(open()?)) };
 
 use crate::plugins::Builtin;
 use crate::vnl::Syntax;

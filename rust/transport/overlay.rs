@@ -316,13 +316,7 @@ impl Overlay {
 
 impl OverlayStats {
     pub fn pairs(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("unicast_out", self.unicast_out),
-            ("multicast_out", self.multicast_out),
-            ("bad_in", self.bad_in),
-            ("own_echo", self.own_echo),
-            ("leaves", self.leaves),
-        ]
+        vec![("unicast_out", self.unicast_out), ("multicast_out", self.multicast_out), ("bad_in", self.bad_in), ("own_echo", self.own_echo), ("leaves", self.leaves)]
     }
 }
 
@@ -383,12 +377,80 @@ pub fn set_rcvbuf(s: &Socket, cfg: &Config) -> io::Result<()> {
 }
 
 pub fn any(v6: bool) -> IpAddr {
-    if v6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) }
+    if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
 }
 
 pub fn bind(s: &Socket, addr: SocketAddr) -> io::Result<()> {
     s.bind(&addr.into()).map_err(|e| ctx(e, format!("cannot bind {addr}")))
 }
+
+// ---------------------------------------------------------------- VNL
+
+pub const DEFAULT_V4: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 1);
+pub const DEFAULT_V6: Ipv6Addr = Ipv6Addr::new(0xff05, 0x56de, 0, 0, 0, 0, 0, 1);
+
+/// Options of vxlan:// and vxvde:// in vdeplug4's table order, with
+/// `port`'s default and vxvde's extras (`grp` after `vni`, `bind` last).
+macro_rules! overlay_options {
+    ($port:expr, $vni:expr $(, $grp:expr)? ; $($extra:expr),*) => {
+        &[
+            opt("port", Kind::Int { lo: 1, hi: 65535 }, OptDefault::Int($port), "UDP port"),
+            opt("vni", $vni, OptDefault::Int(1), "VXLAN network identifier"),
+            $($grp,)?
+            opt("ttl", Kind::Int { lo: 0, hi: 255 }, OptDefault::Int(1), "multicast TTL / hop limit"),
+            opt("rcvbuf", Kind::Size { min: 0 }, OptDefault::Unset, "SO_RCVBUF size (K/M/G suffixes)"),
+            opt("v4", Kind::Flag, OptDefault::Bool(false), "use IPv4"),
+            opt("v6", Kind::Flag, OptDefault::Bool(false), "use IPv6"),
+            opt("hashsize", Kind::Int { lo: 1, hi: 1 << 24 }, OptDefault::Int(1024), "MAC table size"),
+            opt("expiretime", Kind::Int { lo: 1, hi: 1 << 40 }, OptDefault::Int(128), "MAC table entry lifetime (s)"),
+            opt("if", Kind::Text, OptDefault::Unset, "network interface for multicast"),
+            $($extra,)*
+        ]
+    };
+}
+pub(crate) use overlay_options;
+
+/// The multicast group: the address part, else the default of the family
+/// (`v6` selects ff05:56de::1; unlike vdeplug4, `v4`/`v6` also check an
+/// explicit address).
+pub fn group_address(t: &Target) -> Result<IpAddr, OpenError> {
+    if t.flag("v4") && t.flag("v6") {
+        return Err(t.error("v4 and v6 together", "v6"));
+    }
+    let text = t.address_str();
+    let addr = text.trim_start_matches('[').trim_end_matches(']');
+    if addr.is_empty() {
+        return Ok(if t.flag("v6") { IpAddr::V6(DEFAULT_V6) } else { IpAddr::V4(DEFAULT_V4) });
+    }
+    let ip: IpAddr = addr.parse().map_err(|_| t.error(format!("not an IP multicast address: {addr:?}"), &t.address))?;
+    if !ip.is_multicast() {
+        return Err(t.error(format!("{addr} is not a multicast address"), &t.address));
+    }
+    if (t.flag("v6") && ip.is_ipv4()) || (t.flag("v4") && ip.is_ipv6()) {
+        return Err(t.error(format!("{addr} is not an IPv{} address", if t.flag("v6") { 6 } else { 4 }), &t.address));
+    }
+    Ok(ip)
+}
+
+/// The typed configuration shared by both (group and VNI as given).
+pub fn config_of(t: &Target, group: IpAddr, vni: u32) -> Config {
+    Config {
+        group,
+        port: t.int("port").unwrap_or(4789) as u16,
+        vni,
+        ttl: t.int("ttl").unwrap_or(1) as u32,
+        ifname: t.text("if"),
+        rcvbuf: t.int("rcvbuf").map(|v| v as usize),
+        hashsize: t.int("hashsize").unwrap_or(1024) as usize,
+        expiretime: t.int("expiretime").unwrap_or(128),
+    }
+}
+
+use crate::plugins::{OpenError, Target};
 
 #[cfg(test)]
 mod tests {
@@ -468,67 +530,3 @@ mod tests {
         }
     }
 }
-
-// ---------------------------------------------------------------- VNL
-
-pub const DEFAULT_V4: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 1);
-pub const DEFAULT_V6: Ipv6Addr = Ipv6Addr::new(0xff05, 0x56de, 0, 0, 0, 0, 0, 1);
-
-/// Options of vxlan:// and vxvde:// in vdeplug4's table order, with
-/// `port`'s default and vxvde's extras (`grp` after `vni`, `bind` last).
-macro_rules! overlay_options {
-    ($port:expr, $vni:expr $(, $grp:expr)? ; $($extra:expr),*) => {
-        &[
-            opt("port", Kind::Int { lo: 1, hi: 65535 }, OptDefault::Int($port), "UDP port"),
-            opt("vni", $vni, OptDefault::Int(1), "VXLAN network identifier"),
-            $($grp,)?
-            opt("ttl", Kind::Int { lo: 0, hi: 255 }, OptDefault::Int(1), "multicast TTL / hop limit"),
-            opt("rcvbuf", Kind::Size { min: 0 }, OptDefault::Unset, "SO_RCVBUF size (K/M/G suffixes)"),
-            opt("v4", Kind::Flag, OptDefault::Bool(false), "use IPv4"),
-            opt("v6", Kind::Flag, OptDefault::Bool(false), "use IPv6"),
-            opt("hashsize", Kind::Int { lo: 1, hi: 1 << 24 }, OptDefault::Int(1024), "MAC table size"),
-            opt("expiretime", Kind::Int { lo: 1, hi: 1 << 40 }, OptDefault::Int(128), "MAC table entry lifetime (s)"),
-            opt("if", Kind::Text, OptDefault::Unset, "network interface for multicast"),
-            $($extra,)*
-        ]
-    };
-}
-pub(crate) use overlay_options;
-
-/// The multicast group: the address part, else the default of the family
-/// (`v6` selects ff05:56de::1; unlike vdeplug4, `v4`/`v6` also check an
-/// explicit address).
-pub fn group_address(t: &Target) -> Result<IpAddr, OpenError> {
-    if t.flag("v4") && t.flag("v6") {
-        return Err(t.error("v4 and v6 together", "v6"));
-    }
-    let text = t.address_str();
-    let addr = text.trim_start_matches('[').trim_end_matches(']');
-    if addr.is_empty() {
-        return Ok(if t.flag("v6") { IpAddr::V6(DEFAULT_V6) } else { IpAddr::V4(DEFAULT_V4) });
-    }
-    let ip: IpAddr = addr.parse().map_err(|_| t.error(format!("not an IP multicast address: {addr:?}"), &t.address))?;
-    if !ip.is_multicast() {
-        return Err(t.error(format!("{addr} is not a multicast address"), &t.address));
-    }
-    if (t.flag("v6") && ip.is_ipv4()) || (t.flag("v4") && ip.is_ipv6()) {
-        return Err(t.error(format!("{addr} is not an IPv{} address", if t.flag("v6") { 6 } else { 4 }), &t.address));
-    }
-    Ok(ip)
-}
-
-/// The typed configuration shared by both (group and VNI as given).
-pub fn config_of(t: &Target, group: IpAddr, vni: u32) -> Config {
-    Config {
-        group,
-        port: t.int("port").unwrap_or(4789) as u16,
-        vni,
-        ttl: t.int("ttl").unwrap_or(1) as u32,
-        ifname: t.text("if"),
-        rcvbuf: t.int("rcvbuf").map(|v| v as usize),
-        hashsize: t.int("hashsize").unwrap_or(1024) as usize,
-        expiretime: t.int("expiretime").unwrap_or(128),
-    }
-}
-
-use crate::plugins::{OpenError, Target};

@@ -231,15 +231,7 @@ fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
     Ok(Box::new(open(&t.abs_path(), args.mode, gid)?))
 }
 
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "ptp",
-    syntax: Syntax::Raw,
-    options: &[],
-    bare: None,
-    nests: false,
-    summary: "point-to-point link: ptp:///tmp/link",
-    open: open_vnl,
-};
+pub const PLUGIN: Builtin = Builtin { scheme: "ptp", syntax: Syntax::Raw, options: &[], bare: None, nests: false, summary: "point-to-point link: ptp:///tmp/link", open: open_vnl };
 
 use crate::plugins::{group_id, Builtin, OpenArgs, OpenResult, Target};
 use crate::vnl::Syntax;

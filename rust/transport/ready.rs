@@ -29,7 +29,11 @@ impl ReadyFd {
     /// Say whether frames are queued (a system call only on a change).
     pub fn queued(&mut self, queued: bool) {
         if queued != self.set {
-            if queued { self.flag.set() } else { self.flag.clear() }
+            if queued {
+                self.flag.set()
+            } else {
+                self.flag.clear()
+            }
             self.set = queued;
         }
     }

@@ -39,15 +39,7 @@ fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     Ok(Box::new(open(fd)?))
 }
 
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "seqpacket",
-    syntax: Syntax::Raw,
-    options: &[],
-    bare: None,
-    nests: false,
-    summary: "inherited SOCK_SEQPACKET fd",
-    open: open_vnl,
-};
+pub const PLUGIN: Builtin = Builtin { scheme: "seqpacket", syntax: Syntax::Raw, options: &[], bare: None, nests: false, summary: "inherited SOCK_SEQPACKET fd", open: open_vnl };
 
 use crate::plugins::{Builtin, OpenArgs, OpenResult, Target};
 use crate::vnl::Syntax;

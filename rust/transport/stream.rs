@@ -59,7 +59,11 @@ impl Stream {
     fn update_pending(&mut self) {
         let has = self.decoder.has_frame() || (self.always_ready && !self.eof);
         if has != self.pending_set {
-            if has { self.pending.set() } else { self.pending.clear() }
+            if has {
+                self.pending.set()
+            } else {
+                self.pending.clear()
+            }
             self.pending_set = has;
         }
     }

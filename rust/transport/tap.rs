@@ -300,15 +300,7 @@ fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     Ok(Box::new(open(&t.address_str())?))
 }
 
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "tap",
-    syntax: Syntax::Raw,
-    options: &[],
-    bare: None,
-    nests: false,
-    summary: "Linux tap interface: tap://t0",
-    open: open_vnl,
-};
+pub const PLUGIN: Builtin = Builtin { scheme: "tap", syntax: Syntax::Raw, options: &[], bare: None, nests: false, summary: "Linux tap interface: tap://t0", open: open_vnl };
 
 use crate::plugins::{Builtin, OpenArgs, OpenResult, Target};
 use crate::vnl::Syntax;

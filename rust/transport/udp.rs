@@ -161,11 +161,7 @@ impl Transport for Udp {
             return r;
         }
         let fd = self.sock.as_raw_fd();
-        let got = if self.connected {
-            sys::recv_batch(fd, &mut batch.bufs, &mut batch.lens, None)
-        } else {
-            sys::recv_batch(fd, &mut batch.bufs, &mut batch.lens, Some(&mut self.addrs))
-        };
+        let got = if self.connected { sys::recv_batch(fd, &mut batch.bufs, &mut batch.lens, None) } else { sys::recv_batch(fd, &mut batch.bufs, &mut batch.lens, Some(&mut self.addrs)) };
         match got {
             Ok(n) => batch.count = n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -236,15 +232,8 @@ fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     Ok(Box::new(open(src, dst)?))
 }
 
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "udp",
-    syntax: Syntax::Raw,
-    options: &[],
-    bare: None,
-    nests: false,
-    summary: "UDP tunnel: udp://\"[src_addr:]src_port->dst_addr:dst_port\"",
-    open: open_vnl,
-};
+pub const PLUGIN: Builtin =
+    Builtin { scheme: "udp", syntax: Syntax::Raw, options: &[], bare: None, nests: false, summary: "UDP tunnel: udp://\"[src_addr:]src_port->dst_addr:dst_port\"", open: open_vnl };
 
 use crate::plugins::{Builtin, OpenArgs, OpenError, OpenResult, Target};
 use crate::vnl::Syntax;

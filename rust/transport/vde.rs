@@ -201,15 +201,7 @@ fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
     Ok(Box::new(open(&path, &opts)?))
 }
 
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "vde",
-    syntax: Syntax::Path,
-    options: OPTIONS,
-    bare: Some("port"),
-    nests: false,
-    summary: "client of a vde_switch: vde:///tmp/sw[3]",
-    open: open_vnl,
-};
+pub const PLUGIN: Builtin = Builtin { scheme: "vde", syntax: Syntax::Path, options: OPTIONS, bare: Some("port"), nests: false, summary: "client of a vde_switch: vde:///tmp/sw[3]", open: open_vnl };
 
-use crate::plugins::{group_id, opt, Builtin, OptDefault, Kind, OpenArgs, OpenResult, Opt, Target};
+use crate::plugins::{group_id, opt, Builtin, Kind, OpenArgs, OpenResult, Opt, OptDefault, Target};
 use crate::vnl::Syntax;

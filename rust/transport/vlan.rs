@@ -56,8 +56,7 @@ enum Action {
 
 impl Vlan {
     fn tag_of(&self, f: &[u8]) -> Option<u16> {
-        (f.len() >= HEADER_LEN + 4 && u16::from_be_bytes([f[12], f[13]]) == self.tpid)
-            .then(|| u16::from_be_bytes([f[14], f[15]]) & VID_MASK)
+        (f.len() >= HEADER_LEN + 4 && u16::from_be_bytes([f[12], f[13]]) == self.tpid).then(|| u16::from_be_bytes([f[14], f[15]]) & VID_MASK)
     }
 
     fn outbound_action(&self, tag: Option<u16>) -> Action {
@@ -143,6 +142,38 @@ impl Hook for Vlan {
         vec![("vlan_filtered_in", self.filtered_in), ("vlan_filtered_out", self.filtered_out)]
     }
 }
+
+// ---------------------------------------------------------------- VNL
+
+const VID: Kind = Kind::Int { lo: 0, hi: 4095 };
+const OPTIONS: &[Opt] = &[
+    opt("untag", VID, OptDefault::Int(0), "tag that untagged network traffic gets on our side"),
+    opt("tag", Kind::TagMap, OptDefault::Unset, "VLANs seen tagged: 10:11-12 (ours-network)"),
+    opt("trunk", Kind::Flag, OptDefault::Bool(false), "pass tags not listed"),
+    opt("x", Kind::Flag, OptDefault::Bool(false), "same as trunk"),
+    opt("qinq", Kind::Flag, OptDefault::Bool(false), "802.1ad TPID 0x88a8"),
+    opt("ad", Kind::Flag, OptDefault::Bool(false), "same as qinq"),
+];
+
+fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
+    let text = t.address_str();
+    let vlan = match crate::plugins::convert(VID, if text.is_empty() { b"0" } else { &t.address }) {
+        Ok(Value::Int(v)) => v as u16,
+        Ok(_) | Err(_) => return Err(t.error(format!("bad VLAN {text:?}: must be between 0 and 4095"), &t.address)),
+    };
+    let map = match t.value("tag") {
+        Value::TagMap(m) => m.clone(),
+        _ => Vec::new(),
+    };
+    let cfg = Config { vlan, untag: t.int("untag").unwrap_or(0) as u16, map, trunk: t.flag("trunk") || t.flag("x"), qinq: t.flag("qinq") || t.flag("ad") };
+    let inner = open_nested(t, args)?;
+    Ok(Box::new(super::nested::Nested::new(inner, hook(cfg))))
+}
+
+pub const PLUGIN: Builtin = Builtin { scheme: "vlan", syntax: Syntax::Net, options: OPTIONS, bare: None, nests: true, summary: "802.1Q tagging around a VNL: vlan://3{vde:///tmp/sw}", open: open_vnl };
+
+use crate::plugins::{open_nested, opt, Builtin, Kind, OpenArgs, OpenResult, Opt, OptDefault, Target, Value};
+use crate::vnl::Syntax;
 
 #[cfg(test)]
 mod tests {
@@ -230,43 +261,3 @@ mod tests {
         assert_eq!(out(&mut v, &big[..ETH_BUFSIZE]), None, "no room for a tag");
     }
 }
-
-// ---------------------------------------------------------------- VNL
-
-const VID: Kind = Kind::Int { lo: 0, hi: 4095 };
-const OPTIONS: &[Opt] = &[
-    opt("untag", VID, OptDefault::Int(0), "tag that untagged network traffic gets on our side"),
-    opt("tag", Kind::TagMap, OptDefault::Unset, "VLANs seen tagged: 10:11-12 (ours-network)"),
-    opt("trunk", Kind::Flag, OptDefault::Bool(false), "pass tags not listed"),
-    opt("x", Kind::Flag, OptDefault::Bool(false), "same as trunk"),
-    opt("qinq", Kind::Flag, OptDefault::Bool(false), "802.1ad TPID 0x88a8"),
-    opt("ad", Kind::Flag, OptDefault::Bool(false), "same as qinq"),
-];
-
-fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
-    let text = t.address_str();
-    let vlan = match crate::plugins::convert(VID, if text.is_empty() { b"0" } else { &t.address }) {
-        Ok(Value::Int(v)) => v as u16,
-        Ok(_) | Err(_) => return Err(t.error(format!("bad VLAN {text:?}: must be between 0 and 4095"), &t.address)),
-    };
-    let map = match t.value("tag") {
-        Value::TagMap(m) => m.clone(),
-        _ => Vec::new(),
-    };
-    let cfg = Config { vlan, untag: t.int("untag").unwrap_or(0) as u16, map, trunk: t.flag("trunk") || t.flag("x"), qinq: t.flag("qinq") || t.flag("ad") };
-    let inner = open_nested(t, args)?;
-    Ok(Box::new(super::nested::Nested::new(inner, hook(cfg))))
-}
-
-pub const PLUGIN: Builtin = Builtin {
-    scheme: "vlan",
-    syntax: Syntax::Net,
-    options: OPTIONS,
-    bare: None,
-    nests: true,
-    summary: "802.1Q tagging around a VNL: vlan://3{vde:///tmp/sw}",
-    open: open_vnl,
-};
-
-use crate::plugins::{open_nested, opt, Builtin, OptDefault, Kind, OpenArgs, OpenResult, Opt, Target, Value};
-use crate::vnl::Syntax;

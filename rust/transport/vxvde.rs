@@ -158,7 +158,7 @@ pub const PLUGIN: Builtin = Builtin {
     open: open_vnl,
 };
 
-use crate::plugins::{opt, Builtin, OptDefault, Kind, OpenArgs, OpenResult, Target};
+use crate::plugins::{opt, Builtin, Kind, OpenArgs, OpenResult, OptDefault, Target};
 use crate::vnl::Syntax;
 
 #[cfg(test)]

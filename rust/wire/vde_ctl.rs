@@ -69,7 +69,11 @@ pub struct Request {
 impl Request {
     /// Requested port (0: any), from `type`.
     pub fn port(&self) -> i32 {
-        if self.kind == REQ_NEW_PORT0 { 0 } else { self.kind >> 8 }
+        if self.kind == REQ_NEW_PORT0 {
+            0
+        } else {
+            self.kind >> 8
+        }
     }
 
     /// # Errors

@@ -190,6 +190,7 @@ static int relay(const char *vnl2) {
 }
 
 int main(int argc, char *argv[]) {
+	setvbuf(stdout, NULL, _IOLBF, 0); /* a test that times out still sees how far we got */
 	if (argc < 3) { fprintf(stderr, "usage: vdepeer VNL pingpong|echo|threads ...\n"); return 2; }
 	Dl_info info;
 	if (dladdr((void *)vde_open_real, &info) && info.dli_fname) printf("lib=%s\n", info.dli_fname);
