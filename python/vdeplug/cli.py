@@ -280,10 +280,26 @@ def _on_sigterm(_sig: int, _frame: object) -> None:
     raise Terminated
 
 
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def run(args: Args) -> int:
-    """Open both ends, join them, report how it ended. Returns the exit code."""
-    urls = args.urls or [""]
+    """Open both ends, join them, report how it ended. Returns the exit code.
+    The pidfile goes only after both ends are closed (their sockets gone):
+    no pidfile means vde_plug is done."""
     pidfile = os.path.abspath(args.pidfile) if args.pidfile else None
+    written: list[str] = []
+    try:
+        return _run(args, pidfile, written)
+    finally:
+        for path in written:
+            _unlink_quietly(path)
+
+
+def _run(args: Args, pidfile: str | None, written: list[str]) -> int:
+    urls = args.urls or [""]
     with contextlib.ExitStack() as stack:
         # Each end is closed (its socket files removed) even if the other fails to open.
         first = stack.enter_context(_open(args, 0, urls[0]))
@@ -302,6 +318,7 @@ def run(args: Args) -> int:
             _daemonize(keep_stderr=args.log and not have_syslog())
         if pidfile:
             write_pidfile(pidfile, os.getpid())
+            written.append(pidfile)
         if args.log:
             log(f"START {' '.join(urls)} user={os.geteuid()}")
 
@@ -321,11 +338,6 @@ def run(args: Args) -> int:
                 counters.stop()
             if args.log:
                 log("STOP")
-            if pidfile:
-                try:
-                    os.unlink(pidfile)
-                except OSError:
-                    pass
         if end.side == 1 and kind == "stdio" and end.closed:
             return 0  # stdin reached EOF: the normal end of stream mode
         if end.side == 1 and kind == "cmd":

@@ -12,8 +12,8 @@
 //! What programs rely on, for built-ins:
 //! - `vde_recv` returns only real frames: a batch is read with recvmmsg
 //!   into a ring, malformed frames are counted and skipped, and the data fd
-//!   (an epoll of the transport's fd and an eventfd) stays readable exactly
-//!   while frames are queued.
+//!   (transport::ready: an epoll of the transport's fd and an eventfd) stays
+//!   readable exactly while frames are queued.
 //! - `vde_send` never returns 0 for a frame it dropped (qemu would stop
 //!   transmitting): a dropped frame is reported sent, as C plugins do.
 //! - recv and send may run at once on one connection (VirtualBox): receive
@@ -30,7 +30,8 @@ use std::sync::{Mutex, MutexGuard, Once};
 
 use _core::cplugin::{self, VdeConn, VdeOpenArgs, VdeplugModule};
 use _core::plugins::{self, OpenArgs, OpenError};
-use _core::sys::{self, Epoll, EventFd};
+use _core::sys;
+use _core::transport::ready::ReadyFd;
 use _core::transport::{errno_of, Batch, Endpoint};
 use _core::wire::stream::{encode_len, Decoder, Next, MAX_STREAM_FRAME};
 
@@ -87,7 +88,16 @@ struct Ring {
     /// Indices of the valid frames in `batch`; `next` is the next to hand out.
     idx: Vec<usize>,
     next: usize,
-    flag_set: bool,
+    /// The data fd: the transport's fd, or frames queued here.
+    ready: ReadyFd,
+}
+
+impl Ring {
+    /// Keep the data fd readable exactly while frames are queued.
+    fn refresh(&mut self) {
+        let pending = self.next < self.idx.len();
+        self.ready.queued(pending);
+    }
 }
 
 #[repr(C)]
@@ -96,10 +106,8 @@ struct Conn {
     head: VdeConn,
     ring: Mutex<Ring>,
     ep: Mutex<Endpoint>,
-    /// The data fd: the transport's fd and `queued`.
-    poll: Epoll,
-    /// Readable while the ring holds frames.
-    queued: EventFd,
+    /// `ring.ready`'s fd, readable without the lock.
+    data_fd: RawFd,
     transport_fd: RawFd,
     ctl_fd: c_int,
 }
@@ -110,24 +118,10 @@ impl Conn {
     fn new(ep: Endpoint) -> io::Result<Box<Conn>> {
         let transport_fd = ep.transport.data_fd();
         let ctl_fd = ep.transport.ctl_fd().unwrap_or(-1);
-        let poll = Epoll::new()?;
-        let queued = EventFd::new()?;
-        poll.add(transport_fd, 0)?;
-        poll.add(queued.raw(), 1)?;
-        let ring = Ring { batch: Batch::new(_core::fwd::BATCH), idx: Vec::with_capacity(_core::fwd::BATCH), next: 0, flag_set: false };
-        Ok(Box::new(Conn { head: VdeConn { handle: std::ptr::null_mut(), module: &OURS }, ring: Mutex::new(ring), ep: Mutex::new(ep), poll, queued, transport_fd, ctl_fd }))
-    }
-
-    fn flag(&self, ring: &mut Ring) {
-        let pending = ring.next < ring.idx.len();
-        if pending != ring.flag_set {
-            if pending {
-                self.queued.set()
-            } else {
-                self.queued.clear()
-            }
-            ring.flag_set = pending;
-        }
+        let ready = ReadyFd::new(&[transport_fd])?;
+        let data_fd = ready.raw();
+        let ring = Ring { batch: Batch::new(_core::fwd::BATCH), idx: Vec::with_capacity(_core::fwd::BATCH), next: 0, ready };
+        Ok(Box::new(Conn { head: VdeConn { handle: std::ptr::null_mut(), module: &OURS }, ring: Mutex::new(ring), ep: Mutex::new(ep), data_fd, transport_fd, ctl_fd }))
     }
 
     /// The next valid frame into `buf`: its length; 0 once the peer is
@@ -140,7 +134,7 @@ impl Conn {
                 let n = f.len().min(buf.len());
                 buf[..n].copy_from_slice(&f[..n]);
                 ring.next += 1;
-                self.flag(&mut ring);
+                ring.refresh();
                 return n as isize;
             }
             let r = &mut *ring;
@@ -154,18 +148,18 @@ impl Conn {
             match got {
                 Ok(_) if !r.idx.is_empty() => continue,
                 Ok(false) => {
-                    self.flag(&mut ring);
+                    ring.refresh();
                     return 0;
                 }
                 Ok(true) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => r.idx.clear(),
                 Err(e) => {
                     r.idx.clear();
-                    self.flag(&mut ring);
+                    ring.refresh();
                     return fail(errno_of(&e).unwrap_or(libc::EIO), -1);
                 }
             }
-            self.flag(&mut ring);
+            ring.refresh();
             drop(ring);
             if consumed > 0 {
                 return fail(libc::EAGAIN, -1); // only non-frames: nothing for the caller now
@@ -210,7 +204,7 @@ unsafe extern "C" fn ours_send(conn: *mut VdeConn, buf: *const c_void, len: usiz
 
 unsafe extern "C" fn ours_datafd(conn: *mut VdeConn) -> c_int {
     // SAFETY: conn is one of ours (module OURS).
-    unsafe { &*(conn as *const Conn) }.poll.raw()
+    unsafe { &*(conn as *const Conn) }.data_fd
 }
 
 unsafe extern "C" fn ours_ctlfd(conn: *mut VdeConn) -> c_int {

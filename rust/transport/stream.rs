@@ -9,8 +9,9 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use super::ready::ReadyFd;
 use super::{Batch, Recv, SendOutcome, Transport};
-use crate::sys::{self, Epoll, EventFd, Output};
+use crate::sys::{self, Output};
 use crate::wire::stream::{encode_len, Decoder, Next, LEN_PREFIX, MAX_STREAM_FRAME};
 
 /// How long a send waits for a stalled reader before the frames are
@@ -25,9 +26,8 @@ pub struct Stream {
     /// out before anything else, so the framing survives a stalled reader.
     tail: Vec<u8>,
     decoder: Decoder,
-    poll: Epoll,
-    pending: EventFd,
-    pending_set: bool,
+    /// The data fd: the input, or frames already decoded.
+    ready: ReadyFd,
     eof: bool,
     /// A regular file or /dev/null as input: epoll refuses it (EPERM), and
     /// it never blocks, so it counts as readable until EOF (a recorded
@@ -36,16 +36,13 @@ pub struct Stream {
 }
 
 pub fn open(input: OwnedFd, output: OwnedFd) -> io::Result<Stream> {
-    let poll = Epoll::new()?;
-    let pending = EventFd::new()?;
-    let always_ready = match poll.add(input.as_raw_fd(), 0) {
-        Ok(()) => false,
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => true,
+    let (ready, always_ready) = match ReadyFd::new(&[input.as_raw_fd()]) {
+        Ok(r) => (r, false),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => (ReadyFd::new(&[])?, true),
         Err(e) => return Err(e),
     };
-    poll.add(pending.raw(), 1)?;
     let output = Output::new(output)?;
-    let mut s = Stream { input, output, tail: Vec::with_capacity(MAX_STREAM_FRAME + LEN_PREFIX), decoder: Decoder::new(), poll, pending, pending_set: false, eof: false, always_ready };
+    let mut s = Stream { input, output, tail: Vec::with_capacity(MAX_STREAM_FRAME + LEN_PREFIX), decoder: Decoder::new(), ready, eof: false, always_ready };
     s.update_pending();
     Ok(s)
 }
@@ -58,14 +55,7 @@ pub fn open_stdio() -> io::Result<Stream> {
 impl Stream {
     fn update_pending(&mut self) {
         let has = self.decoder.has_frame() || (self.always_ready && !self.eof);
-        if has != self.pending_set {
-            if has {
-                self.pending.set()
-            } else {
-                self.pending.clear()
-            }
-            self.pending_set = has;
-        }
+        self.ready.queued(has);
     }
 
     /// Read more bytes if the input has any. Ok(false): nothing now.
@@ -219,7 +209,7 @@ impl Transport for Stream {
     }
 
     fn data_fd(&self) -> RawFd {
-        self.poll.raw()
+        self.ready.raw()
     }
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
