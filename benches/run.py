@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import tcp_overlay  # benches/ is this script's directory
+
 ROOT = Path(__file__).resolve().parent.parent
 GEN = ROOT / "target" / "release" / "examples" / "vdeplug-bench"
 OURS = shutil.which("vde_plug", path=str(Path(sys.executable).parent)) or "vde_plug"
@@ -198,9 +200,6 @@ def tcp_overlay_scenario(reps: int, seconds: float) -> dict:
     namespaces, ours vs C vde_plug vs the kernel's vxlan."""
     if os.geteuid() != 0 or not shutil.which("iperf3"):
         return {"skipped": "needs root and iperf3 (apt-get install iperf3)"}
-    sys.path.insert(0, str(Path(__file__).parent))
-    import tcp_overlay
-
     tcp_overlay.setup()
     try:
         return {"reps": reps, "seconds": seconds, "results": tcp_overlay.run(tcp_overlay.PATHS, seconds, reps)}
@@ -264,9 +263,9 @@ def run_one(impl: Impl, size: int, seconds: float, k: int) -> dict:
         cmd = in_ns([str(GEN), "traffic", *s.gen, "--size", str(size), "--seconds", str(seconds), "--warmup", str(WARMUP)], s.netns)
         gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(WARMUP + 0.2)  # learning phase + warm-up of the generator
-        cpu0, t0 = relay_cpu(procs), time.monotonic()
+        cpu0, t0 = tcp_overlay.cpu_seconds(procs), time.monotonic()
         out, err = gen.communicate(timeout=seconds + 30)
-        cpu1, t1 = relay_cpu(procs), time.monotonic()
+        cpu1, t1 = tcp_overlay.cpu_seconds(procs), time.monotonic()
         if gen.returncode:
             raise RuntimeError(err.strip())
         r = json.loads(out)
@@ -287,19 +286,6 @@ def run_one(impl: Impl, size: int, seconds: float, k: int) -> dict:
 
 
 WARMUP = 0.3 + 0.5  # the generator's learning phase (~0.5 s) + warm-up
-
-
-def relay_cpu(procs: list[subprocess.Popen]) -> float:
-    """CPU seconds (user+system) used so far by the relay processes."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for p in procs:
-        try:
-            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -475,8 +461,6 @@ def main() -> int:
     if start_ms:
         md += "\n\n" + startup_table(start_ms)
     if tcp.get("results"):
-        import tcp_overlay
-
         md += "\n\n" + tcp_overlay.table(tcp["results"])
         try:
             tcp_chart(tcp["results"], args.results / "tcp_overlay.png")

@@ -119,7 +119,8 @@ def tear_down(p: Path_, procs: list[subprocess.Popen]) -> None:
         sh("ip", "-n", n, "link", "del", "t0", check=False)
 
 
-def cpu_of(procs: list[subprocess.Popen]) -> float:
+def cpu_seconds(procs: list[subprocess.Popen]) -> float:
+    """CPU seconds (user+system) used so far by these processes."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for q in procs:
@@ -135,9 +136,9 @@ def iperf(seconds: float, procs: list[subprocess.Popen]) -> dict:
     server = subprocess.Popen(ns(H2, "iperf3", "-s", "-1", "-B", OVER[1]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
-        c0, t0 = cpu_of(procs), time.monotonic()
+        c0, t0 = cpu_seconds(procs), time.monotonic()
         r = sh(*ns(H1, "iperf3", "-c", OVER[1], "-t", str(seconds), "-J"), check=False)
-        c1, t1 = cpu_of(procs), time.monotonic()
+        c1, t1 = cpu_seconds(procs), time.monotonic()
         out = json.loads(r.stdout)
         if "error" in out:
             raise RuntimeError(out["error"])

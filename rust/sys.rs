@@ -437,23 +437,46 @@ pub fn recv_batch_prefixed<B: AsMut<[u8]>>(fd: RawFd, prefix: &mut [[u8; 8]], bu
         // SAFETY: i < got <= n: initialised above.
         let m = unsafe { msgs[i].assume_init_ref() };
         meta[i].len = m.msg_len as usize;
-        meta[i].spec_dst = None;
-        if pktinfo {
-            // SAFETY: walk the control data the kernel wrote, within msg_controllen.
-            unsafe {
-                let h = &m.msg_hdr;
-                let mut c = libc::CMSG_FIRSTHDR(h);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
-                        let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
-                        meta[i].spec_dst = Some(Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr)));
-                    }
-                    c = libc::CMSG_NXTHDR(h, c);
-                }
-            }
-        }
+        meta[i].spec_dst = if pktinfo { control(&m.msg_hdr).spec_dst } else { None };
     }
     Ok(got)
+}
+
+/// What the control messages of a received datagram say.
+#[derive(Default)]
+struct Control {
+    /// IP_PKTINFO: the local address it was delivered to.
+    spec_dst: Option<Ipv4Addr>,
+    /// UDP_GRO: the size of each datagram in a coalesced train (0: none).
+    gro_size: usize,
+}
+
+/// Read the control messages the kernel wrote into `h`.
+fn control(h: &libc::msghdr) -> Control {
+    let mut out = Control::default();
+    if h.msg_control.is_null() {
+        return out;
+    }
+    // SAFETY: walk the control data the kernel wrote, within msg_controllen;
+    // CMSG_DATA points at a payload of the type the level/type pair says.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                    out.spec_dst = Some(Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr)));
+                }
+                (SOL_UDP, UDP_GRO) => {
+                    let size = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
+                    out.gro_size = size.max(0) as usize;
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    out
 }
 
 const UDP_GRO: libc::c_int = 104;
@@ -495,23 +518,9 @@ pub fn recv_batch_gro<B: AsMut<[u8]>>(fd: RawFd, bufs: &mut [B], meta: &mut [Met
         // SAFETY: i < got <= n: initialised above.
         let m = unsafe { msgs[i].assume_init_ref() };
         meta[i].len = m.msg_len as usize;
-        meta[i].spec_dst = None;
-        seg[i] = 0;
-        // SAFETY: walk the control data the kernel wrote, within msg_controllen.
-        unsafe {
-            let h = &m.msg_hdr;
-            let mut c = libc::CMSG_FIRSTHDR(h);
-            while !c.is_null() {
-                if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                    let size = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
-                    seg[i] = size.max(0) as usize;
-                } else if pktinfo && (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
-                    let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
-                    meta[i].spec_dst = Some(Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr)));
-                }
-                c = libc::CMSG_NXTHDR(h, c);
-            }
-        }
+        let c = control(&m.msg_hdr);
+        meta[i].spec_dst = if pktinfo { c.spec_dst } else { None };
+        seg[i] = c.gro_size;
     }
     Ok(got)
 }

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 import vdeplug
@@ -206,21 +207,30 @@ def test_dpipe_one_directional_filters(tmp_path, middle, expect):
     assert out.read_text().strip() == expect
 
 
-def test_sigusr1_prints_counters(tmp_path):
+def cable_stderr(tmp_path, *opts: str, frames: int, then: Callable[[subprocess.Popen[str]], None]) -> tuple[str, str, str]:
+    """Run `vde_plug OPTS ptp://a ptp://b`, send `frames` 100-byte frames
+    from a to b through it, call `then(process)`, stop it; (a, b, stderr)."""
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    p = subprocess.Popen([VDE_PLUG, f"ptp://{a}", f"ptp://{b}"], stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([VDE_PLUG, *opts, f"ptp://{a}", f"ptp://{b}"], stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
         with vdeplug.open(f"ptp://{a}") as x, vdeplug.open(f"ptp://{b}") as y:
-            for _ in range(3):
+            for _ in range(frames):
                 x.send(frame(100))
                 assert y.recv(timeout=5) == frame(100)
-        p.send_signal(signal.SIGUSR1)
-        time.sleep(0.5)
+            then(p)
     finally:
         p.terminate()
         p.wait(5)
-    err = p.stderr.read() if p.stderr else ""
+    return a, b, p.stderr.read() if p.stderr else ""
+
+
+def test_sigusr1_prints_counters(tmp_path):
+    def report(p: subprocess.Popen[str]) -> None:
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+
+    a, b, err = cable_stderr(tmp_path, frames=3, then=report)
     assert f"ptp://{a}: Stats(frames_in=3, bytes_in=300" in err, err
     assert f"ptp://{b}: Stats(frames_in=0, bytes_in=0, frames_out=3, bytes_out=300" in err, err
 
@@ -228,19 +238,8 @@ def test_sigusr1_prints_counters(tmp_path):
 def test_stats_prints_periodic_counter_lines(tmp_path):
     """--stats S: one line per interval (appended: stderr is a pipe), with
     totals and rates that follow the traffic."""
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    p = subprocess.Popen([VDE_PLUG, "--stats", "0.3", f"ptp://{a}", f"ptp://{b}"], stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: os.path.exists(a) and os.path.exists(b), what="sockets")
-        with vdeplug.open(f"ptp://{a}") as x, vdeplug.open(f"ptp://{b}") as y:
-            for _ in range(5):
-                x.send(frame(100))
-                assert y.recv(timeout=5) == frame(100)
-            time.sleep(1.2)
-    finally:
-        p.terminate()
-        p.wait(5)
-    lines = (p.stderr.read() if p.stderr else "").splitlines()
+    a, b, err = cable_stderr(tmp_path, "--stats", "0.3", frames=5, then=lambda _: time.sleep(1.2))
+    lines = err.splitlines()
     assert len(lines) >= 3, lines
     assert all(ln.startswith("vde_plug: ") and "\r" not in ln for ln in lines), lines
     assert f"ptp://{a}: in 5 (" in lines[-1] and f"ptp://{b}: in 0 (0/s, 0.0 Mbit/s) out 5 (" in lines[-1], lines
