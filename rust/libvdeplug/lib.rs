@@ -138,6 +138,11 @@ impl Conn {
                 return n as isize;
             }
             let r = &mut *ring;
+            // Readable now: the caller polled us. If what was there is gone
+            // by the time we read (a ptp re-association purges the socket's
+            // queue), say EAGAIN rather than wait for traffic that may
+            // never come.
+            let was_ready = sys::poll_in(self.transport_fd, 0).unwrap_or(false);
             let got = {
                 let mut ep = lock(&self.ep);
                 ep.maybe_tick();
@@ -161,10 +166,11 @@ impl Conn {
             }
             ring.refresh();
             drop(ring);
-            if consumed > 0 {
+            if consumed > 0 || was_ready {
                 return fail(libc::EAGAIN, -1); // only non-frames: nothing for the caller now
             }
-            // Nothing at all: wait (as a plain recv would), holding no lock.
+            // Nothing at all, and nothing was there: wait (as a plain recv
+            // would), holding no lock.
             match sys::poll_in(self.transport_fd, -1) {
                 Ok(_) => {}
                 Err(e) => return fail(e.raw_os_error().unwrap_or(libc::EINTR), -1),
