@@ -93,20 +93,21 @@ pub fn plan<'a>(n: usize, frame: &dyn Fn(usize) -> &'a [u8], runs: &mut Vec<(usi
 
 /// The virtio-net header and the packet headers (written into `hdr`,
 /// returning their length) of the super-frame made of `frames` — a run
-/// `plan` found. The payloads follow, each `frame[payload..end]`.
-pub fn super_header(frames: &[&[u8]], hdr: &mut [u8]) -> Option<(Header, usize, Layout)> {
+/// `plan` found. The payloads that follow go into `payloads[..frames.len()]`.
+pub fn super_header<'a>(frames: &[&'a [u8]], hdr: &mut [u8], payloads: &mut [&'a [u8]]) -> Option<(Header, usize)> {
     let first = frames.first()?;
     let lay = Layout::of(first)?;
     let h = lay.payload;
-    if hdr.len() < h {
+    if hdr.len() < h || payloads.len() < frames.len() {
         return None;
     }
     hdr[..h].copy_from_slice(&first[..h]);
     let mut payload = 0;
     let mut psh = 0;
-    for f in frames {
+    for (f, p) in frames.iter().zip(payloads.iter_mut()) {
         let l = Layout::of(f)?;
-        payload += l.end - l.payload;
+        *p = &f[l.payload..l.end];
+        payload += p.len();
         psh |= f[l.l4 + 13] & TCP_PSH;
     }
     let l4_len = h - lay.l4 + payload;
@@ -125,7 +126,7 @@ pub fn super_header(frames: &[&[u8]], hdr: &mut [u8]) -> Option<(Header, usize, 
         csum_start: lay.l4 as u16,
         csum_offset: 16,
     };
-    Some((vh, h, lay))
+    Some((vh, h))
 }
 
 #[cfg(test)]
@@ -184,10 +185,11 @@ mod tests {
             assert_eq!(runs_of(&frames), [(0, 5)]);
             let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
             let mut hdr = [0u8; 256];
-            let (vh, h, lay) = super_header(&refs, &mut hdr).unwrap();
+            let mut payloads: Vec<&[u8]> = vec![&[]; refs.len()];
+            let (vh, h) = super_header(&refs, &mut hdr, &mut payloads).unwrap();
             let mut sup = hdr[..h].to_vec();
-            for f in &frames {
-                sup.extend_from_slice(&f[lay.payload..]);
+            for p in &payloads {
+                sup.extend_from_slice(p);
             }
             assert_eq!(vh.gso_size, 1000);
             assert_eq!(vh.flags, virtio_net::F_NEEDS_CSUM);

@@ -33,13 +33,14 @@ pub fn finish_checksum(h: &Header, frame: &mut [u8]) -> Result<(), Error> {
     let start = h.csum_start as usize;
     let at = start + h.csum_offset as usize;
     // A TCP/UDP packet ends where IP says (Ethernet padding is not summed).
-    let end = Layout::of(frame).filter(|l| l.l4 == start).map_or(frame.len(), |l| l.end);
+    let lay = Layout::of(frame).filter(|l| l.l4 == start);
+    let end = lay.map_or(frame.len(), |l| l.end);
     if at + 2 > end || start > end {
         return Err(Error::CsumRange);
     }
     let c = checksum::finish(checksum::add(0, &frame[start..end]));
     // UDP sends a computed 0 as ffff (0 means "no checksum").
-    let c = if c == 0 && Layout::of(frame).is_some_and(|l| l.proto == UDP && l.l4 == start) { 0xffff } else { c };
+    let c = if c == 0 && lay.is_some_and(|l| l.proto == UDP) { 0xffff } else { c };
     frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
     Ok(())
 }

@@ -31,9 +31,10 @@ use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::ready::QueuedFlag;
 use super::{ctx, err, now_secs, send_datagrams, Batch, Recv, SendOutcome, Transport};
 use crate::mac_table::MacTable;
-use crate::sys::{self, Epoll, EventFd};
+use crate::sys::{self, Epoll};
 use crate::wire::ethernet::Frame;
 use crate::wire::vde_ctl::{self, Request, REQ_NEW_CONTROL};
 
@@ -136,10 +137,9 @@ pub struct NetNode {
     active: Vec<PortId>,
     table: MacTable<PortId>,
     poll: Epoll,
-    hostq_fd: EventFd,
+    hostq_flag: QueuedFlag,
     hostq: Batch,
     hostq_head: usize,
-    hostq_set: bool,
     scratch: Batch,
     /// One-frame batch for `send`.
     single: Batch,
@@ -232,8 +232,8 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
     sys::chmod_at_nofollow(dfd, ctl, mode)?;
     let poll = Epoll::new()?;
     poll.add(listener.as_raw_fd(), TOKEN_LISTEN)?;
-    let hostq_fd = EventFd::new()?;
-    poll.add(hostq_fd.raw(), TOKEN_HOSTQ)?;
+    let hostq_flag = QueuedFlag::new()?;
+    poll.add(hostq_flag.raw(), TOKEN_HOSTQ)?;
     Ok(NetNode {
         kind: o.kind,
         dir,
@@ -244,10 +244,9 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
         active: Vec::new(),
         table: MacTable::new(o.hashsize, o.expiretime, o.hashseed),
         poll,
-        hostq_fd,
+        hostq_flag,
         hostq: Batch::new(HOST_QUEUE),
         hostq_head: 0,
-        hostq_set: false,
         scratch: Batch::new(crate::fwd::BATCH),
         single: Batch::new(1),
         out: Vec::new(),
@@ -646,14 +645,7 @@ impl NetNode {
     /// Keep the eventfd readable exactly while host frames are queued.
     fn refresh_pending(&mut self) {
         let pending = self.hostq.count > 0;
-        if pending != self.hostq_set {
-            if pending {
-                self.hostq_fd.set()
-            } else {
-                self.hostq_fd.clear()
-            }
-            self.hostq_set = pending;
-        }
+        self.hostq_flag.queued(pending);
     }
 
     /// Move queued host frames into `out`, as many as fit.

@@ -232,15 +232,15 @@ impl Transport for Tap {
                 for (k, r) in refs[..count].iter_mut().enumerate() {
                     *r = frame(first + k);
                 }
-                match coalesce::super_header(&refs[..count], &mut off.hdr) {
-                    Some((vh, h, lay)) => {
+                let mut payloads: [&[u8]; MAX_SEGS] = [&[]; MAX_SEGS];
+                match coalesce::super_header(&refs[..count], &mut off.hdr, &mut payloads) {
+                    Some((vh, h)) => {
                         let vb = vh.to_bytes();
                         let mut iov: [IoSlice<'_>; MAX_SEGS + 2] = [IoSlice::new(&[]); MAX_SEGS + 2];
                         iov[0] = IoSlice::new(&vb);
                         iov[1] = IoSlice::new(&off.hdr[..h]);
-                        for (k, f) in refs[..count].iter().enumerate() {
-                            let end = crate::offload::Layout::of(f).map_or(f.len(), |l| l.end);
-                            iov[2 + k] = IoSlice::new(&f[lay.payload..end]);
+                        for (k, p) in payloads[..count].iter().enumerate() {
+                            iov[2 + k] = IoSlice::new(p);
                         }
                         let r = sys::writev(fd, &iov[..count + 2]);
                         if r.is_ok() {

@@ -2,8 +2,6 @@
 //! the offload code that finishes or rebuilds checksums the kernel left to
 //! us (tap offloads) or that we must verify before coalescing.
 
-use std::net::IpAddr;
-
 /// Add `data` to a running one's-complement sum (partly folded: below
 /// 2^33). Big-endian 16-bit words; an odd last byte is padded with zero.
 /// The one's-complement sum does not depend on byte order (RFC 1071), so
@@ -54,17 +52,6 @@ pub fn fold(mut sum: u64) -> u16 {
 /// The checksum field value for data whose running sum is `sum`.
 pub fn finish(sum: u64) -> u16 {
     !fold(sum)
-}
-
-/// Sum of the TCP/UDP pseudo-header for `len` bytes of protocol `proto`.
-pub fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u64 {
-    let mut s = match (src, dst) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => add(add(0, &a.octets()), &b.octets()),
-        (IpAddr::V6(a), IpAddr::V6(b)) => add(add(0, &a.octets()), &b.octets()),
-        _ => 0,
-    };
-    s += proto as u64 + len as u64;
-    s
 }
 
 /// Pseudo-header sum from raw address bytes (4 or 16 each).
