@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use _core::mac_table::MacTable;
-use _core::transport::overlay::Config;
+use _core::transport::overlay::{Config, Remote};
 use _core::transport::{ptp, udp, vde, vxvde, Batch, Transport};
 use _core::wire::ethernet::Address;
 use _core::wire::vxlan::{Packet, Repr};
@@ -36,7 +36,8 @@ fn open(spec: &str) -> io::Result<Box<dyn Transport>> {
         "ptp" => Box::new(ptp::open(Path::new(rest), None, None)?),
         "vde" => Box::new(vde::open(Path::new(rest), &vde::Options { descr: "vdeplug-bench".into(), ..Default::default() })?),
         "vxvde" => {
-            let cfg = Config { group: rest.parse().map_err(io::Error::other)?, port: 14789, vni: 1, ttl: 1, ifname: None, rcvbuf: Some(4 << 20), hashsize: 1024, expiretime: 128 };
+            let remote = Remote::Group(rest.parse().map_err(io::Error::other)?);
+            let cfg = Config { remote, port: 14789, vni: 1, ttl: None, ifname: None, rcvbuf: Some(4 << 20), hashsize: 1024, expiretime: 128, allow: Vec::new() };
             Box::new(vxvde::open(&cfg, None)?)
         }
         _ => return Err(io::Error::other(format!("unknown endpoint kind {kind}"))),

@@ -9,6 +9,7 @@ use crate::wire::{self, ETH_BUFSIZE};
 
 pub mod capture;
 pub mod cmd;
+pub mod flood;
 pub mod gro;
 pub mod nested;
 pub mod netnode;

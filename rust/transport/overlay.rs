@@ -1,7 +1,8 @@
 //! What vxlan:// and vxvde:// share: frames carried in UDP behind the
 //! 8-byte VXLAN header, a MAC table mapping each remote MAC to the peer
 //! address it came from, and the choice of destination for each frame
-//! (known unicast → that peer, anything else → the multicast group).
+//! (known unicast → that peer, anything else → the multicast group, or
+//! a copy to every peer of the flood list when there is no group).
 //! Receive and send are batched (recvmmsg/sendmmsg) with the header
 //! scattered/gathered in its own iovec, so frames are never copied.
 
@@ -11,6 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::flood::{FloodList, Prefix};
 use super::gro::GroRx;
 use super::{ctx, now_secs, send_datagrams, send_patience, Batch, SendOutcome};
 use crate::mac_table::MacTable;
@@ -28,24 +30,62 @@ impl Default for Peer {
     }
 }
 
+/// Where flooded frames go: a multicast group, or unicast peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Group(IpAddr),
+    Peers(Vec<SocketAddr>),
+}
+
 /// Options common to vxlan:// and vxvde:// (already parsed and typed).
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub group: IpAddr,
+    pub remote: Remote,
     pub port: u16,
     pub vni: u32,
-    pub ttl: u32,
+    /// `ttl=` if given: multicast defaults to 1, unicast to the system's.
+    pub ttl: Option<u32>,
     pub ifname: Option<String>,
     pub rcvbuf: Option<usize>,
     pub hashsize: usize,
     pub expiretime: u64,
+    /// Sources that may join the flood list (unicast peers only).
+    pub allow: Vec<Prefix>,
+}
+
+impl Config {
+    pub fn v6(&self) -> bool {
+        match &self.remote {
+            Remote::Group(g) => g.is_ipv6(),
+            Remote::Peers(p) => p.first().is_some_and(SocketAddr::is_ipv6),
+        }
+    }
+
+    /// The flood list's fixed part: the group, or the peers except ourselves
+    /// (an endpoint at `port` on a local address), so every host can be given
+    /// the same list.
+    pub fn flood_list(&self, port: u16) -> FloodList {
+        let fixed = match &self.remote {
+            Remote::Group(g) => vec![SocketAddr::new(*g, self.port)],
+            Remote::Peers(p) => p.iter().copied().filter(|a| !(a.port() == port && is_local(a.ip()))).collect(),
+        };
+        FloodList::new(fixed, self.port, self.allow.clone(), self.expiretime)
+    }
+}
+
+/// Is `ip` one of this host's addresses (can a socket bind to it)?
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Counters specific to overlays (visible from Python).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OverlayStats {
     pub unicast_out: u64,
+    /// Frames flooded: to the group, or once to every peer of the list.
     pub multicast_out: u64,
+    /// Datagrams sent for flooded frames (a copy per peer without multicast).
+    pub flood_copies: u64,
     /// Datagrams dropped for a bad header, wrong VNI or a runt payload.
     pub bad_in: u64,
     pub own_echo: u64,
@@ -63,7 +103,7 @@ pub enum Rx {
 
 pub struct Overlay {
     pub table: MacTable<Peer>,
-    pub group: SocketAddr,
+    pub flood: FloodList,
     pub header: [u8; vxlan::HEADER_LEN],
     vni: u32,
     /// vxvde checks all 64 header bits; vxlan only the I flag and VNI.
@@ -78,6 +118,8 @@ pub struct Overlay {
     dest: Box<[libc::sockaddr_storage; MAX_BATCH]>,
     destlen: [libc::socklen_t; MAX_BATCH],
     addrs: [SocketAddr; MAX_BATCH],
+    /// Datagrams to send: (batch index, destination), ≤ MAX_BATCH + flood targets.
+    plan: Vec<(usize, SocketAddr)>,
     /// UDP GSO for runs to one peer; off after the kernel refuses it.
     gso: bool,
     /// Per receiving socket (0, 1): trains received with UDP_GRO.
@@ -85,10 +127,10 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    pub fn new(cfg: &Config, strict: bool, force_port: Option<u16>) -> Overlay {
+    pub fn new(cfg: &Config, flood: FloodList, strict: bool, force_port: Option<u16>) -> Overlay {
         Overlay {
             table: MacTable::new(cfg.hashsize, cfg.expiretime, 0),
-            group: SocketAddr::new(cfg.group, cfg.port),
+            flood,
             header: Repr { vni: cfg.vni }.to_bytes(),
             vni: cfg.vni,
             strict,
@@ -99,6 +141,7 @@ impl Overlay {
             dest: Box::new([sys::zeroed_storage(); MAX_BATCH]),
             destlen: [0; MAX_BATCH],
             addrs: [Peer::default().0; MAX_BATCH],
+            plan: Vec::with_capacity(2 * MAX_BATCH),
             gso: true,
             gro: [None, None],
         }
@@ -144,6 +187,7 @@ impl Overlay {
         if total == vxlan::HEADER_LEN && self.strict {
             self.stats.leaves += 1;
             self.table.forget_value(Peer(from));
+            self.flood.forget(from);
             return Rx::Leave;
         }
         let Ok(eth) = Frame::new_checked(frame) else {
@@ -152,25 +196,59 @@ impl Overlay {
         };
         let mut peer = from;
         if let Some(p) = self.force_port {
-            peer.set_port(p);
+            peer.set_port(self.flood.listed_port(from.ip()).unwrap_or(p));
         }
+        // One table for every VLAN (key 1), as vdeplug4: overlays are trunks.
         self.table.learn(eth.src_addr(), 1, Peer(peer), now);
+        self.flood.heard(peer, now);
         Rx::Frame
     }
 
-    /// Where to send `frame`: the learned peer, or the group.
-    pub fn destination(&mut self, frame: &[u8], now: u64) -> SocketAddr {
+    /// Where to send `frame`: Some(the learned peer), or None: flood it.
+    pub fn destination(&mut self, frame: &[u8], now: u64) -> Option<SocketAddr> {
         let known = Frame::new_checked(frame).ok().and_then(|f| self.table.lookup(f.dst_addr(), 1, now));
         match known {
             Some(Peer(a)) => {
                 self.stats.unicast_out += 1;
-                a
+                Some(a)
             }
             None => {
                 self.stats.multicast_out += 1;
-                self.group
+                None
             }
         }
+    }
+
+    /// Queue the datagrams of `batch[i]`: one, or a copy per flood target.
+    /// False if there is nowhere to send it.
+    fn plan_frame(&mut self, batch: &Batch, i: usize, now: u64) -> bool {
+        match self.destination(batch.frame(i), now) {
+            Some(d) => self.plan.push((i, d)),
+            None => {
+                let targets = self.flood.targets(now);
+                self.stats.flood_copies += targets.len() as u64;
+                self.plan.extend(targets.iter().map(|&d| (i, d)));
+                return !targets.is_empty();
+            }
+        }
+        true
+    }
+
+    /// Counters, overlay's and the flood list's.
+    pub fn stats_pairs(&self) -> Vec<(&'static str, u64)> {
+        let (s, m) = (&self.stats, &self.flood.stats);
+        vec![
+            ("unicast_out", s.unicast_out),
+            ("multicast_out", s.multicast_out),
+            ("flood_copies", s.flood_copies),
+            ("bad_in", s.bad_in),
+            ("own_echo", s.own_echo),
+            ("leaves", s.leaves),
+            ("members", self.flood.members() as u64),
+            ("members_joined", m.joined),
+            ("members_expired", m.expired),
+            ("members_refused", m.refused),
+        ]
     }
 
     /// Receive a batch on `fd` into `batch` (appending after `batch.count`),
@@ -233,15 +311,43 @@ impl Overlay {
         Ok(())
     }
 
-    /// Encapsulate and send `batch[idx]` from `fd`, each to its destination.
-    /// Consecutive frames of equal size to the same peer leave as one UDP
-    /// GSO send (one trip through the IP stack per run).
+    /// Encapsulate and send `batch[idx]` from `fd`, each to its destination
+    /// (flooded frames once per flood target). Consecutive frames of equal
+    /// size to the same peer leave as one UDP GSO send (one trip through the
+    /// IP stack per run). Counts are of frames: one whose copies were not all
+    /// sent counts as dropped.
     pub fn send_batch(&mut self, fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
         let mut out = SendOutcome::default();
         let now = now_secs();
-        for chunk in idx.chunks(MAX_BATCH) {
-            for (k, &i) in chunk.iter().enumerate() {
-                let d = self.destination(batch.frame(i), now);
+        let mut nowhere = 0;
+        let mut planned = 0;
+        for (n, &i) in idx.iter().enumerate() {
+            if !self.plan_frame(batch, i, now) {
+                nowhere += 1;
+            }
+            if self.plan.len() >= MAX_BATCH || n + 1 == idx.len() {
+                let frames = n + 1 - planned;
+                planned = n + 1;
+                let o = self.send_plan(fd, batch);
+                let dropped = (o.dropped + nowhere).min(frames);
+                nowhere = 0;
+                out.sent += frames - dropped;
+                out.dropped += dropped;
+                if o.error.is_some() {
+                    out.dropped += idx.len() - planned;
+                    out.error = o.error;
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Send and empty the plan.
+    fn send_plan(&mut self, fd: RawFd, batch: &Batch) -> SendOutcome {
+        let mut out = SendOutcome::default();
+        for chunk in self.plan.chunks(MAX_BATCH) {
+            for (k, &(_, d)) in chunk.iter().enumerate() {
                 self.addrs[k] = d;
                 self.destlen[k] = sys::std_to_sockaddr(&d, &mut self.dest[k]);
             }
@@ -250,7 +356,7 @@ impl Overlay {
                 fd,
                 &self.header,
                 chunk.len(),
-                &|k| batch.frame(chunk[k]),
+                &|k| batch.frame(chunk[k].0),
                 Some(&|k| (&dest[k] as *const libc::sockaddr_storage, destlen[k])),
                 &|a, b| addrs[a] == addrs[b],
                 &mut self.gso,
@@ -263,19 +369,42 @@ impl Overlay {
                 break;
             }
         }
+        self.plan.clear();
         out
     }
 
-    /// Encapsulate and send one frame.
+    /// Encapsulate and send one frame (to every flood target if flooded).
     pub fn send_one(&mut self, fd: RawFd, frame: &[u8]) -> io::Result<usize> {
-        let d = self.destination(frame, now_secs());
-        let mut ss = sys::zeroed_storage();
-        let len = sys::std_to_sockaddr(&d, &mut ss);
-        let o = send_datagrams(fd, &self.header, 1, &|_| frame, Some(&|_| (&ss as *const libc::sockaddr_storage, len)), &|_, _| true, &mut false, send_patience());
-        match o.error {
-            Some(e) => Err(e),
-            None if o.sent == 1 => Ok(frame.len()),
-            None => Err(io::ErrorKind::WouldBlock.into()),
+        let now = now_secs();
+        let one = self.destination(frame, now);
+        let targets = match &one {
+            Some(d) => std::slice::from_ref(d),
+            None => self.flood.targets(now),
+        };
+        if one.is_none() {
+            self.stats.flood_copies += targets.len() as u64;
+        }
+        let mut sent = false;
+        for d in targets {
+            let mut ss = sys::zeroed_storage();
+            let len = sys::std_to_sockaddr(d, &mut ss);
+            let o = send_datagrams(fd, &self.header, 1, &|_| frame, Some(&|_| (&ss as *const libc::sockaddr_storage, len)), &|_, _| true, &mut false, send_patience());
+            if let Some(e) = o.error {
+                return Err(e);
+            }
+            sent |= o.sent == 1;
+        }
+        if sent {
+            Ok(frame.len())
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    /// Send the vxvde leave message (a header alone) to every flood target.
+    pub fn send_leave(&mut self, fd: RawFd) {
+        for d in self.flood.targets(now_secs()) {
+            let _ = sys::send_to(fd, &self.header, d);
         }
     }
 
@@ -314,12 +443,6 @@ impl Overlay {
     }
 }
 
-impl OverlayStats {
-    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
-        vec![("unicast_out", self.unicast_out), ("multicast_out", self.multicast_out), ("bad_in", self.bad_in), ("own_echo", self.own_echo), ("leaves", self.leaves)]
-    }
-}
-
 // ---------------------------------------------------------------- socket setup
 
 /// The index of `if=` (0: let the routing table choose).
@@ -347,8 +470,18 @@ pub fn join_group(s: &Socket, group: IpAddr, ifindex: u32) -> io::Result<()> {
     .map_err(|e| ctx(e, format!("cannot join multicast group {group} (add a multicast route or use /if=)")))
 }
 
-/// Outgoing multicast: interface, TTL/hops, loopback.
-pub fn multicast_out(s: &Socket, v6: bool, ifindex: u32, ttl: u32, looped: bool) -> io::Result<()> {
+/// Outgoing TTL/hops for unicast peers, when `ttl=` is given.
+pub fn unicast_out(s: &Socket, v6: bool, ttl: Option<u32>) -> io::Result<()> {
+    match ttl {
+        Some(t) if v6 => s.set_unicast_hops_v6(t),
+        Some(t) => s.set_ttl_v4(t),
+        None => Ok(()),
+    }
+}
+
+/// Outgoing multicast: interface, TTL/hops (default 1), loopback.
+pub fn multicast_out(s: &Socket, v6: bool, ifindex: u32, ttl: Option<u32>, looped: bool) -> io::Result<()> {
+    let ttl = ttl.unwrap_or(1);
     if v6 {
         s.set_multicast_hops_v6(ttl)?;
         s.set_unicast_hops_v6(ttl)?;
@@ -401,53 +534,128 @@ macro_rules! overlay_options {
             opt("port", Kind::Int { lo: 1, hi: 65535 }, OptDefault::Int($port), "UDP port"),
             opt("vni", $vni, OptDefault::Int(1), "VXLAN network identifier"),
             $($grp,)?
-            opt("ttl", Kind::Int { lo: 0, hi: 255 }, OptDefault::Int(1), "multicast TTL / hop limit"),
+            opt("ttl", Kind::Int { lo: 0, hi: 255 }, OptDefault::Int(1), "TTL / hop limit (default 1 for a group, the system's for peers)"),
             opt("rcvbuf", Kind::Size { min: 0 }, OptDefault::Unset, "SO_RCVBUF size (K/M/G suffixes)"),
             opt("v4", Kind::Flag, OptDefault::Bool(false), "use IPv4"),
             opt("v6", Kind::Flag, OptDefault::Bool(false), "use IPv6"),
             opt("hashsize", Kind::Int { lo: 1, hi: 1 << 24 }, OptDefault::Int(1024), "MAC table size"),
             opt("expiretime", Kind::Int { lo: 1, hi: 1 << 40 }, OptDefault::Int(128), "MAC table entry lifetime (s)"),
             opt("if", Kind::Text, OptDefault::Unset, "network interface for multicast"),
+            opt("allow", Kind::Text, OptDefault::Unset, "with unicast peers: source prefixes that may join the flood list"),
             $($extra,)*
         ]
     };
 }
 pub(crate) use overlay_options;
 
-/// The multicast group: the address part, else the default of the family
-/// (`v6` selects ff05:56de::1; unlike vdeplug4, `v4`/`v6` also check an
-/// explicit address).
-pub fn group_address(t: &Target) -> Result<IpAddr, OpenError> {
+/// Where flooded frames go, from the address part: nothing → the default
+/// group of the family (`v6` selects ff05:56de::1); a multicast address →
+/// that group; else a comma-separated list of unicast peers, each `ip`,
+/// `[ipv6]`, `host`, optionally `:port` (default `port=`). All of one
+/// family: `v4`/`v6` if given (unlike vdeplug4 they also check an explicit
+/// address), else the first peer's; a host name gives its address of that
+/// family (IPv4 first when nothing says).
+pub fn remote_of(t: &Target, port: u16) -> Result<Remote, OpenError> {
     if t.flag("v4") && t.flag("v6") {
         return Err(t.error("v4 and v6 together", "v6"));
     }
     let text = t.address_str();
-    let addr = text.trim_start_matches('[').trim_end_matches(']');
-    if addr.is_empty() {
-        return Ok(if t.flag("v6") { IpAddr::V6(DEFAULT_V6) } else { IpAddr::V4(DEFAULT_V4) });
+    let mut want6 = if t.flag("v6") {
+        Some(true)
+    } else if t.flag("v4") {
+        Some(false)
+    } else {
+        None
+    };
+    if text.is_empty() {
+        return Ok(Remote::Group(if want6 == Some(true) { IpAddr::V6(DEFAULT_V6) } else { IpAddr::V4(DEFAULT_V4) }));
     }
-    let ip: IpAddr = addr.parse().map_err(|_| t.error(format!("not an IP multicast address: {addr:?}"), &t.address))?;
-    if !ip.is_multicast() {
-        return Err(t.error(format!("{addr} is not a multicast address"), &t.address));
+    let listed = text.contains(',');
+    let mut peers = Vec::new();
+    for entry in text.split(',') {
+        let (host, p) = split_host_port(entry).map_err(|m| t.error(m, entry))?;
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => resolve(host, want6).map_err(|m| t.error(m, entry))?,
+        };
+        let family = if ip.is_ipv6() { 6 } else { 4 };
+        if want6.is_some_and(|v6| v6 != ip.is_ipv6()) {
+            let why = if peers.is_empty() { "as v4/v6 says" } else { "as the first peer" };
+            return Err(t.error(format!("{entry} is IPv{family}; every address must be IPv{} ({why})", 10 - family), entry));
+        }
+        want6 = Some(ip.is_ipv6());
+        if ip.is_multicast() {
+            if listed || p.is_some() {
+                return Err(t.error(format!("{entry}: a multicast group stands alone (port with /port=), not in a list of peers"), entry));
+            }
+            return Ok(Remote::Group(ip));
+        }
+        if ip.is_unspecified() {
+            return Err(t.error(format!("{entry} is not a peer address"), entry));
+        }
+        peers.push(SocketAddr::new(ip, p.unwrap_or(port)));
     }
-    if (t.flag("v6") && ip.is_ipv4()) || (t.flag("v4") && ip.is_ipv6()) {
-        return Err(t.error(format!("{addr} is not an IPv{} address", if t.flag("v6") { 6 } else { 4 }), &t.address));
-    }
-    Ok(ip)
+    Ok(Remote::Peers(peers))
 }
 
-/// The typed configuration shared by both (group and VNI as given).
-pub fn config_of(t: &Target, group: IpAddr, vni: u32) -> Config {
-    Config {
-        group,
-        port: t.int("port").unwrap_or(4789) as u16,
+/// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
+fn split_host_port(entry: &str) -> Result<(&str, Option<u16>), String> {
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| format!("bad port {p:?} in {entry:?}"));
+    if entry.is_empty() {
+        return Err("empty peer in the list".into());
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or_else(|| format!("unclosed [ in {entry:?}"))?;
+        return match tail {
+            "" => Ok((host, None)),
+            _ => Ok((host, Some(port(tail.strip_prefix(':').ok_or_else(|| format!("expected :port after ] in {entry:?}"))?)?))),
+        };
+    }
+    match entry.split_once(':') {
+        Some((host, p)) if !p.contains(':') => Ok((host, Some(port(p)?))),
+        _ => Ok((entry, None)),
+    }
+}
+
+/// A host name's address of the family asked for (`None`: IPv4 if it has one).
+fn resolve(host: &str, want6: Option<bool>) -> Result<IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<IpAddr> = (host, 0).to_socket_addrs().map_err(|e| format!("cannot resolve {host:?}: {e}"))?.map(|a| a.ip()).collect();
+    let pick = |v6: bool| addrs.iter().copied().find(|a| a.is_ipv6() == v6);
+    match want6 {
+        Some(v6) => pick(v6).ok_or_else(|| format!("{host:?} has no IPv{} address", if v6 { 6 } else { 4 })),
+        None => pick(false).or_else(|| pick(true)).ok_or_else(|| format!("cannot resolve {host:?}: no address")),
+    }
+}
+
+/// `allow=`: comma-separated prefixes, only with unicast peers.
+fn allow_of(t: &Target, remote: &Remote) -> Result<Vec<Prefix>, OpenError> {
+    let Some(text) = t.text("allow") else { return Ok(Vec::new()) };
+    if matches!(remote, Remote::Group(_)) {
+        return Err(t.error("allow= is for unicast peers; a multicast group has no flood list", "allow"));
+    }
+    text.split(',').map(|p| Prefix::parse(p).map_err(|m| t.error(format!("allow: {m} (quote prefixes: allow='10.0.0.0/8')"), p))).collect()
+}
+
+/// The typed configuration shared by both (VNI as given; a vxvde `grp=`
+/// has already moved the group).
+pub fn config_of(t: &Target, remote: Remote, vni: u32) -> Result<Config, OpenError> {
+    let allow = allow_of(t, &remote)?;
+    Ok(Config {
+        remote,
+        port: port_of(t),
         vni,
-        ttl: t.int("ttl").unwrap_or(1) as u32,
+        ttl: t.int("ttl").filter(|_| t.given("ttl")).map(|v| v as u32),
         ifname: t.text("if"),
         rcvbuf: t.int("rcvbuf").map(|v| v as usize),
         hashsize: t.int("hashsize").unwrap_or(1024) as usize,
         expiretime: t.int("expiretime").unwrap_or(128),
-    }
+        allow,
+    })
+}
+
+pub fn port_of(t: &Target) -> u16 {
+    t.int("port").unwrap_or(4789) as u16
 }
 
 use crate::plugins::{OpenError, Target};
@@ -457,7 +665,13 @@ mod tests {
     use super::*;
 
     fn cfg() -> Config {
-        Config { group: "239.0.0.1".parse().unwrap(), port: 4789, vni: 5, ttl: 1, ifname: None, rcvbuf: None, hashsize: 64, expiretime: 128 }
+        let remote = Remote::Group("239.0.0.1".parse().unwrap());
+        Config { remote, port: 4789, vni: 5, ttl: None, ifname: None, rcvbuf: None, hashsize: 64, expiretime: 128, allow: Vec::new() }
+    }
+
+    fn overlay(strict: bool, force_port: Option<u16>) -> Overlay {
+        let c = cfg();
+        Overlay::new(&c, c.flood_list(0), strict, force_port)
     }
 
     fn eth(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
@@ -472,21 +686,23 @@ mod tests {
     const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
     #[test]
-    fn learn_then_unicast_else_group() {
-        let mut ov = Overlay::new(&cfg(), false, Some(4789));
+    fn learn_then_unicast_else_flood() {
+        let mut ov = overlay(false, Some(4789));
         let peer: SocketAddr = "10.0.0.2:51000".parse().unwrap();
-        assert_eq!(ov.destination(&eth(A, B), 10), ov.group, "unknown goes to the group");
+        assert_eq!(ov.destination(&eth(A, B), 10), None, "unknown is flooded");
+        assert_eq!(ov.flood.targets(10), &["239.0.0.1:4789".parse().unwrap()], "to the group");
         let hdr = Repr { vni: 5 }.to_bytes();
         assert_eq!(ov.accept(&hdr, &eth([0xff; 6], A), 68, peer, 10), Rx::Frame);
-        assert_eq!(ov.destination(&eth(A, B), 10), "10.0.0.2:4789".parse().unwrap(), "port forced for vxlan");
-        assert_eq!(ov.destination(&eth([0xff; 6], B), 10), ov.group, "broadcast to the group");
-        assert_eq!(ov.destination(&eth(A, B), 10 + 129), ov.group, "expired");
+        assert_eq!(ov.destination(&eth(A, B), 10), Some("10.0.0.2:4789".parse().unwrap()), "port forced for vxlan");
+        assert_eq!(ov.destination(&eth([0xff; 6], B), 10), None, "broadcast flooded");
+        assert_eq!(ov.destination(&eth(A, B), 10 + 129), None, "expired");
         assert_eq!((ov.stats.unicast_out, ov.stats.multicast_out), (1, 3));
+        assert_eq!(ov.flood.members(), 0, "no flood list membership with a group");
     }
 
     #[test]
     fn bad_headers_dropped_and_counted() {
-        let mut ov = Overlay::new(&cfg(), true, None);
+        let mut ov = overlay(true, None);
         let from: SocketAddr = "10.0.0.2:1".parse().unwrap();
         let f = eth([0xff; 6], A);
         assert_eq!(ov.accept(&Repr { vni: 6 }.to_bytes(), &f, 68, from, 0), Rx::Drop, "wrong vni");
@@ -500,18 +716,122 @@ mod tests {
 
     #[test]
     fn leave_forgets_the_peer() {
-        let mut ov = Overlay::new(&cfg(), true, None);
+        let mut ov = overlay(true, None);
         let from: SocketAddr = "10.0.0.2:40000".parse().unwrap();
         let hdr = Repr { vni: 5 }.to_bytes();
         ov.accept(&hdr, &eth([0xff; 6], A), 68, from, 0);
-        assert_eq!(ov.destination(&eth(A, B), 0), from);
+        assert_eq!(ov.destination(&eth(A, B), 0), Some(from));
         assert_eq!(ov.accept(&hdr, &[], 8, from, 0), Rx::Leave);
-        assert_eq!(ov.destination(&eth(A, B), 0), ov.group);
+        assert_eq!(ov.destination(&eth(A, B), 0), None);
+    }
+
+    fn remote(vnl: &str) -> Result<Remote, String> {
+        let t = match crate::plugins::resolve(vnl.as_bytes()).map_err(|e| e.msg)? {
+            crate::plugins::Resolved::Builtin(_, t) => t,
+            crate::plugins::Resolved::Other { .. } => unreachable!(),
+        };
+        remote_of(&t, port_of(&t)).map_err(|e| match e {
+            OpenError::Vnl(v) => format!("{} [{}]", v.msg, v.part),
+            other => other.to_string(),
+        })
+    }
+
+    fn peers(list: &[&str]) -> Result<Remote, String> {
+        Ok(Remote::Peers(list.iter().map(|a| a.parse().unwrap()).collect()))
+    }
+
+    #[test]
+    fn address_part_group_or_peers() {
+        assert_eq!(remote("vxlan://"), Ok(Remote::Group("239.0.0.1".parse().unwrap())));
+        assert_eq!(remote("vxlan:///v6"), Ok(Remote::Group("ff05:56de::1".parse().unwrap())));
+        assert_eq!(remote("vxvde://ff05::7"), Ok(Remote::Group("ff05::7".parse().unwrap())));
+        assert_eq!(remote("vxlan://10.0.0.2"), peers(&["10.0.0.2:4789"]));
+        assert_eq!(remote("vxlan://10.0.0.2,10.0.0.3:5000/port=4790"), peers(&["10.0.0.2:4790", "10.0.0.3:5000"]));
+        assert_eq!(remote("vxvde://fd00::2,[fd00::3]:7,[fd00::4]"), peers(&["[fd00::2]:14789", "[fd00::3]:7", "[fd00::4]:14789"]));
+        assert_eq!(remote("vxlan://localhost:4790"), peers(&["127.0.0.1:4790"]), "a name gives IPv4 first");
+        assert_eq!(remote("vxlan://127.0.0.1,localhost"), peers(&["127.0.0.1:4789", "127.0.0.1:4789"]));
+    }
+
+    #[test]
+    fn address_part_errors_name_the_entry() {
+        let err = |v: &str| remote(v).unwrap_err();
+        assert!(err("vxlan://10.0.0.2,fd00::1").ends_with("[fd00::1]"), "{}", err("vxlan://10.0.0.2,fd00::1"));
+        assert!(err("vxlan://10.0.0.2/v6").contains("IPv4; every address must be IPv6"));
+        assert!(err("vxlan://239.1.2.3,10.0.0.2").contains("multicast group stands alone"));
+        assert!(err("vxlan://239.1.2.3:99").contains("multicast group stands alone"));
+        assert!(err("vxlan://10.0.0.2,,10.0.0.3").contains("empty peer"));
+        assert!(err("vxlan://10.0.0.2:0").contains("bad port"));
+        assert!(err("vxlan://10.0.0.2:99999").ends_with("[10.0.0.2:99999]"));
+        assert!(err("vxlan://[fd00::1").contains("unclosed ["));
+        assert!(err("vxlan://0.0.0.0").contains("not a peer address"));
+        assert!(err("vxlan://no-such-host.invalid").contains("cannot resolve"));
+        assert!(err("vxlan:///v4/v6").contains("v4 and v6 together"));
+    }
+
+    #[test]
+    fn allow_needs_peers_and_good_prefixes() {
+        let cfg = |v: &str| -> Result<Config, String> {
+            let t = match crate::plugins::resolve(v.as_bytes()).map_err(|e| e.msg)? {
+                crate::plugins::Resolved::Builtin(_, t) => t,
+                crate::plugins::Resolved::Other { .. } => unreachable!(),
+            };
+            let r = remote_of(&t, port_of(&t)).map_err(|e| e.to_string())?;
+            config_of(&t, r, 1).map_err(|e| e.to_string())
+        };
+        assert_eq!(cfg("vxlan://10.0.0.1/allow='10.0.0.0/8,fd00::/16'").unwrap().allow.len(), 2);
+        assert_eq!(cfg("vxlan://10.0.0.1/allow=10.0.0.0%2F8").unwrap().allow.len(), 1);
+        assert!(cfg("vxlan://239.1.1.1/allow=10.0.0.0").unwrap_err().contains("unicast peers"));
+        assert!(cfg("vxlan://10.0.0.1/allow=10.0.0.0/8").unwrap_err().contains("unknown"), "an unquoted / splits options");
+        assert!(cfg("vxlan://10.0.0.1/allow='10.0.0.0/40'").unwrap_err().contains("quote prefixes"));
+        assert_eq!(cfg("vxlan://10.0.0.1").unwrap().ttl, None, "unicast keeps the system TTL unless given");
+        assert_eq!(cfg("vxlan://10.0.0.1/ttl=9").unwrap().ttl, Some(9));
+    }
+
+    #[test]
+    fn flood_list_leaves_ourselves_out() {
+        let mut c = cfg();
+        c.remote = Remote::Peers(vec!["127.0.0.1:4789".parse().unwrap(), "127.0.0.1:4790".parse().unwrap(), "192.0.2.1:4789".parse().unwrap()]);
+        let mut f = c.flood_list(4789);
+        assert_eq!(f.targets(0), &["127.0.0.1:4790".parse().unwrap(), "192.0.2.1:4789".parse().unwrap()]);
+    }
+
+    /// Broadcasts go to every peer, known unicast to one, in one send_batch.
+    #[test]
+    fn head_end_replication_on_loopback() {
+        let rx: Vec<std::net::UdpSocket> = (0..3).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        for r in &rx {
+            r.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        }
+        let mut c = cfg();
+        c.remote = Remote::Peers(rx.iter().map(|r| r.local_addr().unwrap()).collect());
+        let mut ov = Overlay::new(&c, c.flood_list(0), true, None);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let hdr = Repr { vni: 5 }.to_bytes();
+        ov.accept(&hdr, &eth([0xff; 6], A), 68, rx[1].local_addr().unwrap(), now_secs());
+        let mut batch = Batch::new(4);
+        for (i, f) in [eth([0xff; 6], B), eth(A, B), eth([0xff; 6], B)].iter().enumerate() {
+            batch.bufs[i][..f.len()].copy_from_slice(f);
+            batch.lens[i] = f.len();
+        }
+        batch.count = 3;
+        let o = ov.send_batch(tx.as_raw_fd(), &batch, &[0, 1, 2]);
+        assert_eq!((o.sent, o.dropped), (3, 0));
+        let mut buf = [0u8; 128];
+        for (k, r) in rx.iter().enumerate() {
+            let want = if k == 1 { 3 } else { 2 };
+            for _ in 0..want {
+                let n = r.recv(&mut buf).unwrap();
+                assert_eq!((n, &buf[..8]), (68, &hdr[..]));
+            }
+            r.set_nonblocking(true).unwrap();
+            assert!(r.recv(&mut buf).is_err(), "peer {k}: no extra copies");
+        }
+        assert_eq!((ov.stats.multicast_out, ov.stats.flood_copies, ov.stats.unicast_out), (2, 6, 1));
     }
 
     #[test]
     fn arbitrary_datagrams_never_panic() {
-        let mut ov = Overlay::new(&cfg(), true, None);
+        let mut ov = overlay(true, None);
         let from: SocketAddr = "10.0.0.2:1".parse().unwrap();
         let mut x: u32 = 12345;
         for total in 0..200usize {

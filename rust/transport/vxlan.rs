@@ -1,14 +1,15 @@
-//! vxlan://[group][/options] — a VXLAN segment (RFC 7348), interoperable
-//! with the Linux kernel's vxlan devices. One UDP socket bound to ANY:port
-//! (so one process per host and port, as vdeplug4's man page says),
-//! multicast loopback off. Unlike vdeplug4 4.0.1, replies to learned MACs
+//! vxlan://[group|peer,peer…][/options] — a VXLAN segment (RFC 7348),
+//! interoperable with the Linux kernel's vxlan devices, over a multicast
+//! group or, without multicast, a list of unicast peers (the kernel's flood
+//! list). One UDP socket bound to ANY:port (so one process per host and
+//! port, as vdeplug4's man page says), multicast loopback off. Unlike vdeplug4 4.0.1, replies to learned MACs
 //! really go out unicast (the C plugin fails them with EDESTADDRREQ).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::overlay::{self, Config, Overlay};
+use super::overlay::{self, Config, Overlay, Remote};
 use super::ready::ReadyFd;
 use super::{Batch, Recv, SendOutcome, Transport};
 
@@ -24,16 +25,21 @@ fn never_self(_: &SocketAddr, _: &crate::sys::Meta) -> bool {
 }
 
 pub fn open(cfg: &Config) -> io::Result<Vxlan> {
-    let v6 = cfg.group.is_ipv6();
-    let ifindex = overlay::ifindex(cfg)?;
+    let v6 = cfg.v6();
     let s = overlay::udp_socket(v6)?;
     s.set_reuse_address(true)?;
     overlay::bind(&s, SocketAddr::new(overlay::any(v6), cfg.port))?;
-    overlay::join_group(&s, cfg.group, ifindex)?;
-    overlay::multicast_out(&s, v6, ifindex, cfg.ttl, false)?;
+    match &cfg.remote {
+        Remote::Group(g) => {
+            let ifindex = overlay::ifindex(cfg)?;
+            overlay::join_group(&s, *g, ifindex)?;
+            overlay::multicast_out(&s, v6, ifindex, cfg.ttl, false)?;
+        }
+        Remote::Peers(_) => overlay::unicast_out(&s, v6, cfg.ttl)?,
+    }
     overlay::set_rcvbuf(&s, cfg)?;
     let sock: UdpSocket = s.into();
-    let mut ov = Overlay::new(cfg, false, Some(cfg.port));
+    let mut ov = Overlay::new(cfg, cfg.flood_list(cfg.port), false, Some(cfg.port));
     ov.enable_gro(0, sock.as_raw_fd());
     let ready = ReadyFd::new(&[sock.as_raw_fd()])?;
     Ok(Vxlan { sock, ov, ready })
@@ -61,15 +67,15 @@ impl Transport for Vxlan {
         self.ov.send_batch(self.sock.as_raw_fd(), batch, idx)
     }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
-        self.ov.stats.pairs()
+        self.ov.stats_pairs()
     }
 }
 
 // ---------------------------------------------------------------- VNL
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
-    let group = overlay::group_address(t)?;
-    let cfg = overlay::config_of(t, group, t.int("vni").unwrap_or(1) as u32);
+    let remote = overlay::remote_of(t, overlay::port_of(t))?;
+    let cfg = overlay::config_of(t, remote, t.int("vni").unwrap_or(1) as u32)?;
     Ok(Box::new(open(&cfg)?))
 }
 
@@ -79,7 +85,7 @@ pub const PLUGIN: Builtin = Builtin {
     options: overlay::overlay_options!(4789, Kind::Int { lo: 0, hi: 0xFF_FFFF };),
     bare: None,
     nests: false,
-    summary: "VXLAN segment: vxlan://239.0.0.1/vni=5",
+    summary: "VXLAN segment: vxlan://239.0.0.1/vni=5, vxlan://peer1,peer2",
     open: open_vnl,
 };
 

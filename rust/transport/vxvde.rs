@@ -9,18 +9,25 @@
 //! is recognised by source port = our `uni` port and source address = the
 //! local address it was delivered to (IPv4 pktinfo) or one of our
 //! addresses (IPv6). Closing sends a header-only "leave" to the group.
+//!
+//! Without multicast (`vxvde://peer,peer…`, our extension: C vxvde has no
+//! unicast mode) there is one socket, bound to `port=`: peers flood to it,
+//! and it carries all our sends, so learning works the same way. Flooded
+//! frames and the leave go to every peer of the flood list.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::overlay::{self, Config, Overlay};
+use super::overlay::{self, Config, Overlay, Remote};
 use super::ready::ReadyFd;
 use super::{Batch, Recv, SendOutcome, Transport};
 use crate::sys::{self, Meta};
 
 pub struct Vxvde {
-    multi: UdpSocket,
+    /// Group traffic (None with unicast peers).
+    multi: Option<UdpSocket>,
+    /// All our sends, and what peers send to us.
     uni: UdpSocket,
     uni_port: u16,
     v6: bool,
@@ -31,30 +38,40 @@ pub struct Vxvde {
 }
 
 pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
-    let v6 = cfg.group.is_ipv6();
-    let ifindex = overlay::ifindex(cfg)?;
-
-    let m = overlay::udp_socket(v6)?;
-    m.set_reuse_address(true)?;
-    overlay::bind(&m, SocketAddr::new(cfg.group, cfg.port))?;
-    overlay::join_group(&m, cfg.group, ifindex)?;
-    if !v6 {
-        sys::set_pktinfo(m.as_raw_fd(), false)?;
-    }
-    overlay::set_rcvbuf(&m, cfg)?;
-
+    let v6 = cfg.v6();
     let u = overlay::udp_socket(v6)?;
-    overlay::bind(&u, SocketAddr::new(bind.unwrap_or(overlay::any(v6)), 0))?;
-    overlay::multicast_out(&u, v6, ifindex, cfg.ttl, true)?;
+    let multi = match &cfg.remote {
+        Remote::Group(group) => {
+            let ifindex = overlay::ifindex(cfg)?;
+            let m = overlay::udp_socket(v6)?;
+            m.set_reuse_address(true)?;
+            overlay::bind(&m, SocketAddr::new(*group, cfg.port))?;
+            overlay::join_group(&m, *group, ifindex)?;
+            if !v6 {
+                sys::set_pktinfo(m.as_raw_fd(), false)?;
+            }
+            overlay::set_rcvbuf(&m, cfg)?;
+            overlay::bind(&u, SocketAddr::new(bind.unwrap_or(overlay::any(v6)), 0))?;
+            overlay::multicast_out(&u, v6, ifindex, cfg.ttl, true)?;
+            Some(UdpSocket::from(m))
+        }
+        Remote::Peers(_) => {
+            overlay::bind(&u, SocketAddr::new(bind.unwrap_or(overlay::any(v6)), cfg.port))?;
+            overlay::unicast_out(&u, v6, cfg.ttl)?;
+            None
+        }
+    };
     overlay::set_rcvbuf(&u, cfg)?;
     let uni: UdpSocket = u.into();
     let uni_port = uni.local_addr()?.port();
-    let multi: UdpSocket = m.into();
 
-    let ready = ReadyFd::new(&[multi.as_raw_fd(), uni.as_raw_fd()])?;
+    let fds: Vec<RawFd> = multi.iter().chain([&uni]).map(AsRawFd::as_raw_fd).collect();
+    let ready = ReadyFd::new(&fds)?;
     let local6 = if v6 { sys::local_ipv6_addrs() } else { Vec::new() };
-    let mut ov = Overlay::new(cfg, true, None);
-    ov.enable_gro(0, multi.as_raw_fd());
+    let mut ov = Overlay::new(cfg, cfg.flood_list(uni_port), true, None);
+    if let Some(m) = &multi {
+        ov.enable_gro(0, m.as_raw_fd());
+    }
     ov.enable_gro(1, uni.as_raw_fd());
     Ok(Vxvde { multi, uni, uni_port, v6, local6, ov, ready })
 }
@@ -78,7 +95,11 @@ impl Transport for Vxvde {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let (port, local6) = (self.uni_port, &self.local6);
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
-        let got = match self.ov.recv_one(self.multi.as_raw_fd(), 0, buf, !self.v6, &is_self) {
+        let from_group = match &self.multi {
+            Some(m) => self.ov.recv_one(m.as_raw_fd(), 0, buf, !self.v6, &is_self),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        let got = match from_group {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ov.recv_one(self.uni.as_raw_fd(), 1, buf, false, &never_self),
             other => other,
         };
@@ -95,7 +116,11 @@ impl Transport for Vxvde {
         batch.clear();
         let (port, local6) = (self.uni_port, &self.local6);
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
-        let r = self.ov.recv_batch(self.multi.as_raw_fd(), 0, batch, !self.v6, &is_self).and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &never_self));
+        let from_group = match &self.multi {
+            Some(m) => self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self),
+            None => Ok(()),
+        };
+        let r = from_group.and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &never_self));
         self.ready.queued(self.ov.queued());
         r.map(|()| true)
     }
@@ -103,14 +128,14 @@ impl Transport for Vxvde {
         self.ov.send_batch(self.uni.as_raw_fd(), batch, idx)
     }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
-        self.ov.stats.pairs()
+        self.ov.stats_pairs()
     }
 }
 
 impl Drop for Vxvde {
     fn drop(&mut self) {
         // Header only: peers forget the MACs they learned at our address.
-        let _ = sys::send_to(self.uni.as_raw_fd(), &self.ov.header, &self.ov.group);
+        self.ov.send_leave(self.uni.as_raw_fd());
     }
 }
 
@@ -133,10 +158,12 @@ pub fn with_gid(group: IpAddr, gid: u32) -> IpAddr {
 }
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
-    let mut group = overlay::group_address(t)?;
+    let mut remote = overlay::remote_of(t, overlay::port_of(t))?;
     let mut vni = t.int("vni").unwrap_or(1) as u32;
     if let Some(gid) = t.int("grp") {
-        group = with_gid(group, gid as u32);
+        if let Remote::Group(g) = remote {
+            remote = Remote::Group(with_gid(g, gid as u32));
+        }
         if !t.given("vni") {
             vni = gid as u32 & 0xFF_FFFF;
         }
@@ -145,7 +172,7 @@ fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
         Some(b) => Some(b.parse::<IpAddr>().map_err(|_| t.error(format!("bad bind address {b:?}"), &b))?),
         None => None,
     };
-    Ok(Box::new(open(&overlay::config_of(t, group, vni), bind)?))
+    Ok(Box::new(open(&overlay::config_of(t, remote, vni)?, bind)?))
 }
 
 pub const PLUGIN: Builtin = Builtin {
@@ -154,7 +181,7 @@ pub const PLUGIN: Builtin = Builtin {
     options: overlay::overlay_options!(14789, Kind::VniOrGid, opt("grp", Kind::Gid, OptDefault::Unset, "group: sets VNI and the group's last 3 bytes"); opt("bind", Kind::Text, OptDefault::Unset, "local address of the unicast socket")),
     bare: None,
     nests: false,
-    summary: "distributed switch: vxvde://239.1.2.3",
+    summary: "distributed switch: vxvde://239.1.2.3, vxvde://peer1,peer2",
     open: open_vnl,
 };
 

@@ -1,0 +1,221 @@
+//! Where an overlay floods broadcast, multicast and unknown-unicast frames:
+//! its multicast group, or, without multicast, every peer of a list (the
+//! kernel vxlan's head-end replication). The list holds the peers named in
+//! the address (fixed) and, with `allow=`, members that joined by sending
+//! us valid traffic from an allowed prefix; a member is dropped after
+//! `expiretime` of silence or when it leaves. No I/O here; the member
+//! table is bounded because any host in an allowed prefix can grow it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// At most this many joined members (fixed peers are not counted).
+pub const MAX_MEMBERS: usize = 1024;
+
+/// An address prefix of `allow=`: `10.0.0.0/8`, `fd00::/64`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    net: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    pub fn parse(text: &str) -> Result<Prefix, String> {
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| format!("not an address prefix: {text:?}"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => l.parse::<u8>().ok().filter(|&l| l <= max).ok_or_else(|| format!("bad prefix length in {text:?} (0..{max})"))?,
+        };
+        Ok(Prefix { net, len })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| -> u128 {
+            match a {
+                IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
+                IpAddr::V6(v) => u128::from(v),
+            }
+        };
+        let ip = match (self.net, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v)) => match v.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            (IpAddr::V6(_), IpAddr::V4(_)) => return false,
+            _ => ip,
+        };
+        // IPv4 sits in the top 32 bits, so a prefix is always the top `len` bits.
+        let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
+        bits(ip) & mask == bits(self.net) & mask
+    }
+}
+
+/// Counters of membership changes (visible in the overlay's stats).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemberStats {
+    pub joined: u64,
+    pub expired: u64,
+    /// Allowed sources not added because the table was full.
+    pub refused: u64,
+}
+
+#[derive(Debug)]
+pub struct FloodList {
+    fixed: Vec<SocketAddr>,
+    allow: Vec<Prefix>,
+    /// Joined members → when last heard (seconds).
+    members: HashMap<SocketAddr, u64>,
+    expire: u64,
+    /// fixed + members, the order datagrams go out in.
+    targets: Vec<SocketAddr>,
+    swept: u64,
+    /// The last (source, second) refreshed: skips the lookup for a burst.
+    last: Option<(SocketAddr, u64)>,
+    /// The usual port, if some fixed peer has another (see `listed_port`).
+    odd_ports: Option<u16>,
+    pub stats: MemberStats,
+}
+
+impl FloodList {
+    /// Flood to `fixed` (a group, or peers, usually at `port`); with a
+    /// non-empty `allow`, sources in those prefixes join until `expire`
+    /// seconds of silence.
+    pub fn new(fixed: Vec<SocketAddr>, port: u16, allow: Vec<Prefix>, expire: u64) -> FloodList {
+        let targets = fixed.clone();
+        let odd_ports = fixed.iter().any(|a| a.port() != port).then_some(port);
+        FloodList { fixed, allow, members: HashMap::new(), expire, targets, swept: 0, last: None, odd_ports, stats: MemberStats::default() }
+    }
+
+    /// Every destination of a flooded frame at `now`.
+    pub fn targets(&mut self, now: u64) -> &[SocketAddr] {
+        if now != self.swept && !self.members.is_empty() {
+            self.swept = now;
+            let (before, expire) = (self.members.len(), self.expire);
+            self.members.retain(|_, heard| now.saturating_sub(*heard) <= expire);
+            if self.members.len() != before {
+                self.stats.expired += (before - self.members.len()) as u64;
+                self.rebuild();
+            }
+        }
+        &self.targets
+    }
+
+    /// Valid traffic for our VNI came from `from`: refresh or add it as a member.
+    pub fn heard(&mut self, from: SocketAddr, now: u64) {
+        if self.allow.is_empty() || self.last == Some((from, now)) {
+            return;
+        }
+        self.last = Some((from, now));
+        if let Some(t) = self.members.get_mut(&from) {
+            *t = now;
+            return;
+        }
+        if self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
+            return;
+        }
+        if self.members.len() >= MAX_MEMBERS {
+            self.stats.refused += 1;
+            return;
+        }
+        self.members.insert(from, now);
+        self.stats.joined += 1;
+        self.rebuild();
+    }
+
+    /// `from` left (vxvde's header-only datagram).
+    pub fn forget(&mut self, from: SocketAddr) {
+        if self.members.remove(&from).is_some() {
+            self.last = None;
+            self.rebuild();
+        }
+    }
+
+    /// The port of the fixed peer at `ip` if it is not the usual one
+    /// (vxlan peers all listen on `port=`, except ones listed as ip:port).
+    pub fn listed_port(&self, ip: IpAddr) -> Option<u16> {
+        let usual = self.odd_ports?;
+        self.fixed.iter().find(|a| a.ip() == ip && a.port() != usual).map(SocketAddr::port)
+    }
+
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    fn rebuild(&mut self) {
+        self.targets.clear();
+        self.targets.extend_from_slice(&self.fixed);
+        self.targets.extend(self.members.keys());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn prefixes() {
+        let p = Prefix::parse("10.1.0.0/16").unwrap();
+        assert!(p.contains("10.1.200.3".parse().unwrap()));
+        assert!(!p.contains("10.2.0.1".parse().unwrap()));
+        assert!(p.contains("::ffff:10.1.0.9".parse().unwrap()), "v4-mapped");
+        assert!(!p.contains("fd00::1".parse().unwrap()));
+        let one = Prefix::parse("192.168.1.7").unwrap();
+        assert!(one.contains("192.168.1.7".parse().unwrap()) && !one.contains("192.168.1.8".parse().unwrap()));
+        let all = Prefix::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains("1.2.3.4".parse().unwrap()));
+        let v6 = Prefix::parse("[fd00:1::]/32").unwrap();
+        assert!(v6.contains("fd00:1:ffff::2".parse().unwrap()) && !v6.contains("fd00:2::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        assert!(Prefix::parse("::/0").unwrap().contains("2001:db8::1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "fd00::/129", "host/8", "10.0.0.0/x", ""] {
+            assert!(Prefix::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fixed_only_never_changes() {
+        let mut f = FloodList::new(vec![sa("10.0.0.2:4789"), sa("10.0.0.3:4790")], 4789, vec![], 10);
+        f.heard(sa("10.0.0.9:4789"), 1);
+        assert_eq!(f.targets(1000), &[sa("10.0.0.2:4789"), sa("10.0.0.3:4790")]);
+        assert_eq!(f.members(), 0);
+        assert_eq!((f.listed_port("10.0.0.3".parse().unwrap()), f.listed_port("10.0.0.2".parse().unwrap())), (Some(4790), None));
+    }
+
+    #[test]
+    fn allowed_sources_join_and_expire() {
+        let mut f = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/24").unwrap()], 10);
+        f.heard(sa("10.0.0.2:4789"), 0); // a fixed peer is not a member
+        f.heard(sa("10.0.1.5:4789"), 0); // outside the prefix
+        f.heard(sa("10.0.0.5:4789"), 0);
+        assert_eq!(f.targets(0), &[sa("10.0.0.2:4789"), sa("10.0.0.5:4789")]);
+        f.heard(sa("10.0.0.5:4789"), 8); // refreshed
+        assert_eq!(f.targets(15).len(), 2);
+        assert_eq!(f.targets(19).len(), 1, "silent for more than expiretime");
+        assert_eq!((f.stats.joined, f.stats.expired), (1, 1));
+        f.heard(sa("10.0.0.5:4789"), 20);
+        f.forget(sa("10.0.0.5:4789"));
+        assert_eq!(f.targets(20), &[sa("10.0.0.2:4789")], "left");
+        f.heard(sa("10.0.0.5:4789"), 20);
+        assert_eq!(f.targets(20).len(), 2, "rejoins after leaving, even in the same second");
+    }
+
+    #[test]
+    fn members_are_bounded() {
+        let mut f = FloodList::new(vec![], 4789, vec![Prefix::parse("10.0.0.0/8").unwrap()], 100);
+        for i in 0..(MAX_MEMBERS as u32 + 50) {
+            f.heard(SocketAddr::new(IpAddr::V4((0x0a00_0000 + i).into()), 4789), 1);
+        }
+        assert_eq!(f.members(), MAX_MEMBERS);
+        assert_eq!(f.stats.refused, 50);
+        assert_eq!(f.targets(1).len(), MAX_MEMBERS);
+    }
+}
