@@ -93,9 +93,12 @@ class Host:
 
 
 class Lan:
-    """N hosts, each with eth0 on one bridge (in its own namespace)."""
+    """N hosts, each with eth0 on one bridge (in its own namespace). Without
+    ``multicast`` there is no multicast route anywhere and the bridge floods
+    no multicast, as in a cloud."""
 
-    def __init__(self, n: int, tag: str) -> None:
+    def __init__(self, n: int, tag: str, multicast: bool = True) -> None:
+        self.multicast = multicast
         pid = os.getpid() % 100000
         self.prefix = f"vdp{pid}{tag}"
         self.bridge = f"{self.prefix}br"
@@ -119,10 +122,13 @@ class Lan:
             sh("ip", "link", "add", "eth0", "netns", h.name, "type", "veth", "peer", f"p{h.index}", "netns", self.bridge)
             b.run("ip", "link", "set", f"p{h.index}", "master", "br0")
             b.run("ip", "link", "set", f"p{h.index}", "up")
+            if not self.multicast:
+                b.run("bridge", "link", "set", "dev", f"p{h.index}", "mcast_flood", "off")
             h.run("ip", "addr", "add", f"{h.ip4}/24", "dev", "eth0")
             h.run("ip", "-6", "addr", "add", f"{h.ip6}/64", "dev", "eth0", "nodad")
             h.run("ip", "link", "set", "eth0", "up")
-            h.run("ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+            if self.multicast:
+                h.run("ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
 
     def destroy(self) -> None:
         for h in self.hosts:
@@ -178,8 +184,8 @@ class Agent:
 def lan_factory():
     lans: list[Lan] = []
 
-    def make(n: int) -> Lan:
-        lan = Lan(n, chr(ord("a") + len(lans)))
+    def make(n: int, multicast: bool = True) -> Lan:
+        lan = Lan(n, chr(ord("a") + len(lans)), multicast)
         lans.append(lan)
         return lan
 

@@ -238,3 +238,55 @@ def test_vxlan_bursts_from_ours_reach_kernel(lan_factory, tmp_path):
             got = int(h1.run("cat", "/sys/class/net/vx0/statistics/rx_packets").stdout) - rx0
             assert time.monotonic() < deadline, f"kernel vxlan got {got} of {len(frames)} frames"
             time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- without multicast
+# Three hosts on a bridge that floods no multicast, and no multicast route.
+
+OVERLAY_IPS = ["192.168.78.1", "192.168.78.2", "192.168.78.3"]
+
+
+def ping_all_pairs(hosts, order=None) -> None:
+    """Every host pings every other's overlay address (``OVERLAY_IPS[k]`` is
+    ``hosts[k]``'s), hosts in ``order`` (indices)."""
+    for i in order or range(len(hosts)):
+        for j, ip in enumerate(OVERLAY_IPS[: len(hosts)]):
+            if i != j:
+                assert hosts[i].ping(ip, count=5), f"{hosts[i].name} -> {ip}"
+
+
+def overlay_host(h, vnl: str, k: int) -> None:
+    plug(h, vnl, "tap://t0")
+    h.wait_link("t0")
+    h.addr("t0", f"{OVERLAY_IPS[k]}/24")
+
+
+def test_vxlan_unicast_flood_list_with_kernel(lan_factory):
+    h1, h2, h3 = lan_factory(3, multicast=False).hosts
+    # h1: the kernel's vxlan with a unicast flood list (head-end replication).
+    h1.run("ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "dstport", "4789", "local", h1.ip4, "dev", "eth0")
+    for peer in (h2, h3):
+        h1.run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", peer.ip4)
+    h1.addr("vx0", f"{OVERLAY_IPS[0]}/24")
+    # Ours: h2 is given the whole list (it leaves itself out), h3 the others.
+    overlay_host(h2, f"vxlan://{h1.ip4},{h2.ip4},{h3.ip4}/vni=42", 1)
+    overlay_host(h3, f"vxlan://{h1.ip4},{h2.ip4}/vni=42", 2)
+    ping_all_pairs([h1, h2, h3])
+
+
+@pytest.mark.parametrize("scheme", ["vxlan", "vxvde"])
+def test_unicast_overlay_a_host_joins_by_naming_one_member(lan_factory, scheme):
+    h1, h2, h3 = lan_factory(3, multicast=False).hosts
+    allow = "allow='10.77.0.0/24'"
+    overlay_host(h1, f"{scheme}://{h2.ip4}/{allow}", 0)
+    overlay_host(h2, f"{scheme}://{h1.ip4}/{allow}", 1)
+    # h3 names h1 only: h1 adds it and sends it a peer list with h2.
+    overlay_host(h3, f"{scheme}://{h1.ip4}/{allow}", 2)
+    ping_all_pairs([h1, h2, h3], order=[2, 0, 1])
+
+
+def test_vxvde_unicast_ipv6_peers(lan_factory):
+    h1, h2 = lan_factory(2).hosts  # IPv6 neighbour discovery needs multicast on the underlay
+    overlay_host(h1, f"vxvde://{h2.ip6}/port=14790", 0)
+    overlay_host(h2, f"vxvde://[{h1.ip6}]:14790/port=14790", 1)
+    ping_all_pairs([h1, h2])

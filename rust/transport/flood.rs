@@ -3,8 +3,10 @@
 //! kernel vxlan's head-end replication). The list holds the peers named in
 //! the address (fixed) and, with `allow=`, members that joined by sending
 //! us valid traffic from an allowed prefix; a member is dropped after
-//! `expiretime` of silence or when it leaves. No I/O here; the member
-//! table is bounded because any host in an allowed prefix can grow it.
+//! `expiretime` of silence or when it leaves. A new member is sent a peer
+//! list (wire/vxlan.rs) of everyone we flood to, so a host that names one
+//! member reaches them all. No I/O here; the member table is bounded
+//! because any host in an allowed prefix can grow it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -78,6 +80,8 @@ pub struct FloodList {
     last: Option<(SocketAddr, u64)>,
     /// The usual port, if some fixed peer has another (see `listed_port`).
     odd_ports: Option<u16>,
+    /// Our own port (a peer at it on a local address is us).
+    pub own_port: u16,
     pub stats: MemberStats,
 }
 
@@ -86,9 +90,14 @@ impl FloodList {
     /// non-empty `allow`, sources in those prefixes join until `expire`
     /// seconds of silence.
     pub fn new(fixed: Vec<SocketAddr>, port: u16, allow: Vec<Prefix>, expire: u64) -> FloodList {
+        FloodList::with_own_port(fixed, port, allow, expire, 0)
+    }
+
+    /// As `new`, knowing our own port (peer lists never add us).
+    pub fn with_own_port(fixed: Vec<SocketAddr>, port: u16, allow: Vec<Prefix>, expire: u64, own_port: u16) -> FloodList {
         let targets = fixed.clone();
         let odd_ports = fixed.iter().any(|a| a.port() != port).then_some(port);
-        FloodList { fixed, allow, members: HashMap::new(), expire, targets, swept: 0, last: None, odd_ports, stats: MemberStats::default() }
+        FloodList { fixed, allow, members: HashMap::new(), expire, targets, swept: 0, last: None, odd_ports, own_port, stats: MemberStats::default() }
     }
 
     /// Every destination of a flooded frame at `now`.
@@ -105,26 +114,53 @@ impl FloodList {
         &self.targets
     }
 
-    /// Valid traffic for our VNI came from `from`: refresh or add it as a member.
-    pub fn heard(&mut self, from: SocketAddr, now: u64) {
+    /// Valid traffic for our VNI came from `from`: refresh or add it as a
+    /// member. True when it just joined (it is owed a peer list).
+    pub fn heard(&mut self, from: SocketAddr, now: u64) -> bool {
         if self.allow.is_empty() || self.last == Some((from, now)) {
-            return;
+            return false;
         }
         self.last = Some((from, now));
         if let Some(t) = self.members.get_mut(&from) {
             *t = now;
-            return;
+            return false;
         }
+        self.join(from, now)
+    }
+
+    /// A peer list came from `from`. It is believed only from a fixed peer
+    /// or a member (someone we flood to anyway), and only for allowed
+    /// addresses; `is_self` tells our own address. Returns how many joined.
+    pub fn introduced(&mut self, from: SocketAddr, peers: impl Iterator<Item = SocketAddr>, is_self: impl Fn(&SocketAddr) -> bool, now: u64) -> usize {
+        if self.allow.is_empty() || !(self.fixed.contains(&from) || self.members.contains_key(&from)) {
+            return 0;
+        }
+        let mut joined = 0;
+        for p in peers.take(MAX_MEMBERS) {
+            if !self.members.contains_key(&p) && !is_self(&p) && self.join(p, now) {
+                joined += 1;
+            }
+        }
+        joined
+    }
+
+    /// Everyone we flood to but `to`: what a new member `to` is told.
+    pub fn peers_for(&self, to: SocketAddr) -> Vec<SocketAddr> {
+        self.targets.iter().copied().filter(|&a| a != to).collect()
+    }
+
+    fn join(&mut self, from: SocketAddr, now: u64) -> bool {
         if self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
-            return;
+            return false;
         }
         if self.members.len() >= MAX_MEMBERS {
             self.stats.refused += 1;
-            return;
+            return false;
         }
         self.members.insert(from, now);
         self.stats.joined += 1;
         self.rebuild();
+        true
     }
 
     /// `from` left (vxvde's header-only datagram).
@@ -135,11 +171,16 @@ impl FloodList {
         }
     }
 
-    /// The port of the fixed peer at `ip` if it is not the usual one
-    /// (vxlan peers all listen on `port=`, except ones listed as ip:port).
-    pub fn listed_port(&self, ip: IpAddr) -> Option<u16> {
+    /// The port a vxlan datagram from `from` is answered on, if not the
+    /// usual one: vxlan peers listen on `port=` whatever port they send
+    /// from, except peers listed as ip:port (`from` itself, else the one
+    /// listed at its address).
+    pub fn listed_port(&self, from: SocketAddr) -> Option<u16> {
         let usual = self.odd_ports?;
-        self.fixed.iter().find(|a| a.ip() == ip && a.port() != usual).map(SocketAddr::port)
+        if self.fixed.contains(&from) {
+            return Some(from.port());
+        }
+        self.fixed.iter().find(|a| a.ip() == from.ip() && a.port() != usual).map(SocketAddr::port)
     }
 
     pub fn members(&self) -> usize {
@@ -187,7 +228,7 @@ mod tests {
         f.heard(sa("10.0.0.9:4789"), 1);
         assert_eq!(f.targets(1000), &[sa("10.0.0.2:4789"), sa("10.0.0.3:4790")]);
         assert_eq!(f.members(), 0);
-        assert_eq!((f.listed_port("10.0.0.3".parse().unwrap()), f.listed_port("10.0.0.2".parse().unwrap())), (Some(4790), None));
+        assert_eq!((f.listed_port(sa("10.0.0.3:999")), f.listed_port(sa("10.0.0.2:999"))), (Some(4790), None));
     }
 
     #[test]
@@ -206,6 +247,20 @@ mod tests {
         assert_eq!(f.targets(20), &[sa("10.0.0.2:4789")], "left");
         f.heard(sa("10.0.0.5:4789"), 20);
         assert_eq!(f.targets(20).len(), 2, "rejoins after leaving, even in the same second");
+    }
+
+    #[test]
+    fn peer_lists_only_from_trusted_peers_and_for_allowed_addresses() {
+        let mut f = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/24").unwrap()], 10);
+        let offered = [sa("10.0.0.5:4789"), sa("10.9.0.1:4789"), sa("10.0.0.9:4789"), sa("10.0.0.2:4789")];
+        assert_eq!(f.introduced(sa("10.0.0.7:4789"), offered.into_iter(), |_| false, 0), 0, "from a stranger");
+        assert_eq!(f.introduced(sa("10.0.0.2:4789"), offered.into_iter(), |a| *a == sa("10.0.0.9:4789"), 0), 1, "outside allow, ourselves and fixed are left out");
+        assert_eq!(f.targets(0), &[sa("10.0.0.2:4789"), sa("10.0.0.5:4789")]);
+        assert_eq!(f.peers_for(sa("10.0.0.5:4789")), vec![sa("10.0.0.2:4789")]);
+        assert!(f.heard(sa("10.0.0.6:4789"), 1), "a newcomer is owed a list");
+        assert!(!f.heard(sa("10.0.0.6:4789"), 2), "only once");
+        let mut closed = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![], 10);
+        assert_eq!(closed.introduced(sa("10.0.0.2:4789"), offered.into_iter(), |_| false, 0), 0, "no allow=: fixed list only");
     }
 
     #[test]

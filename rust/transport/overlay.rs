@@ -69,7 +69,7 @@ impl Config {
             Remote::Group(g) => vec![SocketAddr::new(*g, self.port)],
             Remote::Peers(p) => p.iter().copied().filter(|a| !(a.port() == port && is_local(a.ip()))).collect(),
         };
-        FloodList::new(fixed, self.port, self.allow.clone(), self.expiretime)
+        FloodList::with_own_port(fixed, self.port, self.allow.clone(), self.expiretime, port)
     }
 }
 
@@ -90,6 +90,9 @@ pub struct OverlayStats {
     pub bad_in: u64,
     pub own_echo: u64,
     pub leaves: u64,
+    /// Peer lists received from trusted peers, and sent to new members.
+    pub peer_lists_in: u64,
+    pub peer_lists_out: u64,
 }
 
 /// What a received datagram turned out to be.
@@ -99,7 +102,14 @@ pub enum Rx {
     Drop,
     /// vxvde: a header-only datagram, the sender left.
     Leave,
+    /// A peer list (our extension, overlays without multicast).
+    Peers,
 }
+
+/// New members owed a peer list, at most this many at a time.
+const MAX_DUE: usize = 16;
+/// Peer list payload per datagram (fits any path MTU ≥ 1280 with headers).
+const PEER_LIST_BYTES: usize = 1200;
 
 pub struct Overlay {
     pub table: MacTable<Peer>,
@@ -120,6 +130,8 @@ pub struct Overlay {
     addrs: [SocketAddr; MAX_BATCH],
     /// Datagrams to send: (batch index, destination), ≤ MAX_BATCH + flood targets.
     plan: Vec<(usize, SocketAddr)>,
+    /// New members to send a peer list to (after the receive).
+    due: Vec<SocketAddr>,
     /// UDP GSO for runs to one peer; off after the kernel refuses it.
     gso: bool,
     /// Per receiving socket (0, 1): trains received with UDP_GRO.
@@ -142,6 +154,7 @@ impl Overlay {
             destlen: [0; MAX_BATCH],
             addrs: [Peer::default().0; MAX_BATCH],
             plan: Vec::with_capacity(2 * MAX_BATCH),
+            due: Vec::with_capacity(MAX_DUE),
             gso: true,
             gro: [None, None],
         }
@@ -179,6 +192,9 @@ impl Overlay {
             self.stats.bad_in += 1;
             return Rx::Drop;
         }
+        if vxlan::is_peer_list(header) {
+            return self.accept_peer_list(header, frame, from, now);
+        }
         let ok = Packet::new_checked(&header[..]).is_ok_and(|p| Repr::parse(&p, self.vni, self.strict).is_ok());
         if !ok {
             self.stats.bad_in += 1;
@@ -194,14 +210,56 @@ impl Overlay {
             self.stats.bad_in += 1;
             return Rx::Drop;
         };
-        let mut peer = from;
-        if let Some(p) = self.force_port {
-            peer.set_port(self.flood.listed_port(from.ip()).unwrap_or(p));
-        }
+        let peer = self.peer_address(from);
         // One table for every VLAN (key 1), as vdeplug4: overlays are trunks.
         self.table.learn(eth.src_addr(), 1, Peer(peer), now);
-        self.flood.heard(peer, now);
+        if self.flood.heard(peer, now) && self.due.len() < MAX_DUE {
+            self.due.push(peer);
+        }
         Rx::Frame
+    }
+
+    /// Where `from` is reached: vxlan peers listen on `port=` (or the port
+    /// they are listed with), whatever source port they send from.
+    fn peer_address(&self, from: SocketAddr) -> SocketAddr {
+        let mut peer = from;
+        if let Some(p) = self.force_port {
+            peer.set_port(self.flood.listed_port(from).unwrap_or(p));
+        }
+        peer
+    }
+
+    fn accept_peer_list(&mut self, header: &[u8; 8], payload: &[u8], from: SocketAddr, now: u64) -> Rx {
+        let mut h = *header;
+        h[7] = 0;
+        if !Packet::new_checked(&h[..]).is_ok_and(|p| Repr::parse(&p, self.vni, true).is_ok()) {
+            self.stats.bad_in += 1;
+            return Rx::Drop;
+        }
+        self.stats.peer_lists_in += 1;
+        let own = self.flood.own_port;
+        let peer = self.peer_address(from);
+        self.flood.introduced(peer, vxlan::parse_peers(payload), |a| a.port() == own && is_local(a.ip()), now);
+        Rx::Peers
+    }
+
+    /// Tell each new member everyone else we flood to (from `fd`).
+    fn send_peer_lists(&mut self, fd: RawFd) {
+        while let Some(to) = self.due.pop() {
+            let peers = self.flood.peers_for(to);
+            let mut done = 0;
+            while done < peers.len() {
+                let mut msg = Repr { vni: self.vni }.peer_list_header().to_vec();
+                let n = vxlan::emit_peers(&peers[done..], &mut msg, vxlan::HEADER_LEN + PEER_LIST_BYTES);
+                if n == 0 {
+                    break;
+                }
+                done += n;
+                if sys::send_to(fd, &msg, &to).is_ok() {
+                    self.stats.peer_lists_out += 1;
+                }
+            }
+        }
     }
 
     /// Where to send `frame`: Some(the learned peer), or None: flood it.
@@ -244,6 +302,8 @@ impl Overlay {
             ("bad_in", s.bad_in),
             ("own_echo", s.own_echo),
             ("leaves", s.leaves),
+            ("peer_lists_in", s.peer_lists_in),
+            ("peer_lists_out", s.peer_lists_out),
             ("members", self.flood.members() as u64),
             ("members_joined", m.joined),
             ("members_expired", m.expired),
@@ -253,7 +313,16 @@ impl Overlay {
 
     /// Receive a batch on `fd` into `batch` (appending after `batch.count`),
     /// keeping only accepted frames. `is_self` filters our own multicast echo.
+    /// New members get their peer list from `fd`.
     pub fn recv_batch(&mut self, fd: RawFd, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<()> {
+        let r = self.recv_batch_from(fd, slot, batch, pktinfo, is_self);
+        if !self.due.is_empty() {
+            self.send_peer_lists(fd);
+        }
+        r
+    }
+
+    fn recv_batch_from(&mut self, fd: RawFd, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<()> {
         if let Some(mut g) = self.gro[slot].take() {
             let now = now_secs();
             let mut r = Ok(());
@@ -410,6 +479,14 @@ impl Overlay {
 
     /// Receive one datagram, its frame into `buf`. Ok(None): consumed, not a frame.
     pub fn recv_one(&mut self, fd: RawFd, slot: usize, buf: &mut [u8], pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<Option<usize>> {
+        let r = self.recv_one_from(fd, slot, buf, pktinfo, is_self);
+        if !self.due.is_empty() {
+            self.send_peer_lists(fd);
+        }
+        r
+    }
+
+    fn recv_one_from(&mut self, fd: RawFd, slot: usize, buf: &mut [u8], pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<Option<usize>> {
         if let Some(mut g) = self.gro[slot].take() {
             let r = self.take_gro(&mut g, fd, pktinfo, is_self, now_secs());
             let out = match r {

@@ -1,5 +1,10 @@
 //! VXLAN header (RFC 7348): flags with the I bit, 24-bit VNI. vxlan:// and
 //! vxvde:// both use it; vxvde additionally requires the reserved bytes to be 0.
+//!
+//! Our one extension, for overlays without multicast: a *peer list* has
+//! the last reserved byte set to `PEER_LIST` and carries flood peers
+//! instead of a frame, each `family (4|6) · port (BE16) · address`. The
+//! kernel's vxlan and strict parsers drop it (reserved bits set).
 
 use super::{Error, Result};
 
@@ -97,6 +102,66 @@ impl Repr {
     }
 }
 
+/// The last reserved byte of a peer list.
+pub const PEER_LIST: u8 = 0x50;
+
+/// Is this header a peer list (whatever its VNI)?
+pub fn is_peer_list(header: &[u8; HEADER_LEN]) -> bool {
+    header[field::FLAGS] == FLAG_I && header[field::RESERVED1] == [0, 0, 0] && header[field::RESERVED2] == PEER_LIST
+}
+
+impl Repr {
+    /// The header of a peer list for this VNI.
+    pub fn peer_list_header(&self) -> [u8; HEADER_LEN] {
+        let mut h = self.to_bytes();
+        h[field::RESERVED2] = PEER_LIST;
+        h
+    }
+}
+
+/// Append entries for `peers` to `out` while it stays within `max` bytes;
+/// returns how many peers went in.
+pub fn emit_peers(peers: &[std::net::SocketAddr], out: &mut Vec<u8>, max: usize) -> usize {
+    let mut n = 0;
+    for p in peers {
+        let (fam, addr): (u8, Vec<u8>) = match p.ip() {
+            std::net::IpAddr::V4(a) => (4, a.octets().to_vec()),
+            std::net::IpAddr::V6(a) => (6, a.octets().to_vec()),
+        };
+        if out.len() + 3 + addr.len() > max {
+            break;
+        }
+        out.push(fam);
+        out.extend_from_slice(&p.port().to_be_bytes());
+        out.extend_from_slice(&addr);
+        n += 1;
+    }
+    n
+}
+
+/// The peers of a peer list's payload; stops at the first malformed entry.
+pub fn parse_peers(mut payload: &[u8]) -> impl Iterator<Item = std::net::SocketAddr> + '_ {
+    std::iter::from_fn(move || {
+        let (&fam, rest) = payload.split_first()?;
+        let alen = match fam {
+            4 => 4,
+            6 => 16,
+            _ => return None,
+        };
+        if rest.len() < 2 + alen {
+            return None;
+        }
+        let port = u16::from_be_bytes([rest[0], rest[1]]);
+        let a = &rest[2..2 + alen];
+        let ip = match <[u8; 4]>::try_from(a) {
+            Ok(v4) => std::net::IpAddr::from(v4),
+            Err(_) => std::net::IpAddr::from(<[u8; 16]>::try_from(a).ok()?),
+        };
+        payload = &rest[2 + alen..];
+        Some(std::net::SocketAddr::new(ip, port))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +210,22 @@ mod tests {
         b[0] = 0x08;
         b[7] = 1;
         assert!(Repr::parse(&Packet::new_checked(&b[..]).unwrap(), 0x123456, true).is_err());
+    }
+
+    #[test]
+    fn peer_lists() {
+        let h = Repr { vni: 7 }.peer_list_header();
+        assert!(is_peer_list(&h) && !is_peer_list(&Repr { vni: 7 }.to_bytes()));
+        let p = Packet::new_checked(&h[..]).unwrap();
+        assert!(Repr::parse(&p, 7, true).is_err(), "strict parsers (C vxvde) drop it");
+        let peers: Vec<std::net::SocketAddr> = vec!["10.0.0.2:4789".parse().unwrap(), "[fd00::3]:14789".parse().unwrap(), "10.0.0.4:1".parse().unwrap()];
+        let mut out = Vec::new();
+        assert_eq!(emit_peers(&peers, &mut out, 7 + 19), 2, "stops at max");
+        assert_eq!(parse_peers(&out).collect::<Vec<_>>(), peers[..2]);
+        out.push(4);
+        out.push(0);
+        assert_eq!(parse_peers(&out).count(), 2, "a truncated entry ends the list");
+        assert_eq!(parse_peers(&[9, 0, 0, 1, 2, 3, 4]).count(), 0, "unknown family");
     }
 
     #[test]
