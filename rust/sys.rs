@@ -201,9 +201,10 @@ pub fn send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
 
 // ---------------------------------------------------------------- batched datagrams
 
-/// Preallocated headers for recvmmsg/sendmmsg over a set of frame buffers.
-/// The buffers belong to the caller; the headers are rebuilt per call (cheap,
-/// no allocation) because the caller's buffers may move between calls.
+// recvmmsg/sendmmsg headers live on the stack of each call, rebuilt every
+// time (cheap, no allocation): the caller's buffers may move between calls.
+
+/// Most messages one recvmmsg/sendmmsg call handles.
 pub const MAX_BATCH: usize = 64;
 
 /// recvmmsg(2) with MSG_DONTWAIT into `bufs`; fills `lens` and, if given, `addrs`.
@@ -562,10 +563,6 @@ pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
 
 const SOL_UDP: libc::c_int = 17;
 const UDP_SEGMENT: libc::c_int = 103;
-/// Kernel limits for one UDP GSO send (UDP_MAX_SEGMENTS is 64 on older kernels).
-pub const GSO_MAX_SEGS: usize = 64;
-pub const GSO_MAX_BYTES: usize = 65_000;
-
 /// A run of consecutive frames sent as one UDP GSO datagram train: every
 /// segment is `seg` bytes (prefix included) except possibly the last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -575,43 +572,16 @@ pub struct GsoRun {
     pub seg: usize,
 }
 
-/// Group frames `0..n` (lengths `len(i)`, destinations compared by
-/// `same_dest(i, j)`) into GSO runs. Pure; returns how many runs were written.
-/// `max_segs` 1 plans one datagram per frame (no GSO).
-pub fn plan_gso_runs(n: usize, prefix: usize, len: impl Fn(usize) -> usize, same_dest: impl Fn(usize, usize) -> bool, runs: &mut [GsoRun], max_segs: usize) -> usize {
-    let mut r = 0;
-    let mut i = 0;
-    while i < n && r < runs.len() {
-        let seg = prefix + len(i);
-        let (mut count, mut bytes) = (1, seg);
-        while i + count < n && count < max_segs.min(GSO_MAX_SEGS) && same_dest(i, i + count) {
-            let l = prefix + len(i + count);
-            if l > seg || bytes + l > GSO_MAX_BYTES {
-                break;
-            }
-            count += 1;
-            bytes += l;
-            if l < seg {
-                break; // a shorter segment can only be the last one
-            }
-        }
-        runs[r] = GsoRun { first: i, count, seg };
-        r += 1;
-        i += count;
-    }
-    r
-}
-
 /// sendmmsg(2) of GSO runs: each run is one message whose payload is the
 /// concatenation of `prefix` + frame for its frames, with a UDP_SEGMENT
 /// cmsg when it has more than one. `dest(i)` addresses frame i's run.
 /// Returns how many runs the kernel took.
-pub fn send_gso<'a>(
+pub fn send_gso<'a, 'd>(
     fd: RawFd,
     prefix: &[u8],
     runs: &[GsoRun],
     frame: impl Fn(usize) -> &'a [u8],
-    dest: Option<&dyn Fn(usize) -> (*const libc::sockaddr_storage, libc::socklen_t)>,
+    dest: Option<&dyn Fn(usize) -> (&'d libc::sockaddr_storage, libc::socklen_t)>,
 ) -> io::Result<usize> {
     let n = runs.len().min(MAX_BATCH);
     if n == 0 {
@@ -643,7 +613,7 @@ pub fn send_gso<'a>(
         h.msg_iovlen = v - start;
         if let Some(d) = dest {
             let (p, l) = d(run.first);
-            h.msg_name = p as *mut _;
+            h.msg_name = p as *const libc::sockaddr_storage as *mut _;
             h.msg_namelen = l;
         }
         if run.count > 1 {
@@ -664,43 +634,6 @@ pub fn send_gso<'a>(
     // frames, cmsgs and addresses.
     let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     Ok(cvt(sent)? as usize)
-}
-
-#[cfg(test)]
-mod gso_tests {
-    use super::*;
-
-    fn plan(lens: &[usize], dests: &[u8]) -> Vec<GsoRun> {
-        let mut runs = [GsoRun::default(); 64];
-        let n = plan_gso_runs(lens.len(), 0, |i| lens[i], |a, b| dests[a] == dests[b], &mut runs, GSO_MAX_SEGS);
-        runs[..n].to_vec()
-    }
-
-    #[test]
-    fn equal_sizes_one_run() {
-        assert_eq!(plan(&[64; 10], &[0; 10]), vec![GsoRun { first: 0, count: 10, seg: 64 }]);
-    }
-
-    #[test]
-    fn shorter_frame_ends_a_run_larger_starts_one() {
-        let runs = plan(&[100, 100, 60, 100, 200], &[0; 5]);
-        assert_eq!(runs, vec![GsoRun { first: 0, count: 3, seg: 100 }, GsoRun { first: 3, count: 1, seg: 100 }, GsoRun { first: 4, count: 1, seg: 200 }]);
-    }
-
-    #[test]
-    fn max_segs_one_means_single_datagrams() {
-        let mut runs = [GsoRun::default(); 64];
-        assert_eq!(plan_gso_runs(5, 8, |_| 64, |_, _| true, &mut runs, 1), 5);
-        assert!(runs[..5].iter().all(|r| r.count == 1 && r.seg == 72));
-    }
-
-    #[test]
-    fn destinations_split_runs_and_bytes_are_bounded() {
-        assert_eq!(plan(&[64; 4], &[0, 0, 1, 1]).len(), 2);
-        let runs = plan(&[9000; 20], &[0; 20]);
-        assert!(runs.iter().all(|r| r.count * 9000 <= GSO_MAX_BYTES));
-        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 20);
-    }
 }
 
 // ---------------------------------------------------------------- files without following symlinks
@@ -910,32 +843,6 @@ pub fn owns(owner: u32) -> bool {
     me == owner || HEIR.load(std::sync::atomic::Ordering::SeqCst) == (u64::from(owner) << 32) | u64::from(me)
 }
 
-#[cfg(test)]
-mod nofollow_tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn chmod_and_chown_at_never_follow_a_symlink() {
-        let dir = std::env::temp_dir().join(format!("vdeplug-nofollow-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let target = dir.join("target");
-        std::fs::write(&target, b"x").unwrap();
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::os::unix::fs::symlink(&target, dir.join("link")).unwrap();
-        let d = open_dir_nofollow(&dir).unwrap();
-        let e = chmod_at_nofollow(d.as_raw_fd(), std::path::Path::new("link"), 0o666).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
-        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
-        chmod_at_nofollow(d.as_raw_fd(), std::path::Path::new("target"), 0o640).unwrap();
-        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o640);
-        assert!(open_dir_nofollow(&dir.join("link")).is_err(), "a symlink is not opened as a directory");
-        unlink_at(d.as_raw_fd(), std::path::Path::new("link")).unwrap();
-        assert!(target.exists(), "unlink removes the link, not its target");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
 // ---------------------------------------------------------------- users and groups
 
 pub fn getegid() -> u32 {
@@ -976,4 +883,30 @@ pub fn user_name() -> Option<String> {
     }
     // SAFETY: pw_name points into buf, NUL-terminated.
     Some(unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod nofollow_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn chmod_and_chown_at_never_follow_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("vdeplug-nofollow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, b"x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("link")).unwrap();
+        let d = open_dir_nofollow(&dir).unwrap();
+        let e = chmod_at_nofollow(d.as_raw_fd(), std::path::Path::new("link"), 0o666).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+        chmod_at_nofollow(d.as_raw_fd(), std::path::Path::new("target"), 0o640).unwrap();
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(open_dir_nofollow(&dir.join("link")).is_err(), "a symlink is not opened as a directory");
+        unlink_at(d.as_raw_fd(), std::path::Path::new("link")).unwrap();
+        assert!(target.exists(), "unlink removes the link, not its target");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

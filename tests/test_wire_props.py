@@ -90,7 +90,7 @@ def test_vxvde_grp_sets_vni_and_group():
 @pytest.mark.parametrize(
     "url,part",
     [
-        ("vxvde://10.0.0.1", "10.0.0.1"),
+        ("vxvde://10.0.0.1,239.1.1.1", "239.1.1.1"),
         ("vxlan://239.0.0.1/vni=16777216", "vni=16777216"),
         ("vxlan://not-an-ip", "not-an-ip"),
         ("vxvde://239.0.0.1/v6", "239.0.0.1"),

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Host", "Lab", "LabError", "can_build"]
@@ -87,22 +87,20 @@ class Host:
         return r.returncode == 0
 
 
-@dataclass
 class Lab:
     """A virtual LAN built from ``spec`` (see the module docstring). Use as a
-    context manager; ``close()`` is idempotent."""
+    context manager; ``close()`` is idempotent. Building starts at once: a
+    failure part-way removes what was made and raises ``LabError``."""
 
-    spec: Mapping[str, Any] | None = None
-    workdir: str = ""
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    hosts: dict[str, Host] = field(default_factory=dict)
-    switches: dict[str, str] = field(default_factory=dict)
-    underlay: str | None = None
-    _namespaces: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._owned_workdir = not self.workdir
-        self.workdir = self.workdir or tempfile.mkdtemp(prefix="vdeplug-lab-")
+    def __init__(self, spec: Mapping[str, Any] | None = None, workdir: str = "") -> None:
+        self.spec = spec
+        self._owned_workdir = not workdir
+        self.workdir = workdir or tempfile.mkdtemp(prefix="vdeplug-lab-")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.hosts: dict[str, Host] = {}
+        self.switches: dict[str, str] = {}
+        self.underlay: str | None = None
+        self._namespaces: list[str] = []
         self.prefix = f"vdl{os.getpid() % 100000}{next(_LAB_IDS)}"
         self._what: dict[int, str] = {}
         try:
@@ -115,6 +113,9 @@ class Lab:
         except BaseException:
             self.close()
             raise
+
+    def __repr__(self) -> str:
+        return f"Lab(workdir={self.workdir!r}, hosts={sorted(self.hosts)}, switches={sorted(self.switches)})"
 
     # ------------------------------------------------------------ building
 

@@ -1,4 +1,4 @@
-//! capture://FILE[/limit=64M][/files=4]{VNL} and `vde_plug --pcap FILE`:
+//! capture://FILE[limit=64M/files=4]{VNL} and `vde_plug --pcap FILE`:
 //! every frame crossing the inner transport, both ways, goes to a pcap file
 //! (microsecond timestamps, LINKTYPE_ETHERNET), readable by tcpdump and
 //! tshark. When FILE reaches `limit` bytes it is renamed FILE.1 (FILE.1 to

@@ -34,12 +34,6 @@ impl<H: Hook> Nested<H> {
     }
 }
 
-/// The error a dropped (filtered) single send reports: transient, so the
-/// endpoint counts it in drops_out and carries on.
-fn filtered() -> io::Error {
-    io::Error::from_raw_os_error(libc::EINVAL)
-}
-
 impl<H: Hook> Transport for Nested<H> {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let r = match self.inner.recv(buf)? {
@@ -58,7 +52,7 @@ impl<H: Hook> Transport for Nested<H> {
         self.hook.flush();
         match n {
             Some(n) => self.inner.send(&self.scratch.bufs[0][..n]).map(|_| frame.len()),
-            None => Err(filtered()),
+            None => Err(super::dropped()), // counted in drops_out
         }
     }
 

@@ -5,13 +5,9 @@
 //! is the "host" port: what it sends enters the switch, what the switch
 //! delivers to it comes out of recv.
 //!
-//! Forwarding per kind:
-//! - switch: learning on (MAC, VLAN) → port; known unicast to its port only
-//!   (never back to the sender); unknown, broadcast, multicast flooded.
-//!   802.1Q trunk: tagged frames are forwarded as they are.
-//! - hub: flood to everyone but the sender.
-//! - multi: ports → host only; host → every port.
-//! - bonding: ports → host; host → one port, round robin.
+//! This file is the socket server: directory, control handshakes, port
+//! sockets, the host queue. Where each frame goes (per kind) is decided by
+//! switch_core.rs, which does no I/O.
 //!
 //! Writes to ports are non-blocking: a slow port loses frames, it never
 //! stalls the switch.
@@ -32,19 +28,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::ready::QueuedFlag;
+use super::switch_core::{Decision, SwitchCore, HOST};
+pub use super::switch_core::{Kind, PortId};
 use super::{ctx, err, now_secs, send_datagrams, Batch, Recv, SendOutcome, Transport};
-use crate::mac_table::MacTable;
 use crate::sys::{self, Epoll};
-use crate::wire::ethernet::Frame;
 use crate::wire::vde_ctl::{self, Request, REQ_NEW_CONTROL};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Switch,
-    Hub,
-    Multi,
-    Bonding,
-}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -58,22 +46,11 @@ pub struct Options {
     pub hashseed: u64,
 }
 
-/// Port 0 is the host (the opening process); clients are 1..
-type PortId = u32;
-const HOST: PortId = 0;
-
 struct Port {
     ctl: UnixStream,
     data: UnixDatagram,
     /// Name of the data socket in the switch directory.
     data_name: PathBuf,
-}
-
-enum Decision {
-    Drop,
-    Host,
-    Port(PortId),
-    Flood,
 }
 
 enum Slot {
@@ -124,7 +101,7 @@ impl NodeDir {
 }
 
 pub struct NetNode {
-    kind: Kind,
+    core: SwitchCore,
     dir: NodeDir,
     created_dir: bool,
     /// The process that opened the switch: a forked child dropping its copy
@@ -135,7 +112,6 @@ pub struct NetNode {
     /// Ids of the joined ports, so flooding costs what is joined, not the
     /// highest port number.
     active: Vec<PortId>,
-    table: MacTable<PortId>,
     poll: Epoll,
     hostq_flag: QueuedFlag,
     hostq: Batch,
@@ -146,7 +122,6 @@ pub struct NetNode {
     /// Per destination port: indexes of the frames to send it (reused).
     out: Vec<Vec<usize>>,
     touched: Vec<PortId>,
-    rr: usize,
     mode: u32,
     gid: Option<u32>,
     stats: NodeStats,
@@ -235,14 +210,13 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
     let hostq_flag = QueuedFlag::new()?;
     poll.add(hostq_flag.raw(), TOKEN_HOSTQ)?;
     Ok(NetNode {
-        kind: o.kind,
         dir,
         created_dir,
         owner: std::process::id(),
         listener,
         slots: vec![Slot::Free], // slot 0 is the host
         active: Vec::new(),
-        table: MacTable::new(o.hashsize, o.expiretime, o.hashseed),
+        core: SwitchCore::new(o.kind, o.hashsize, o.expiretime, o.hashseed),
         poll,
         hostq_flag,
         hostq: Batch::new(HOST_QUEUE),
@@ -251,7 +225,6 @@ pub fn open(o: &Options) -> io::Result<NetNode> {
         single: Batch::new(1),
         out: Vec::new(),
         touched: Vec::new(),
-        rr: 0,
         mode,
         gid: o.gid,
         stats: NodeStats::default(),
@@ -457,7 +430,7 @@ impl NetNode {
                     let _ = sys::unlink_at(self.dir.fd.as_raw_fd(), &p.data_name);
                 }
                 self.active.retain(|&a| a != id);
-                self.table.forget_value(id);
+                self.core.port_closed(id);
                 self.stats.leaves += 1;
             }
             Slot::Pending(c, _) => {
@@ -491,35 +464,6 @@ impl NetNode {
         }
     }
 
-    /// Where one frame entering at `src` goes. Learns its source (switch).
-    fn decide(&mut self, src: PortId, frame: &[u8]) -> Decision {
-        let Ok(eth) = Frame::new_checked(frame) else { return Decision::Drop };
-        match self.kind {
-            Kind::Hub => Decision::Flood,
-            Kind::Switch => {
-                let vlan = eth.vlan_id().unwrap_or(0);
-                let now = now_secs();
-                self.table.learn(eth.src_addr(), vlan, src, now);
-                match self.table.lookup(eth.dst_addr(), vlan, now) {
-                    Some(d) if d == src => Decision::Drop,
-                    Some(HOST) => Decision::Host,
-                    Some(d) if matches!(self.slots.get(d as usize), Some(Slot::Port(_))) => Decision::Port(d),
-                    _ => Decision::Flood,
-                }
-            }
-            Kind::Multi | Kind::Bonding if src != HOST => Decision::Host,
-            Kind::Multi => Decision::Flood,
-            Kind::Bonding => {
-                if self.active.is_empty() {
-                    return Decision::Drop;
-                }
-                let pick = self.active[self.rr % self.active.len()];
-                self.rr = self.rr.wrapping_add(1);
-                Decision::Port(pick)
-            }
-        }
-    }
-
     fn queue(&mut self, port: PortId, i: usize) {
         let list = &mut self.out[port as usize];
         if list.is_empty() {
@@ -535,9 +479,11 @@ impl NetNode {
         if self.out.len() < self.slots.len() {
             self.out.resize_with(self.slots.len(), || Vec::with_capacity(crate::fwd::BATCH));
         }
+        let now = now_secs();
         for &i in idx {
             let f = frames.frame(i);
-            match self.decide(src, f) {
+            let slots = &self.slots;
+            match self.core.decide(src, f, now, &self.active, |d| matches!(slots.get(d as usize), Some(Slot::Port(_)))) {
                 Decision::Drop => {}
                 Decision::Host => self.deliver_to_host(f),
                 Decision::Port(p) => self.queue(p, i),

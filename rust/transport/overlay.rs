@@ -421,16 +421,7 @@ impl Overlay {
                 self.destlen[k] = sys::std_to_sockaddr(&d, &mut self.dest[k]);
             }
             let (dest, destlen, addrs) = (&self.dest, &self.destlen, &self.addrs);
-            let o = send_datagrams(
-                fd,
-                &self.header,
-                chunk.len(),
-                &|k| batch.frame(chunk[k].0),
-                Some(&|k| (&dest[k] as *const libc::sockaddr_storage, destlen[k])),
-                &|a, b| addrs[a] == addrs[b],
-                &mut self.gso,
-                send_patience(),
-            );
+            let o = send_datagrams(fd, &self.header, chunk.len(), &|k| batch.frame(chunk[k].0), Some(&|k| (&dest[k], destlen[k])), &|a, b| addrs[a] == addrs[b], &mut self.gso, send_patience());
             out.sent += o.sent;
             out.dropped += o.dropped;
             if o.error.is_some() {
@@ -457,7 +448,7 @@ impl Overlay {
         for d in targets {
             let mut ss = sys::zeroed_storage();
             let len = sys::std_to_sockaddr(d, &mut ss);
-            let o = send_datagrams(fd, &self.header, 1, &|_| frame, Some(&|_| (&ss as *const libc::sockaddr_storage, len)), &|_, _| true, &mut false, send_patience());
+            let o = send_datagrams(fd, &self.header, 1, &|_| frame, Some(&|_| (&ss, len)), &|_, _| true, &mut false, send_patience());
             if let Some(e) = o.error {
                 return Err(e);
             }
