@@ -168,6 +168,18 @@ def test_c_program_vxvde_ours_and_debian_in_netns(vdepeer, lan_factory):
 
 @needs_lib
 @needs_cc
+@pytest.mark.parametrize("scheme", ["vxlan", "vxvde"])
+def test_c_programs_on_our_library_over_unicast_peers(vdepeer, scheme):
+    """Overlays without multicast reach C programs too: the VNL goes through vde_open unchanged."""
+    pa, pb = free_udp_port(), free_udp_port()
+    a = peer(vdepeer, f"{scheme}://127.0.0.1:{pb}/port={pa}", "pingpong", "1", "40", "20", ours=True)
+    b = peer(vdepeer, f"{scheme}://127.0.0.1:{pa}/port={pb}", "pingpong", "2", "40", "20", ours=True)
+    (rc1, out1), (rc2, out2) = finish(a), finish(b)
+    assert rc1 == 0 and rc2 == 0, out1 + out2
+
+
+@needs_lib
+@needs_cc
 @pytest.mark.parametrize("echo_on_ours", [True, False])
 def test_two_threads_send_and_recv_on_one_connection(vdepeer, tmp_path, echo_on_ours):
     """VirtualBox does it: one thread sends while another receives. 20 000
