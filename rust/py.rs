@@ -627,26 +627,23 @@ impl PyMacTable {
     }
 }
 
-#[pymodule]
-#[pyo3(name = "_core")]
-fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyEndpoint>()?;
-    m.add_function(wrap_pyfunction!(forward, m)?)?;
-    m.add_function(wrap_pyfunction!(_finalize, m)?)?;
-    m.add_function(wrap_pyfunction!(inherit_from, m)?)?;
-    m.add_function(wrap_pyfunction!(open, m)?)?;
-    m.add_function(wrap_pyfunction!(open_stdio, m)?)?;
-    m.add_function(wrap_pyfunction!(open_stream, m)?)?;
-    m.add_function(wrap_pyfunction!(open_cmd, m)?)?;
-    m.add_function(wrap_pyfunction!(open_capture, m)?)?;
-    crate::py_vnl::register(m)?;
-    m.add_class::<PyMacTable>()?;
-    m.add_function(wrap_pyfunction!(frame_info, m)?)?;
-    m.add_function(wrap_pyfunction!(vxlan_encap, m)?)?;
-    m.add_function(wrap_pyfunction!(vxlan_decap, m)?)?;
-    m.add("ETH_BUFSIZE", crate::wire::ETH_BUFSIZE)?;
-    m.add("MAX_BATCH", crate::sys::MAX_BATCH)?;
-    m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
-    m.add("MAX_STREAM_FRAME", crate::wire::stream::MAX_STREAM_FRAME)?;
-    Ok(())
+/// The extension module. Nothing here needs the GIL for safety: endpoints
+/// sit behind their own locks, never waited for with the GIL held.
+#[pymodule(gil_used = false)]
+mod _core {
+    #[pymodule_export]
+    use super::{_finalize, forward, frame_info, inherit_from, open, open_capture, open_cmd, open_stdio, open_stream, vxlan_decap, vxlan_encap, PyEndpoint, PyMacTable};
+    #[pymodule_export]
+    use crate::py_vnl::{
+        builtin_plugins, c_plugins, full_descr, option_value, resolve_builtin, set_library, vnl_default, vnl_match, vnl_parse, vnl_size, vnl_split, vnl_split_nested, vnl_split_scheme,
+    };
+
+    #[pymodule_export]
+    const ETH_BUFSIZE: usize = crate::wire::ETH_BUFSIZE;
+    #[pymodule_export]
+    const MAX_BATCH: usize = crate::sys::MAX_BATCH;
+    #[pymodule_export]
+    const VERSION: &str = env!("CARGO_PKG_VERSION");
+    #[pymodule_export]
+    const MAX_STREAM_FRAME: usize = crate::wire::stream::MAX_STREAM_FRAME;
 }

@@ -65,47 +65,47 @@ fn b<'py>(py: Python<'py>, v: &[u8]) -> Bound<'py, PyBytes> {
 
 /// Split at unquoted delimiters, quotes/escapes removed, %XX decoded.
 #[pyfunction]
-fn vnl_split<'py>(py: Python<'py>, text: &[u8], delims: &[u8], vnl: &str) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+pub(crate) fn vnl_split<'py>(py: Python<'py>, text: &[u8], delims: &[u8], vnl: &str) -> PyResult<Vec<Bound<'py, PyBytes>>> {
     let parts = vnl::split(text, delims).map_err(|e| vnl_error(py, e, vnl))?;
     Ok(parts.iter().map(|p| b(py, p)).collect())
 }
 
 /// (scheme, rest): no `://` means vde; empty means the default VNL.
 #[pyfunction]
-fn vnl_split_scheme<'py>(py: Python<'py>, vnl: &[u8], shown: &str) -> PyResult<(String, Bound<'py, PyBytes>)> {
+pub(crate) fn vnl_split_scheme<'py>(py: Python<'py>, vnl: &[u8], shown: &str) -> PyResult<(String, Bound<'py, PyBytes>)> {
     let (s, rest) = vnl::split_scheme(vnl).map_err(|e| vnl_error(py, e, shown))?;
     Ok((s, b(py, &rest)))
 }
 
 #[pyfunction]
-fn vnl_default<'py>(py: Python<'py>) -> Bound<'py, PyBytes> {
+pub(crate) fn vnl_default<'py>(py: Python<'py>) -> Bound<'py, PyBytes> {
     b(py, &vnl::default_vnl())
 }
 
 /// (address, [(key, value or None)]) of the text after `scheme://`.
 #[pyfunction]
 #[allow(clippy::type_complexity)]
-fn vnl_parse<'py>(py: Python<'py>, rest: &[u8], syntax: &str, vnl: &str) -> PyResult<(Bound<'py, PyBytes>, Vec<(Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)>)> {
+pub(crate) fn vnl_parse<'py>(py: Python<'py>, rest: &[u8], syntax: &str, vnl: &str) -> PyResult<(Bound<'py, PyBytes>, Vec<(Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)>)> {
     let p = vnl::parse_rest(rest, syntax_of(syntax)?).map_err(|e| vnl_error(py, e, vnl))?;
     Ok((b(py, &p.address), p.items.iter().map(|(k, v)| (b(py, k), v.as_deref().map(|v| b(py, v)))).collect()))
 }
 
 /// (head, inner) of `head{inner}`.
 #[pyfunction]
-fn vnl_split_nested<'py>(py: Python<'py>, rest: &[u8], vnl: &str) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+pub(crate) fn vnl_split_nested<'py>(py: Python<'py>, rest: &[u8], vnl: &str) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     let (h, i) = vnl::split_nested(rest).map_err(|e| vnl_error(py, e, vnl))?;
     Ok((b(py, &h), b(py, &i)))
 }
 
 /// Index of the option `key` names (prefix match), else a VNLError.
 #[pyfunction]
-fn vnl_match(py: Python<'_>, key: &[u8], names: Vec<String>, scheme: &str, vnl: &str) -> PyResult<usize> {
+pub(crate) fn vnl_match(py: Python<'_>, key: &[u8], names: Vec<String>, scheme: &str, vnl: &str) -> PyResult<usize> {
     vnl::match_option(key, &names).ok_or_else(|| vnl_error(py, vnl::unknown_option(key, &names, scheme), vnl))
 }
 
 /// strtoullm: a size with an optional K/M/G/T suffix.
 #[pyfunction]
-fn vnl_size(text: &str) -> PyResult<u64> {
+pub(crate) fn vnl_size(text: &str) -> PyResult<u64> {
     plugins::size(text).map_err(PyValueError::new_err)
 }
 
@@ -122,7 +122,7 @@ fn value<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
 /// A built-in's option value from text (for CLI flags that share a URL
 /// option's rules, e.g. `--pcap-limit` is capture's `limit`).
 #[pyfunction]
-fn option_value<'py>(py: Python<'py>, scheme: &str, name: &str, text: &str) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn option_value<'py>(py: Python<'py>, scheme: &str, name: &str, text: &str) -> PyResult<Bound<'py, PyAny>> {
     let o = plugins::builtin(scheme).and_then(|p| p.options.iter().find(|o| o.name == name)).ok_or_else(|| PyValueError::new_err(format!("no option {name} for {scheme}://")))?;
     let v = plugins::convert(o.kind, text.as_bytes()).map_err(PyValueError::new_err)?;
     value(py, &v)
@@ -131,7 +131,7 @@ fn option_value<'py>(py: Python<'py>, scheme: &str, name: &str, text: &str) -> P
 /// The built-in plugins: [(scheme, syntax, nests, summary, [(option, default, help)])].
 #[pyfunction]
 #[allow(clippy::type_complexity)]
-fn builtin_plugins<'py>(py: Python<'py>) -> PyResult<Vec<(&'static str, &'static str, bool, &'static str, Vec<(&'static str, Bound<'py, PyAny>, &'static str)>)>> {
+pub(crate) fn builtin_plugins<'py>(py: Python<'py>) -> PyResult<Vec<(&'static str, &'static str, bool, &'static str, Vec<(&'static str, Bound<'py, PyAny>, &'static str)>)>> {
     plugins::builtins()
         .iter()
         .map(|p| {
@@ -145,7 +145,7 @@ fn builtin_plugins<'py>(py: Python<'py>) -> PyResult<Vec<(&'static str, &'static
 /// nested), or None when its scheme is not built in.
 #[pyfunction]
 #[allow(clippy::type_complexity)]
-fn resolve_builtin<'py>(py: Python<'py>, vnl: &Bound<'py, PyAny>) -> PyResult<Option<(String, Bound<'py, PyAny>, Bound<'py, PyDict>, Vec<&'static str>, Option<Bound<'py, PyAny>>)>> {
+pub(crate) fn resolve_builtin<'py>(py: Python<'py>, vnl: &Bound<'py, PyAny>) -> PyResult<Option<(String, Bound<'py, PyAny>, Bound<'py, PyDict>, Vec<&'static str>, Option<Bound<'py, PyAny>>)>> {
     let (text, bytes) = text_arg(vnl)?;
     let plugins::Resolved::Builtin(_, t) = plugins::resolve(&bytes).map_err(|e| vnl_error(py, e, &text))? else { return Ok(None) };
     let d = PyDict::new(py);
@@ -160,36 +160,19 @@ fn resolve_builtin<'py>(py: Python<'py>, vnl: &Bound<'py, PyAny>) -> PyResult<Op
 
 /// vdeplug4's description: "<descr> user=<euid> pid=<pid>[ SSH=<client>]".
 #[pyfunction]
-fn full_descr(descr: &str) -> String {
+pub(crate) fn full_descr(descr: &str) -> String {
     plugins::full_descr(descr)
 }
 
 /// The C plugins found in vdeplug4's search directories: [(scheme, file)].
 #[pyfunction]
-fn c_plugins() -> Vec<(String, PathBuf)> {
+pub(crate) fn c_plugins() -> Vec<(String, PathBuf)> {
     crate::cplugin::available()
 }
 
 /// Python: our libvdeplug.so.2 (loaded RTLD_GLOBAL before the first C
 /// plugin, so nested plugins reach our vde_open_real).
 #[pyfunction]
-fn set_library(path: PathBuf) {
+pub(crate) fn set_library(path: PathBuf) {
     crate::cplugin::set_library(path);
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(vnl_split, m)?)?;
-    m.add_function(wrap_pyfunction!(vnl_split_scheme, m)?)?;
-    m.add_function(wrap_pyfunction!(vnl_default, m)?)?;
-    m.add_function(wrap_pyfunction!(vnl_parse, m)?)?;
-    m.add_function(wrap_pyfunction!(vnl_split_nested, m)?)?;
-    m.add_function(wrap_pyfunction!(vnl_match, m)?)?;
-    m.add_function(wrap_pyfunction!(vnl_size, m)?)?;
-    m.add_function(wrap_pyfunction!(option_value, m)?)?;
-    m.add_function(wrap_pyfunction!(builtin_plugins, m)?)?;
-    m.add_function(wrap_pyfunction!(resolve_builtin, m)?)?;
-    m.add_function(wrap_pyfunction!(c_plugins, m)?)?;
-    m.add_function(wrap_pyfunction!(full_descr, m)?)?;
-    m.add_function(wrap_pyfunction!(set_library, m)?)?;
-    Ok(())
 }
