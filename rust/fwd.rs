@@ -8,7 +8,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, Epoll};
-use crate::transport::{Batch, Endpoint};
+use crate::transport::{Batch, Endpoint, Link};
 
 /// Frames per batch of a transport's own buffers (a libvdeplug ring, a
 /// switch's scratch; also the recvmmsg/sendmmsg batch).
@@ -135,7 +135,7 @@ impl Forwarder {
     /// Move one batch from `from` (side `side`) to `to`.
     fn pump(&mut self, from: &mut Endpoint, to: &mut Endpoint, side: usize) -> Option<Exit> {
         let open = match from.recv_valid(&mut self.batch, &mut self.idx) {
-            Ok(open) => open,
+            Ok(link) => link == Link::Open,
             Err(e) => return Some(Exit::Failed(side, e)),
         };
         if side == 1 {

@@ -18,7 +18,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::fwd::{Exit, Forwarder};
 use crate::plugins::{self, OpenArgs, OpenError};
 use crate::sys;
-use crate::transport::{self, errno_of, Batch, Endpoint as CoreEndpoint, Transport, RECV_BUFSIZE};
+use crate::transport::{self, errno_of, Batch, Endpoint as CoreEndpoint, Link, Transport, RECV_BUFSIZE};
 
 /// io::Error → OSError(errno, message), so Python sees FileNotFoundError etc.
 fn os_err(e: io::Error) -> PyErr {
@@ -279,7 +279,7 @@ impl PyEndpoint {
         let mut batch = self.batch(n.clamp(1, crate::sys::MAX_BATCH));
         let mut idx = Vec::new();
         let open = self.wait(py, deadline, |ep| loop {
-            let open = ep.recv_valid(&mut batch, &mut idx)?;
+            let open = ep.recv_valid(&mut batch, &mut idx)? == Link::Open;
             if !idx.is_empty() || !open {
                 return Ok(open);
             }

@@ -32,7 +32,7 @@ use _core::cplugin::{self, VdeConn, VdeOpenArgs, VdeplugModule};
 use _core::plugins::{self, OpenArgs, OpenError};
 use _core::sys;
 use _core::transport::ready::ReadyFd;
-use _core::transport::{errno_of, Batch, Endpoint};
+use _core::transport::{errno_of, Batch, Endpoint, Link};
 use _core::wire::stream::{encode_len, Decoder, Next, MAX_STREAM_FRAME};
 
 /// vdeplug4 exports it (value 4) as an anchor for dladdr; so do we.
@@ -152,11 +152,11 @@ impl Conn {
             let consumed = r.batch.count + r.batch.skipped;
             match got {
                 Ok(_) if !r.idx.is_empty() => continue,
-                Ok(false) => {
+                Ok(Link::Closed) => {
                     ring.refresh();
                     return 0;
                 }
-                Ok(true) => {}
+                Ok(Link::Open) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => r.idx.clear(),
                 Err(e) => {
                     r.idx.clear();

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::stream::{self, Stream};
-use super::{ctx, err, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, err, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Cmd {
@@ -68,7 +68,7 @@ impl Transport for Cmd {
     fn data_fd(&self) -> RawFd {
         self.stream.data_fd()
     }
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         self.stream.recv_batch(batch)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use super::{is_transient, wire, Batch, Recv, Transport};
+use super::{is_transient, wire, Batch, Link, Recv, Transport};
 
 /// Per-endpoint counters, visible from Python.
 #[derive(Debug, Default, Clone, Copy)]
@@ -69,8 +69,8 @@ impl Endpoint {
     }
 
     /// Receive a batch (`batch`), keep the valid frames' indices in `idx`,
-    /// count everything. `Ok(false)` once the peer closed.
-    pub fn recv_valid(&mut self, batch: &mut Batch, idx: &mut Vec<usize>) -> io::Result<bool> {
+    /// count everything. `Link::Closed` once the peer closed.
+    pub fn recv_valid(&mut self, batch: &mut Batch, idx: &mut Vec<usize>) -> io::Result<Link> {
         let open = self.transport.recv_batch(batch)?;
         idx.clear();
         for i in 0..batch.count {

@@ -54,6 +54,15 @@ pub enum Recv {
     Closed,
 }
 
+/// Whether a link still carries frames after a batched receive (the
+/// batch counterpart of `Recv::Closed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Open,
+    /// The peer went away (frames already read are kept).
+    Closed,
+}
+
 /// A way to move Ethernet frames. Every method is non-blocking except `send`,
 /// which may block where the C plugin blocks (flow control on streams and
 /// point-to-point links); `recv` returns `WouldBlock` when nothing is ready.
@@ -78,8 +87,8 @@ pub trait Transport: Send {
         None
     }
     /// Receive up to `batch.capacity()` frames. Default: repeated `recv`.
-    /// Returns `Ok(false)` once the peer closed (frames already read are kept).
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    /// Returns `Link::Closed` once the peer closed (frames already read are kept).
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         recv_each(self, batch)
     }
     /// Send frames `batch[i]` for i in `idx`. Default: repeated `send`.
@@ -91,7 +100,7 @@ pub trait Transport: Send {
 
 /// `recv_batch` frame by frame, with `recv` (the trait's default; also for
 /// transports whose batched path does not apply at the moment).
-pub fn recv_each<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch) -> io::Result<bool> {
+pub fn recv_each<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch) -> io::Result<Link> {
     batch.clear();
     while batch.count < batch.capacity() {
         let i = batch.count;
@@ -101,7 +110,7 @@ pub fn recv_each<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch) -> io::Res
                 batch.count += 1;
             }
             Ok(Recv::Skip) => batch.skipped += 1,
-            Ok(Recv::Closed) => return Ok(false),
+            Ok(Recv::Closed) => return Ok(Link::Closed),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -110,7 +119,7 @@ pub fn recv_each<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch) -> io::Res
             break;
         }
     }
-    Ok(true)
+    Ok(Link::Open)
 }
 
 /// `send_batch` frame by frame, with `send` (the trait's default).

@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::{Batch, Recv, SendOutcome, Transport};
+use super::{Batch, Link, Recv, SendOutcome, Transport};
 
 /// What a nested plugin does to frames.
 pub trait Hook: Send {
@@ -74,7 +74,7 @@ impl<H: Hook> Transport for Nested<H> {
         v
     }
 
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         let open = self.inner.recv_batch(batch)?;
         batch.materialize(); // the hook changes frames in place
         let mut keep = 0;

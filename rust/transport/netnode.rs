@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use super::ready::QueuedFlag;
 use super::switch_core::{Decision, SwitchCore, HOST};
 pub use super::switch_core::{Kind, PortId};
-use super::{ctx, err, now_secs, send_datagrams, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, err, now_secs, send_datagrams, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys::{self, Epoll};
 use crate::wire::vde_ctl::{self, Request, REQ_NEW_CONTROL};
 
@@ -634,7 +634,7 @@ impl Transport for NetNode {
     fn data_fd(&self) -> RawFd {
         self.poll.raw()
     }
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
         self.drain_host(batch);
         if batch.count < batch.capacity() {
@@ -642,7 +642,7 @@ impl Transport for NetNode {
             batch.skipped += self.service()?;
             self.drain_host(batch);
         }
-        Ok(true)
+        Ok(Link::Open)
     }
     /// Handshakes past their deadline are closed; a listener parked for
     /// lack of fds is retried.

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
-use super::{bound_sends, ctx, err, send_bounded, send_connected, Batch, Recv, SendOutcome, Transport};
+use super::{bound_sends, ctx, err, send_bounded, send_connected, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Ptp {
@@ -184,11 +184,11 @@ impl Transport for Ptp {
         }
     }
 
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         if batch.recv_datagrams(self.sock.as_raw_fd())? {
             self.disconnect();
         }
-        Ok(true)
+        Ok(Link::Open)
     }
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {

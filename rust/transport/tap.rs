@@ -14,7 +14,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::ready::ReadyFd;
-use super::{ctx, Batch, Recv, SendOutcome, Transport, RECV_BUFSIZE};
+use super::{ctx, Batch, Link, Recv, SendOutcome, Transport, RECV_BUFSIZE};
 use crate::offload::{coalesce, segment};
 use crate::sys;
 use crate::wire::virtio_net::{self as vnet, Header};
@@ -176,13 +176,13 @@ impl Transport for Tap {
         r
     }
 
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
         let fd = self.fd.as_raw_fd();
         let Some(off) = self.off.as_mut() else {
             return super::recv_each(self, batch);
         };
-        let mut result = Ok(true);
+        let mut result = Ok(Link::Open);
         'fill: while batch.count < batch.capacity() {
             while let Some(n) = off.next_segment(&mut batch.bufs[batch.count]) {
                 batch.lens[batch.count] = n;

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use super::gro::GroRx;
 use super::ready::ReadyFd;
-use super::{ctx, send_datagrams, send_patience, send_patiently, Batch, Recv, SendOutcome, Transport};
+use super::{ctx, send_datagrams, send_patience, send_patiently, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys;
 
 pub struct Udp {
@@ -138,10 +138,10 @@ impl Transport for Udp {
         self.ready.raw()
     }
 
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
         if self.gro.is_some() {
-            let mut r = Ok(true);
+            let mut r = Ok(Link::Open);
             while batch.count < batch.capacity() {
                 match self.next_gro() {
                     Ok(None) => break,
@@ -180,7 +180,7 @@ impl Transport for Udp {
             }
         }
         batch.compact_empty();
-        Ok(true)
+        Ok(Link::Open)
     }
 
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {

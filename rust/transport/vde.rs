@@ -9,7 +9,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{bound_sends, ctx, err, send_bounded, send_connected, Batch, Recv, SendOutcome, Transport};
+use super::{bound_sends, ctx, err, send_bounded, send_connected, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys;
 use crate::wire::vde_ctl::{self, Request};
 
@@ -165,9 +165,9 @@ impl Transport for VdeClient {
     fn ctl_fd(&self) -> Option<RawFd> {
         Some(self.ctl.as_raw_fd())
     }
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.recv_datagrams(self.data.as_raw_fd())?;
-        Ok(true)
+        Ok(Link::Open)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         send_connected(self.data.as_raw_fd(), batch, idx)

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use super::overlay::{self, Config, Overlay, Remote};
 use super::ready::ReadyFd;
-use super::{Batch, Recv, SendOutcome, Transport};
+use super::{Batch, Link, Recv, SendOutcome, Transport};
 
 pub struct Vxlan {
     sock: UdpSocket,
@@ -57,11 +57,11 @@ impl Transport for Vxlan {
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
     }
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
         let r = self.ov.recv_batch(self.sock.as_raw_fd(), 0, batch, false, &never_self);
         self.ready.queued(self.ov.queued());
-        r.map(|()| true)
+        r.map(|()| Link::Open)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         self.ov.send_batch(self.sock.as_raw_fd(), batch, idx)

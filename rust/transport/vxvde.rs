@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use super::overlay::{self, Config, Overlay, Remote};
 use super::ready::ReadyFd;
-use super::{Batch, Recv, SendOutcome, Transport};
+use super::{Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys::{self, Meta};
 
 pub struct Vxvde {
@@ -112,7 +112,7 @@ impl Transport for Vxvde {
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
     }
-    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<bool> {
+    fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
         let (port, local6) = (self.uni_port, &self.local6);
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
@@ -122,7 +122,7 @@ impl Transport for Vxvde {
         };
         let r = from_group.and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &never_self));
         self.ready.queued(self.ov.queued());
-        r.map(|()| true)
+        r.map(|()| Link::Open)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         self.ov.send_batch(self.uni.as_raw_fd(), batch, idx)
