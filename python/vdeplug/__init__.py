@@ -1,13 +1,15 @@
 """vdeplug: Virtual Distributed Ethernet plugs, vdeplug4-compatible, with a
 Rust data plane. ``vdeplug.open(url)`` returns a ``Connection``."""
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
 from .clibrary import libdir
 from .connection import ETH_BUFSIZE, Connection, Stats, open
 from .forward import join
 from .registry import OpenArgs, Plugin, UnknownScheme, available
 from .vnl import Option, Target, VNLError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 
 __all__ = [
     "ETH_BUFSIZE",
@@ -27,6 +29,8 @@ __all__ = [
     "open",
 ]
 if TYPE_CHECKING:
+    from typing import Any
+
     from .aio import AsyncConnection, aopen
 
     __version__: str

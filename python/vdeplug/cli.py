@@ -12,10 +12,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import NoReturn
 
 from . import _core
+from ._record import field, record
 from .clibrary import libdir
 from .connection import Connection
 from .connection import open as vde_open
@@ -23,6 +22,10 @@ from .forward import join
 from .registry import BUILTIN, available, builtin_default, missing_slashes
 from .registry import get as get_plugin
 from .vnl import VNLError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def _option(scheme: str, name: str) -> Callable[[str], int]:
@@ -61,7 +64,7 @@ class Terminated(Exception):
     reaped, exit status 0)."""
 
 
-@dataclass
+@record
 class Args:
     urls: list[str] = field(default_factory=list)
     command: list[str] | None = None

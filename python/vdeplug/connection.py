@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import atexit
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
 
 from . import _core
+from ._record import field, fields, record
 from .registry import OpenArgs, resolve
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ETH_BUFSIZE: int = _core.ETH_BUFSIZE
 _MAX_BATCH: int = _core.MAX_BATCH
@@ -29,8 +32,11 @@ def _frame(frame: Any) -> bytes:
     return bytes(memoryview(frame))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Stats:
+    """An endpoint's counters: frames and bytes each way, frames dropped as
+    malformed or unsendable, and the transport's own counters in ``extra``."""
+
     frames_in: int = 0
     bytes_in: int = 0
     frames_out: int = 0

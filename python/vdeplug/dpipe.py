@@ -13,15 +13,15 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
+from ._record import field, record
 from .cli import write_pidfile
 
 PROG = "dpipe"
 USAGE = "usage: dpipe [-d] [-p PIDFILE] [-P PGRPFILE] [-n|-N] command [args] = command [args] [= ...]"
 
 
-@dataclass
+@record
 class Link:
     """What joins main command k to main command k+1: commands inserted in
     the left-to-right direction (``=} f }=``) and right-to-left (``={ g {=``)."""
@@ -30,7 +30,7 @@ class Link:
     backward: list[list[str]] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Pipeline:
     mains: list[list[str]]
     links: list[Link]
@@ -96,7 +96,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Pipeline]:
     return p.parse_args(opts), split_commands(argv[i:])
 
 
-@dataclass
+@record
 class Proc:
     argv: list[str]
     stdin: int | None = None

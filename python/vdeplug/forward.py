@@ -5,13 +5,13 @@ a third-party Python endpoint falls back to a selectors loop here."""
 from __future__ import annotations
 
 import selectors
-from dataclasses import dataclass
 
 from . import _core
+from ._record import record
 from .connection import Connection
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class JoinEnd:
     """Why the join stopped: which side (0 or 1) and what happened."""
 

@@ -33,8 +33,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from ._record import record
 
 __all__ = ["Host", "Lab", "LabError", "can_build"]
 
@@ -64,7 +65,7 @@ def _run(cmd: Sequence[str], timeout: float = 20) -> str:
     return r.stdout
 
 
-@dataclass
+@record
 class Host:
     """A network namespace with one interface plugged into the lab."""
 

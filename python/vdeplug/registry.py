@@ -7,20 +7,24 @@ plugins ``libvdeplug_<scheme>.so`` found as vdeplug4 finds them."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 from . import _core
+from ._record import record
 from .clibrary import library_path
 from .vnl import (
     Option,
-    Syntax,
     Target,
     VNLError,
     parse_rest,
     split_nested,
     split_scheme,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+    from .vnl import Syntax
 
 ENTRY_POINT_GROUP = "vdeplug.plugins"
 
@@ -39,7 +43,7 @@ def builtin_default(scheme: str, option: str) -> Any:
     return next(o.default for o in _BUILTIN_INFO[scheme][3] if o.name == option)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OpenArgs:
     """What vde_open's ``vde_open_args`` and description carry. Options in
     the URL win over these, as in vdeplug4."""
@@ -54,16 +58,14 @@ class OpenArgs:
         return str(_core.full_descr(self.descr))
 
 
-@runtime_checkable
-class Endpoint(Protocol):
-    """What a plugin's ``open`` returns: a ``vdeplug._core.Endpoint`` for
-    built-ins, or any Python object with these methods."""
+def __getattr__(name: str) -> Any:
+    """``Endpoint`` (a typing.Protocol) is built on first use: typing is not
+    imported at start-up."""
+    if name == "Endpoint":
+        from ._types import Endpoint
 
-    def recv(self, max: int = ..., timeout: float | None = None) -> bytes | None: ...
-    def recv_nowait(self) -> bytes | None: ...
-    def send(self, frame: bytes) -> int: ...
-    def fileno(self) -> int: ...
-    def close(self) -> None: ...
+        return Endpoint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Plugin:
@@ -123,7 +125,7 @@ class Builtin(Plugin):
     def __init__(self, scheme: str) -> None:
         self.scheme = scheme  # type: ignore[misc]
         syntax, nests, summary, options = _BUILTIN_INFO[scheme]
-        self.syntax = cast(Syntax, syntax)  # type: ignore[misc]
+        self.syntax = syntax  # type: ignore[misc,assignment]
         self.nests, self.summary, self.options = nests, summary, options  # type: ignore[misc]
 
     def parse(self, vnl: str, rest: str) -> Target:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
 
 from . import _core
+from ._record import field, record
 
-Syntax = Literal["net", "path", "raw", "verbatim"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Literal
+
+    Syntax = Literal["net", "path", "raw", "verbatim"]
 
 
 class VNLError(ValueError):
@@ -30,7 +34,7 @@ class VNLError(ValueError):
         super().__init__(f"{message} in {vnl!r}" if vnl else message)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Option:
     """One ``/name=value`` option a plugin accepts. ``convert`` turns the text
     into a typed value and raises ``ValueError`` with a reason when it cannot."""
@@ -41,7 +45,7 @@ class Option:
     help: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     """A parsed VNL: what a plugin's ``open`` receives."""
 
