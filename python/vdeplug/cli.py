@@ -28,6 +28,21 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, without importing shutil (bz2, lzma...) to
+    learn the terminal width: start-up time of every vde_plug and dpipe."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            try:
+                width = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+            except (OSError, ValueError):
+                width = 80
+        super().__init__(prog, width=max(width - 2, 20))
+
+
 def _option(scheme: str, name: str) -> Callable[[str], int]:
     """A CLI flag sharing a built-in URL option's rules (e.g. --pcap-limit
     is capture's limit=, -m is vde's mode=)."""
@@ -179,7 +194,7 @@ def parse_args(argv: Sequence[str]) -> Args:
         if not command:
             die("'=' must be followed by a command", 2)
     # argparse prints its own "usage: " before the text.
-    p = argparse.ArgumentParser(prog=PROG, usage=USAGE.removeprefix("usage: "), add_help=False, allow_abbrev=False)
+    p = argparse.ArgumentParser(prog=PROG, usage=USAGE.removeprefix("usage: "), add_help=False, allow_abbrev=False, formatter_class=HelpFormatter)
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-d", "--daemon", action="store_true")

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from ._record import field, record
-from .cli import write_pidfile
+from .cli import HelpFormatter, write_pidfile
 
 PROG = "dpipe"
 USAGE = "usage: dpipe [-d] [-p PIDFILE] [-P PGRPFILE] [-n|-N] command [args] = command [args] [= ...]"
@@ -77,7 +77,7 @@ def split_commands(words: Sequence[str]) -> Pipeline:
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Pipeline]:
-    p = argparse.ArgumentParser(prog=PROG, usage=USAGE.removeprefix("usage: "), allow_abbrev=False)
+    p = argparse.ArgumentParser(prog=PROG, usage=USAGE.removeprefix("usage: "), allow_abbrev=False, formatter_class=HelpFormatter)
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background (own session)")
     p.add_argument("-p", "--pidfile", metavar="FILE", help="write dpipe's pid to FILE")
     p.add_argument("-P", "--pgrpfile", metavar="FILE", help="write the commands' process group (as -pgid) to FILE")

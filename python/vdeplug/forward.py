@@ -4,8 +4,6 @@ a third-party Python endpoint falls back to a selectors loop here."""
 
 from __future__ import annotations
 
-import selectors
-
 from . import _core
 from ._record import record
 from .connection import Connection
@@ -37,6 +35,8 @@ def join(a: Connection, b: Connection, iplog: bool = False) -> JoinEnd:
 def _join_python(a: Connection, b: Connection) -> JoinEnd:
     # Slow path, only for plugins written in Python.
     ends = (a, b)
+    import selectors  # only Python endpoints need it: not at start-up
+
     with selectors.DefaultSelector() as sel:
         for side, c in enumerate(ends):
             sel.register(c.fileno(), selectors.EVENT_READ, side)
