@@ -159,8 +159,8 @@ def test_c_program_vxvde_ours_and_debian_in_netns(vdepeer, lan_factory):
     lan = lan_factory(2)
     h1, h2 = lan.hosts
     group = "vxvde://239.5.6.7"
-    ours = peer(vdepeer, group, "pingpong", "1", "40", "20", ours=True, netns=h1.name)
-    deb = peer(vdepeer, group, "pingpong", "2", "40", "20", ours=False, netns=h2.name)
+    ours = peer(vdepeer, group, "pingpong", "1", "40", "20", ours=True, netns=h1.netns)
+    deb = peer(vdepeer, group, "pingpong", "2", "40", "20", ours=False, netns=h2.netns)
     (rc1, out1), (rc2, out2) = finish(ours), finish(deb)
     assert rc1 == 0 and rc2 == 0, out1 + out2
     assert lib_of(out1) == os.path.realpath(OURS) and lib_of(out2) != lib_of(out1)
@@ -316,7 +316,7 @@ def test_qemu_vxvde_to_our_vde_plug_with_slirp(lan_factory):
     plug = h2.popen(VDE_PLUG, vnl, "slirp://")
     time.sleep(0.5)
     assert plug.poll() is None, plug.stderr.read() if plug.stderr else ""
-    ok, out, mapped = qemu_lease(f"sock={vnl}", ours_env(), netns=h1.name)
+    ok, out, mapped = qemu_lease(f"sock={vnl}", ours_env(), netns=h1.netns)
     assert mapped == os.path.realpath(OURS), mapped
     assert ok, out[-2000:]
 

@@ -15,19 +15,12 @@ from pathlib import Path
 
 import pytest
 from conftest import C_VDE_PLUG, VDE_PLUG, needs_c
-from netns import Host, needs_netns
+from netns import needs_netns
+from vdeplug.lab import Host
 
 pytestmark = [needs_netns, pytest.mark.slow]
 
 XFER = str(Path(__file__).with_name("tcp_xfer.py"))
-
-
-def jumbo_underlay(lan) -> None:
-    """Room for a 1500-byte overlay MTU plus VXLAN on the veth underlay."""
-    b = Host(lan.bridge, 0)
-    for h in lan.hosts:
-        b.run("ip", "link", "set", f"p{h.index}", "mtu", "9000")
-        h.run("ip", "link", "set", "eth0", "mtu", "9000")
 
 
 def tap_host(h: Host, url: str, ip: str, exe: str = VDE_PLUG, env: dict | None = None):
@@ -118,8 +111,7 @@ def inner_tcp_checks(pcap: bytes, outer_src: bytes) -> tuple[int, int]:
 
 
 def test_kernel_vxlan_takes_our_segments_and_we_coalesce_its(lan_factory, tmp_path):
-    lan = lan_factory(2)
-    jumbo_underlay(lan)
+    lan = lan_factory(2, mtu=9000)  # room for a 1500-byte overlay MTU plus VXLAN
     h1, h2 = lan.hosts
     ours = tap_host(h1, "vxlan://239.1.4.1/vni=42", "192.168.44.1/24")
     kernel_vxlan(h2, "192.168.44.2/24")
@@ -146,8 +138,7 @@ def test_kernel_vxlan_takes_our_segments_and_we_coalesce_its(lan_factory, tmp_pa
 
 
 def test_ours_to_ours_in_order_with_other_flows_sharing_the_link(lan_factory):
-    lan = lan_factory(2)
-    jumbo_underlay(lan)
+    lan = lan_factory(2, mtu=9000)  # room for a 1500-byte overlay MTU plus VXLAN
     h1, h2 = lan.hosts
     a = tap_host(h1, "vxvde://239.1.4.2", "192.168.45.1/24")
     b = tap_host(h2, "vxvde://239.1.4.2", "192.168.45.2/24")
@@ -179,8 +170,7 @@ def test_ours_to_ours_in_order_with_other_flows_sharing_the_link(lan_factory):
 
 @needs_c
 def test_c_vxvde_takes_our_segments_and_we_coalesce_its(lan_factory):
-    lan = lan_factory(2)
-    jumbo_underlay(lan)
+    lan = lan_factory(2, mtu=9000)  # room for a 1500-byte overlay MTU plus VXLAN
     h1, h2 = lan.hosts
     tap_host(h1, "vxvde://239.1.4.3", "192.168.46.1/24")
     tap_host(h2, "vxvde://239.1.4.3", "192.168.46.2/24", exe=C_VDE_PLUG)
@@ -192,8 +182,7 @@ def test_c_vxvde_takes_our_segments_and_we_coalesce_its(lan_factory):
 
 
 def test_without_offloads_frames_are_plain(lan_factory):
-    lan = lan_factory(2)
-    jumbo_underlay(lan)
+    lan = lan_factory(2, mtu=9000)  # room for a 1500-byte overlay MTU plus VXLAN
     h1, h2 = lan.hosts
     env = dict(os.environ, VDEPLUG_TAP_OFFLOAD="0")
     p = tap_host(h1, "vxlan://239.1.4.4/vni=42", "192.168.47.1/24", env=env)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import C_VDE_PLUG, VDE_PLUG, frame, mac, needs_c
-from netns import needs_netns
+from netns import Agent, needs_netns
 
 pytestmark = needs_netns
 
@@ -64,18 +64,18 @@ def test_vxvde_c_and_ours_ping_all_ways_then_unicast(lan_factory):
     plug(a, "vxvde://239.2.2.2", "tap://tA", exe=C_VDE_PLUG)
     plug(b, "vxvde://239.2.2.2", "tap://tB")
     plug(c, "vxvde://239.2.2.2", "tap://tC")
-    for h, t in ((a, "tA"), (b, "tB"), (c, "tC")):
+    for k, (h, t) in enumerate(((a, "tA"), (b, "tB"), (c, "tC")), 1):
         h.wait_link(t)
-        h.addr(t, f"192.168.78.{h.index}/24")
-    ips = {h: f"192.168.78.{h.index}" for h in (a, b, c)}
+        h.addr(t, f"192.168.78.{k}/24")
+    ips = {h.name: f"192.168.78.{k}" for k, h in enumerate((a, b, c), 1)}
     for src in (a, b, c):
         for dst in (a, b, c):
             if src is not dst:
-                assert src.ping(ips[dst]), f"{src.name} -> {dst.name}"
+                assert src.ping(ips[dst.name]), f"{src.name} -> {dst.name}"
     # MACs are learned now: a ping b <-> a must be unicast UDP between them.
     cap = b.popen("tcpdump", "-i", "eth0", "-nn", "-l", "udp", stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    assert b.ping(ips[a], count=5)
+    assert b.ping(ips[a.name], count=5)
     time.sleep(0.3)
     cap.terminate()
     lines = cap.communicate(timeout=5)[0].splitlines()
@@ -90,7 +90,7 @@ def test_vxvde_c_and_ours_ping_all_ways_then_unicast(lan_factory):
 def test_vxvde_many_endpoints_per_host_no_echo_learning_leave(lan_factory, v6):
     h1, h2 = lan_factory(2).hosts
     url = "vxvde://ff05::56/if=eth0" if v6 else "vxvde://239.5.5.5"
-    x, y = h1.agent(), h2.agent()
+    x, y = Agent(h1), Agent(h2)
     e1, e2 = x.open(url), x.open(url)  # two endpoints on the same host
     e3 = y.open(url)
     time.sleep(0.3)
@@ -151,9 +151,9 @@ def test_vxvde_c_and_ours_share_a_host(lan_factory):
     from conftest import StreamPeer
 
     h1, h2 = lan_factory(2).hosts
-    c_peer = StreamPeer(["ip", "netns", "exec", h1.name, C_VDE_PLUG, "vxvde://239.6.6.6"])
+    c_peer = StreamPeer(["ip", "netns", "exec", h1.netns, C_VDE_PLUG, "vxvde://239.6.6.6"])
     try:
-        x, y = h1.agent(), h2.agent()
+        x, y = Agent(h1), Agent(h2)
         ours1, ours2 = x.open("vxvde://239.6.6.6"), y.open("vxvde://239.6.6.6")
         time.sleep(0.5)
         f = frame(300, src=0x11, dst=BCAST)
@@ -191,7 +191,7 @@ def test_vxvde_bursts_from_ours_reach_c_intact(lan_factory, tmp_path):
     link = str(tmp_path / "l")
     plug(h1, f"ptp://{link}", "vxvde://239.7.7.7")
     wait_for(lambda: os.path.exists(link), what="relay")
-    c_peer = StreamPeer(["ip", "netns", "exec", h2.name, C_VDE_PLUG, "vxvde://239.7.7.7"])
+    c_peer = StreamPeer(["ip", "netns", "exec", h2.netns, C_VDE_PLUG, "vxvde://239.7.7.7"])
     try:
         with vdeplug.open(f"ptp://{link}") as src:
             time.sleep(0.5)

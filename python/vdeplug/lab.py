@@ -87,6 +87,47 @@ class Host:
         r = self.run("ping", "-c", str(count), "-i", "0.2", "-W", str(wait), ip, check=False)
         return r.returncode == 0
 
+    def popen(self, *cmd: str, **kw: Any) -> subprocess.Popen[Any]:
+        """Start a command inside the host's namespace (stdin closed and
+        stderr piped unless given); the lab stops it when it closes."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.PIPE)
+        p = subprocess.Popen(["ip", "netns", "exec", self.netns, *cmd], **kw)
+        self.lab.procs.append(p)
+        self.lab._what[p.pid] = f"{self.name}: {' '.join(cmd)}"
+        return p
+
+    def wait_link(self, ifname: str, timeout: float = 10) -> None:
+        """Wait for ``ifname`` (e.g. a tap a plug creates) to appear; a
+        process of this host that exits meanwhile is reported."""
+        deadline = time.monotonic() + timeout
+        while self.run("ip", "link", "show", ifname, check=False).returncode != 0:
+            for p in self.lab.procs:
+                if p.poll() is not None and self.lab._what.get(p.pid, "").startswith(f"{self.name}:"):
+                    raise LabError(self.lab._failure(p))
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.name}: {ifname} did not appear in {timeout} s")
+            time.sleep(0.05)
+
+    def addr(self, ifname: str, cidr: str) -> None:
+        """Add an address to ``ifname`` and bring it up."""
+        self.run("ip", "addr", "add", cidr, "dev", ifname, *(["nodad"] if ":" in cidr else []))
+        self.run("ip", "link", "set", ifname, "up")
+
+    def mac(self, ifname: str) -> bytes:
+        """The MAC address of ``ifname``."""
+        return bytes.fromhex(self.run("cat", f"/sys/class/net/{ifname}/address").stdout.strip().replace(":", ""))
+
+    @property
+    def ip4(self) -> str:
+        """The host's first IPv4 address, without the prefix length."""
+        return next(ip.split("/")[0] for ip in self.ips if ":" not in ip)
+
+    @property
+    def ip6(self) -> str:
+        """The host's first IPv6 address, without the prefix length."""
+        return next(ip.split("/")[0] for ip in self.ips if ":" in ip)
+
 
 class Lab:
     """A virtual LAN built from ``spec`` (see the module docstring). Use as a
@@ -101,6 +142,9 @@ class Lab:
         self.hosts: dict[str, Host] = {}
         self.switches: dict[str, str] = {}
         self.underlay: str | None = None
+        #: The namespace of ``lan()``'s bridge, once there is one.
+        self.bridge: str | None = None
+        self._lan: list[Host] = []
         self._namespaces: list[str] = []
         self.prefix = f"vdl{os.getpid() % 100000}{next(_LAB_IDS)}"
         self._what: dict[int, str] = {}
@@ -174,6 +218,42 @@ class Lab:
         self.hosts[name] = h
         return h
 
+    def lan(self, count: int, *, multicast: bool = True, mtu: int | None = None) -> list[Host]:
+        """``count`` hosts h1, h2 … whose ``eth0`` (10.77.0.k/24 and
+        fd77::k/64) is on one bridge, in its own namespace (``self.bridge``):
+        an underlay to run overlays, tunnels or the kernel's vxlan on.
+        Without ``multicast`` there is no multicast route anywhere and the
+        bridge floods no multicast, as in a cloud; ``mtu`` sets the links'."""
+        if self.underlay is None:
+            raise LabError(f"lan: {can_build() or 'needs root'}")
+        if self.bridge is None:
+            self.bridge = self._netns("br")
+            _run(["ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])
+            _run(["ip", "-n", self.bridge, "link", "set", "br0", "up"])
+        hosts = []
+        for _ in range(count):
+            k = len(self._lan) + 1
+            h = Host(self, f"h{k}", self._netns(f"h{k}"), "eth0", (f"10.77.0.{k}/24", f"fd77::{k}/64"))
+            port = f"p{k}"
+            _run(["ip", "link", "add", "eth0", "netns", h.netns, "type", "veth", "peer", port, "netns", self.bridge])
+            for cmd in (["link", "set", port, "master", "br0"], ["link", "set", port, "up"]):
+                _run(["ip", "-n", self.bridge, *cmd])
+            if not multicast:
+                _run(["ip", "netns", "exec", self.bridge, "bridge", "link", "set", "dev", port, "mcast_flood", "off"])
+            if mtu:
+                _run(["ip", "-n", self.bridge, "link", "set", port, "mtu", str(mtu)])
+                _run(["ip", "-n", h.netns, "link", "set", "eth0", "mtu", str(mtu)])
+            for knob in ("all", "default"):
+                h.run("sysctl", "-qw", f"net.ipv6.conf.{knob}.accept_dad=0")
+            for cidr in h.ips:
+                h.addr("eth0", cidr)
+            if multicast:
+                h.run("ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+            self._lan.append(h)
+            self.hosts[h.name] = h
+            hosts.append(h)
+        return hosts
+
     def _netns(self, name: str) -> str:
         ns = f"{self.prefix}-{name}"
         _run(["ip", "netns", "add", ns])
@@ -203,7 +283,8 @@ class Lab:
     def _failure(self, p: subprocess.Popen[bytes]) -> str:
         """What a plug process that exited said (read once, remembered)."""
         if p.stderr and not p.stderr.closed:
-            err = p.stderr.read().decode(errors="replace").strip()
+            raw = p.stderr.read()
+            err = (raw if isinstance(raw, str) else raw.decode(errors="replace")).strip()
             p.stderr.close()
             self._what[p.pid] = f"{self._what.get(p.pid)}: vde_plug exited with {p.returncode}: {err}"
         return self._what[p.pid]
@@ -222,8 +303,9 @@ class Lab:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            if p.stderr and not p.stderr.closed:
-                p.stderr.close()
+            for f in (p.stdin, p.stdout, p.stderr):
+                if f and not f.closed:
+                    f.close()
         self.procs.clear()
         for ns in reversed(self._namespaces):
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
@@ -235,6 +317,8 @@ class Lab:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self._namespaces.clear()
         self.hosts.clear()
+        self._lan.clear()
+        self.bridge = None
         if self._owned_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
