@@ -97,6 +97,15 @@ class Host:
         self.lab._what[p.pid] = f"{self.name}: {' '.join(cmd)}"
         return p
 
+    def plug(self, vnl: str, ifname: str = "t0", ip: str | Sequence[str] = ()) -> subprocess.Popen[Any]:
+        """Run ``vde_plug VNL tap://IFNAME`` inside this host (an overlay
+        over its eth0, say), wait for the tap and give it ``ip``."""
+        p = self.popen(sys.executable, "-m", "vdeplug", vnl, f"tap://{ifname}", stdout=subprocess.DEVNULL)
+        self.wait_link(ifname)
+        for cidr in (ip,) if isinstance(ip, str) else ip:
+            self.addr(ifname, cidr)
+        return p
+
     def wait_link(self, ifname: str, timeout: float = 10) -> None:
         """Wait for ``ifname`` (e.g. a tap a plug creates) to appear; a
         process of this host that exits meanwhile is reported."""
