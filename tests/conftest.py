@@ -3,6 +3,7 @@ mode, free ports, and skip markers for tests that need root or C tools."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +113,36 @@ def wait_for(pred, timeout: float = 5.0, what: str = "condition") -> None:
 
 
 from netns import lan_factory  # noqa: E402,F401  (a fixture, shared by every test module)
+
+# ---------------------------------------------------------------- child processes
+# Every process a test starts is reaped, and its pipes closed, when the test
+# ends (after the test's own fixtures cleaned up): a test that fails half-way
+# leaves no running plug behind, and pytest's filterwarnings = error holds
+# for ResourceWarnings too.
+
+_POPENS: list[subprocess.Popen[Any]] = []  # held until the test ends: no pipe is closed by GC
+_popen_init = subprocess.Popen.__init__
+
+
+def _tracked_init(self: subprocess.Popen[Any], *args: Any, **kw: Any) -> None:
+    _popen_init(self, *args, **kw)
+    _POPENS.append(self)
+
+
+subprocess.Popen.__init__ = _tracked_init  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _reap_children():
+    start = len(_POPENS)
+    yield
+    for p in _POPENS[start:]:
+        if p.poll() is None:
+            p.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        for f in (p.stdin, p.stdout, p.stderr):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+    del _POPENS[start:]

@@ -211,13 +211,13 @@ def test_switch_accepts_again_after_fd_exhaustion(tmp_path):
 def _stall_stdout(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, socket.socket, int]:
     """vde_plug udp://… [args] with an output nobody reads, flooded until stalled."""
     a, b = free_udp_port(), free_udp_port()
-    err = open(tmp_path / "stall.err", "w")  # noqa: SIM115 (the child's stderr, read after it ends)
-    proc = subprocess.Popen(
-        [VDE_PLUG, f"udp://127.0.0.1:{a}->127.0.0.1:{b}", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=err,
-    )
+    with open(tmp_path / "stall.err", "w") as err:  # the child's stderr, read after it ends
+        proc = subprocess.Popen(
+            [VDE_PLUG, f"udp://127.0.0.1:{a}->127.0.0.1:{b}", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", b))
     time.sleep(0.3)
