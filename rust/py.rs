@@ -436,13 +436,13 @@ impl Drop for JoinGuard {
 }
 
 /// Join two endpoints until one side hangs up or fails. Returns
-/// (side, reason): side 0 or 1, reason "closed" or the error text.
+/// (side, error): side 0 or 1, error None when it hung up, else the text.
 /// Signals are checked every 200 ms (KeyboardInterrupt propagates).
 /// With `iplog`, source IP addresses of frames from `b` are logged to syslog once each.
 /// An endpoint can be in one forward at a time (ValueError otherwise).
 #[pyfunction]
 #[pyo3(signature = (a, b, iplog = false))]
-fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint, iplog: bool) -> PyResult<(usize, String)> {
+fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint, iplog: bool) -> PyResult<(usize, Option<String>)> {
     if Arc::ptr_eq(&a.inner, &b.inner) {
         return Err(PyValueError::new_err("cannot forward an endpoint to itself"));
     }
@@ -463,7 +463,7 @@ fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint, iplog: bool) -> PyRes
     }
     loop {
         if finalizing() {
-            return Ok((0, "interpreter exiting".into()));
+            return Ok((0, Some("interpreter exiting".into())));
         }
         let exit = detach(py, || {
             let (mut ga, mut gb) = (lock(&ia), lock(&ib));
@@ -475,8 +475,8 @@ fn forward(py: Python<'_>, a: &PyEndpoint, b: &PyEndpoint, iplog: bool) -> PyRes
         });
         match exit {
             Exit::Tick => py.check_signals()?,
-            Exit::Closed(side) => return Ok((side, "closed".into())),
-            Exit::Failed(side, e) => return Ok((side, transport::describe(&e))),
+            Exit::Closed(side) => return Ok((side, None)),
+            Exit::Failed(side, e) => return Ok((side, Some(transport::describe(&e)))),
         }
     }
 }

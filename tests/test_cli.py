@@ -161,6 +161,21 @@ def test_dpipe_ours_joins_two_vde_plugs(tmp_path):
         p.wait(5)
 
 
+@pytest.mark.parametrize("flag", ["", "-n", "-N"])
+def test_dpipe_no_wrapper_becomes_the_first_command(tmp_path, flag):
+    """-n/-N, as vdeplug4's dpipe: the first command runs in dpipe's own
+    process (the pid file names it) and still talks to the second."""
+    pid, got, pidfile = tmp_path / "pid", tmp_path / "got", tmp_path / "dpipe.pid"
+    first = f"echo $$ > {pid}; echo hello; sleep 0.3"
+    argv = [DPIPE, *([flag] if flag else []), "-p", str(pidfile), "sh", "-c", first, "=", "sh", "-c", f"cat > {got}"]
+    p = subprocess.Popen(argv)
+    wait_for(lambda: pid.exists() and pid.read_text().strip(), what="first command")
+    assert (int(pid.read_text()) == p.pid) == bool(flag)
+    assert p.wait(10) == 0
+    wait_for(lambda: got.exists() and got.read_text() == "hello\n", what="data through the pipe")
+    assert pidfile.exists() == bool(flag), "only the wrapper removes its pid file"
+
+
 def test_dpipe_three_commands_alternate_fds(tmp_path):
     """The middle command sees ALTERNATE_STDIN/OUT towards the third one."""
     out = tmp_path / "out"

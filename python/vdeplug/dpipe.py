@@ -81,8 +81,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Pipeline]:
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background (own session)")
     p.add_argument("-p", "--pidfile", metavar="FILE", help="write dpipe's pid to FILE")
     p.add_argument("-P", "--pgrpfile", metavar="FILE", help="write the commands' process group (as -pgid) to FILE")
-    p.add_argument("-n", "--nowrapproc", action="store_true", help="accepted for vdeplug4 compatibility: dpipe always stays to reap its commands")
-    p.add_argument("-N", "--nowrapnoclean", action="store_true", help="the pid files are not removed at exit")
+    p.add_argument("-n", "--nowrapproc", action="store_true", help="no wrapper process: dpipe becomes the first command (the others are its children)")
+    p.add_argument("-N", "--nowrapnoclean", action="store_true", help="as -n (nothing is left to remove the pid files)")
     p.add_argument("-V", "--version", action="store_true", help="print the version and exit")
     # Options end at the first word that is not an option.
     i = 0
@@ -117,9 +117,11 @@ def chain(out_fd_of_src: list[int], filters: list[list[str]], procs: list[Proc],
     return r
 
 
-def spawn(p: Pipeline) -> list[subprocess.Popen[bytes]]:
+def spawn(p: Pipeline, exec_first: bool = False) -> list[subprocess.Popen[bytes]]:
     """Start every command; main k talks to main k-1 on stdin/stdout and to
-    main k+1 on its alternate fds (stdin/stdout for the first one)."""
+    main k+1 on its alternate fds (stdin/stdout for the first one). With
+    ``exec_first`` (-n), the first command replaces this process once the
+    others run, as vdeplug4's dpipe -n: no wrapper process is left."""
     pipes: list[int] = []
     mains = [Proc(argv) for argv in p.mains]
     filters: list[Proc] = []
@@ -136,7 +138,7 @@ def spawn(p: Pipeline) -> list[subprocess.Popen[bytes]]:
         else:
             left.alt = (left_in, left_out)
     procs = []
-    for pr in mains + filters:
+    for pr in (mains[1:] if exec_first else mains) + filters:
         env = dict(os.environ)
         pass_fds: tuple[int, ...] = ()
         if pr.alt:
@@ -148,9 +150,25 @@ def spawn(p: Pipeline) -> list[subprocess.Popen[bytes]]:
             for q in procs:
                 q.terminate()
             raise SystemExit(f"{PROG}: cannot run {pr.argv[0]}: {e.strerror}") from None
+    if exec_first:
+        _exec(mains[0], pipes)
     for fd in pipes:
         os.close(fd)
     return procs
+
+
+def _exec(first: Proc, pipes: list[int]) -> None:
+    """Become ``first`` (its stdin/stdout wired); never returns."""
+    for fd, target in ((first.stdin, 0), (first.stdout, 1)):
+        if fd is not None:
+            os.dup2(fd, target)
+    for fd in pipes:
+        os.close(fd)
+    try:
+        os.execvp(first.argv[0], first.argv)
+    except OSError as e:
+        print(f"{PROG}: cannot run {first.argv[0]}: {e.strerror}", file=sys.stderr)
+        os._exit(127)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_pidfile(opts.pgrpfile, -os.getpgrp())
     if opts.pidfile:
         write_pidfile(opts.pidfile, os.getpid())
-    procs = spawn(cmds)
+    procs = spawn(cmds, exec_first=opts.nowrapproc or opts.nowrapnoclean)
     stopping = False
 
     def stop(_sig: int, _frame: object) -> None:
@@ -199,13 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rc and not status and not stopping:
                 status = rc if rc > 0 else 128 - rc
     finally:
-        if not opts.nowrapnoclean:
-            for f in (opts.pidfile, opts.pgrpfile):
-                if f:
-                    try:
-                        os.unlink(f)
-                    except OSError:
-                        pass
+        for f in (opts.pidfile, opts.pgrpfile):
+            if f:
+                try:
+                    os.unlink(f)
+                except OSError:
+                    pass
     return status
 
 

@@ -11,14 +11,21 @@ from .connection import Connection
 
 @record(frozen=True)
 class JoinEnd:
-    """Why the join stopped: which side (0 or 1) and what happened."""
+    """Why the join stopped: which side (0 or 1) and, unless that side
+    just hung up, the error."""
 
     side: int
-    reason: str
+    error: str | None = None
 
     @property
     def closed(self) -> bool:
-        return self.reason == "closed"
+        """The side hung up (no error)."""
+        return self.error is None
+
+    @property
+    def reason(self) -> str:
+        """``"closed"`` or the error, for messages."""
+        return "closed" if self.error is None else self.error
 
 
 def join(a: Connection, b: Connection, iplog: bool = False) -> JoinEnd:
@@ -27,8 +34,8 @@ def join(a: Connection, b: Connection, iplog: bool = False) -> JoinEnd:
     syslog once (``vde_plug -L``; built-in endpoints only)."""
     ea, eb = a.endpoint, b.endpoint
     if isinstance(ea, _core.Endpoint) and isinstance(eb, _core.Endpoint):
-        side, reason = _core.forward(ea, eb, iplog)
-        return JoinEnd(side, reason)
+        side, error = _core.forward(ea, eb, iplog)
+        return JoinEnd(side, error)
     return _join_python(a, b)
 
 
@@ -47,9 +54,9 @@ def _join_python(a: Connection, b: Connection) -> JoinEnd:
                 try:
                     while (frame := src.recv_nowait()) is not None:
                         if frame == b"":
-                            return JoinEnd(side, "closed")
+                            return JoinEnd(side)
                         dst.send(frame)
                 except BrokenPipeError:
-                    return JoinEnd(1 - side, "closed")
+                    return JoinEnd(1 - side)
                 except OSError as e:
                     return JoinEnd(side, str(e))
