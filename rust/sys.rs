@@ -536,6 +536,11 @@ pub fn set_multicast_if_v4_index(fd: RawFd, ifindex: u32) -> io::Result<()> {
 
 /// Every IPv6 address configured on this host (for vxvde's self filter).
 pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
+    local_addrs().into_iter().filter_map(|a| if let std::net::IpAddr::V6(v6) = a { Some(v6) } else { None }).collect()
+}
+
+/// Every address (IPv4 and IPv6) configured on this host's interfaces.
+pub fn local_addrs() -> Vec<std::net::IpAddr> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills ifap with a list we free below.
@@ -549,7 +554,10 @@ pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
             let a = (*p).ifa_addr;
             if !a.is_null() && (*a).sa_family as libc::c_int == libc::AF_INET6 {
                 let s6 = &*(a as *const libc::sockaddr_in6);
-                out.push(s6.sin6_addr.s6_addr.into());
+                out.push(std::net::Ipv6Addr::from(s6.sin6_addr.s6_addr).into());
+            } else if !a.is_null() && (*a).sa_family as libc::c_int == libc::AF_INET {
+                let s4 = &*(a as *const libc::sockaddr_in);
+                out.push(std::net::Ipv4Addr::from(u32::from_be(s4.sin_addr.s_addr)).into());
             }
             p = (*p).ifa_next;
         }

@@ -57,6 +57,12 @@ impl Prefix {
     }
 }
 
+/// Only a host can be a member (a peer list could name a group or a broadcast address).
+fn is_unicast(ip: IpAddr) -> bool {
+    let v4_broadcast = matches!(ip, IpAddr::V4(v) if v.is_broadcast());
+    !(ip.is_multicast() || ip.is_unspecified() || v4_broadcast)
+}
+
 /// Counters of membership changes (visible in the overlay's stats).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemberStats {
@@ -150,7 +156,7 @@ impl FloodList {
     }
 
     fn join(&mut self, from: SocketAddr, now: u64) -> bool {
-        if self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
+        if !is_unicast(from.ip()) || from.port() == 0 || self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
             return false;
         }
         if self.members.len() >= MAX_MEMBERS {
@@ -252,13 +258,16 @@ mod tests {
     #[test]
     fn peer_lists_only_from_trusted_peers_and_for_allowed_addresses() {
         let mut f = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/24").unwrap()], 10);
-        let offered = [sa("10.0.0.5:4789"), sa("10.9.0.1:4789"), sa("10.0.0.9:4789"), sa("10.0.0.2:4789")];
+        let offered = [sa("10.0.0.5:4789"), sa("10.9.0.1:4789"), sa("10.0.0.9:4789"), sa("10.0.0.2:4789"), sa("10.0.0.255:0")];
         assert_eq!(f.introduced(sa("10.0.0.7:4789"), offered.into_iter(), |_| false, 0), 0, "from a stranger");
         assert_eq!(f.introduced(sa("10.0.0.2:4789"), offered.into_iter(), |a| *a == sa("10.0.0.9:4789"), 0), 1, "outside allow, ourselves and fixed are left out");
         assert_eq!(f.targets(0), &[sa("10.0.0.2:4789"), sa("10.0.0.5:4789")]);
         assert_eq!(f.peers_for(sa("10.0.0.5:4789")), vec![sa("10.0.0.2:4789")]);
         assert!(f.heard(sa("10.0.0.6:4789"), 1), "a newcomer is owed a list");
         assert!(!f.heard(sa("10.0.0.6:4789"), 2), "only once");
+        let mut open = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("0.0.0.0/0").unwrap()], 10);
+        let bad = [sa("239.1.1.1:4789"), sa("255.255.255.255:4789"), sa("0.0.0.0:4789")];
+        assert_eq!(open.introduced(sa("10.0.0.2:4789"), bad.into_iter(), |_| false, 0), 0, "only hosts can be members");
         let mut closed = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![], 10);
         assert_eq!(closed.introduced(sa("10.0.0.2:4789"), offered.into_iter(), |_| false, 0), 0, "no allow=: fixed list only");
     }

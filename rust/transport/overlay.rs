@@ -67,15 +67,18 @@ impl Config {
     pub fn flood_list(&self, port: u16) -> FloodList {
         let fixed = match &self.remote {
             Remote::Group(g) => vec![SocketAddr::new(*g, self.port)],
-            Remote::Peers(p) => p.iter().copied().filter(|a| !(a.port() == port && is_local(a.ip()))).collect(),
+            Remote::Peers(p) => {
+                let local = sys::local_addrs();
+                p.iter().copied().filter(|a| !(a.port() == port && is_local(a.ip(), &local))).collect()
+            }
         };
         FloodList::with_own_port(fixed, self.port, self.allow.clone(), self.expiretime, port)
     }
 }
 
-/// Is `ip` one of this host's addresses (can a socket bind to it)?
-fn is_local(ip: IpAddr) -> bool {
-    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+/// Is `ip` one of this host's addresses (`local`: its interfaces')?
+fn is_local(ip: IpAddr, local: &[IpAddr]) -> bool {
+    ip.is_loopback() || ip.is_unspecified() || local.contains(&ip)
 }
 
 /// Counters specific to overlays (visible from Python).
@@ -239,7 +242,8 @@ impl Overlay {
         self.stats.peer_lists_in += 1;
         let own = self.flood.own_port;
         let peer = self.peer_address(from);
-        self.flood.introduced(peer, vxlan::parse_peers(payload), |a| a.port() == own && is_local(a.ip()), now);
+        let local = sys::local_addrs();
+        self.flood.introduced(peer, vxlan::parse_peers(payload), |a| a.port() == own && is_local(a.ip(), &local), now);
         Rx::Peers
     }
 
