@@ -109,14 +109,8 @@ class Host:
     def wait_link(self, ifname: str, timeout: float = 10) -> None:
         """Wait for ``ifname`` (e.g. a tap a plug creates) to appear; a
         process of this host that exits meanwhile is reported."""
-        deadline = time.monotonic() + timeout
-        while self.run("ip", "link", "show", ifname, check=False).returncode != 0:
-            for p in self.lab.procs:
-                if p.poll() is not None and self.lab._what.get(p.pid, "").startswith(f"{self.name}:"):
-                    raise LabError(self.lab._failure(p))
-            if time.monotonic() > deadline:
-                raise LabError(f"{self.name}: {ifname} did not appear in {timeout} s")
-            time.sleep(0.05)
+        mine = [p for p in self.lab.procs if self.lab._what.get(p.pid, "").startswith(f"{self.name}:")]
+        self.lab._wait(lambda: self.run("ip", "link", "show", ifname, check=False).returncode == 0, f"{self.name}: {ifname}", timeout, mine)
 
     def addr(self, ifname: str, cidr: str) -> None:
         """Add an address to ``ifname`` and bring it up."""
@@ -212,18 +206,18 @@ class Lab:
         if vlan is not None:
             target = f"vlan://{vlan}{{{target}}}"
         p = self._plug(f"host {name}", target, f"tap://{tap}")
+        h = Host(self, name, netns, ifname, ips)
         try:
             self._wait(lambda: subprocess.run(["ip", "-n", self.underlay or "", "link", "show", tap], capture_output=True, check=False).returncode == 0, f"host {name}: tap")
             _run(["ip", "-n", self.underlay, "link", "set", tap, "netns", netns])
             _run(["ip", "-n", netns, "link", "set", tap, "name", ifname])
             for cidr in ips:
-                _run(["ip", "-n", netns, "addr", "add", cidr, "dev", ifname] + (["nodad"] if ":" in cidr else []))
+                h.addr(ifname, cidr)
             _run(["ip", "-n", netns, "link", "set", ifname, "up"])
         except LabError:
             if p.poll() is None:
                 raise
             raise LabError(self._failure(p)) from None
-        h = Host(self, name, netns, ifname, ips)
         self.hosts[name] = h
         return h
 
@@ -279,10 +273,11 @@ class Lab:
         self.procs.append(p)
         return p
 
-    def _wait(self, ready: Any, what: str, timeout: float = 10) -> None:
+    def _wait(self, ready: Any, what: str, timeout: float = 10, procs: Sequence[subprocess.Popen[Any]] | None = None) -> None:
+        """Wait for ``ready()``; one of ``procs`` (default: all) exiting meanwhile is the error."""
         deadline = time.monotonic() + timeout
         while not ready():
-            for p in self.procs:
+            for p in self.procs if procs is None else procs:
                 if p.poll() is not None:
                     raise LabError(self._failure(p))
             if time.monotonic() > deadline:

@@ -94,13 +94,8 @@ pub struct FloodList {
 impl FloodList {
     /// Flood to `fixed` (a group, or peers, usually at `port`); with a
     /// non-empty `allow`, sources in those prefixes join until `expire`
-    /// seconds of silence.
-    pub fn new(fixed: Vec<SocketAddr>, port: u16, allow: Vec<Prefix>, expire: u64) -> FloodList {
-        FloodList::with_own_port(fixed, port, allow, expire, 0)
-    }
-
-    /// As `new`, knowing our own port (peer lists never add us).
-    pub fn with_own_port(fixed: Vec<SocketAddr>, port: u16, allow: Vec<Prefix>, expire: u64, own_port: u16) -> FloodList {
+    /// seconds of silence. `own_port` is ours (peer lists never add us).
+    pub fn new(fixed: Vec<SocketAddr>, port: u16, allow: Vec<Prefix>, expire: u64, own_port: u16) -> FloodList {
         let targets = fixed.clone();
         let odd_ports = fixed.iter().any(|a| a.port() != port).then_some(port);
         FloodList { fixed, allow, members: HashMap::new(), expire, targets, swept: 0, last: None, odd_ports, own_port, stats: MemberStats::default() }
@@ -230,7 +225,7 @@ mod tests {
 
     #[test]
     fn fixed_only_never_changes() {
-        let mut f = FloodList::new(vec![sa("10.0.0.2:4789"), sa("10.0.0.3:4790")], 4789, vec![], 10);
+        let mut f = FloodList::new(vec![sa("10.0.0.2:4789"), sa("10.0.0.3:4790")], 4789, vec![], 10, 0);
         f.heard(sa("10.0.0.9:4789"), 1);
         assert_eq!(f.targets(1000), &[sa("10.0.0.2:4789"), sa("10.0.0.3:4790")]);
         assert_eq!(f.members(), 0);
@@ -239,7 +234,7 @@ mod tests {
 
     #[test]
     fn allowed_sources_join_and_expire() {
-        let mut f = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/24").unwrap()], 10);
+        let mut f = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/24").unwrap()], 10, 0);
         f.heard(sa("10.0.0.2:4789"), 0); // a fixed peer is not a member
         f.heard(sa("10.0.1.5:4789"), 0); // outside the prefix
         f.heard(sa("10.0.0.5:4789"), 0);
@@ -257,7 +252,7 @@ mod tests {
 
     #[test]
     fn peer_lists_only_from_trusted_peers_and_for_allowed_addresses() {
-        let mut f = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/24").unwrap()], 10);
+        let mut f = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/24").unwrap()], 10, 0);
         let offered = [sa("10.0.0.5:4789"), sa("10.9.0.1:4789"), sa("10.0.0.9:4789"), sa("10.0.0.2:4789"), sa("10.0.0.255:0")];
         assert_eq!(f.introduced(sa("10.0.0.7:4789"), offered.into_iter(), |_| false, 0), 0, "from a stranger");
         assert_eq!(f.introduced(sa("10.0.0.2:4789"), offered.into_iter(), |a| *a == sa("10.0.0.9:4789"), 0), 1, "outside allow, ourselves and fixed are left out");
@@ -265,16 +260,16 @@ mod tests {
         assert_eq!(f.peers_for(sa("10.0.0.5:4789")), vec![sa("10.0.0.2:4789")]);
         assert!(f.heard(sa("10.0.0.6:4789"), 1), "a newcomer is owed a list");
         assert!(!f.heard(sa("10.0.0.6:4789"), 2), "only once");
-        let mut open = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("0.0.0.0/0").unwrap()], 10);
+        let mut open = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("0.0.0.0/0").unwrap()], 10, 0);
         let bad = [sa("239.1.1.1:4789"), sa("255.255.255.255:4789"), sa("0.0.0.0:4789")];
         assert_eq!(open.introduced(sa("10.0.0.2:4789"), bad.into_iter(), |_| false, 0), 0, "only hosts can be members");
-        let mut closed = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![], 10);
+        let mut closed = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![], 10, 0);
         assert_eq!(closed.introduced(sa("10.0.0.2:4789"), offered.into_iter(), |_| false, 0), 0, "no allow=: fixed list only");
     }
 
     #[test]
     fn members_are_bounded() {
-        let mut f = FloodList::new(vec![], 4789, vec![Prefix::parse("10.0.0.0/8").unwrap()], 100);
+        let mut f = FloodList::new(vec![], 4789, vec![Prefix::parse("10.0.0.0/8").unwrap()], 100, 0);
         for i in 0..(MAX_MEMBERS as u32 + 50) {
             f.heard(SocketAddr::new(IpAddr::V4((0x0a00_0000 + i).into()), 4789), 1);
         }

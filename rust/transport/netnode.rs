@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::ready::QueuedFlag;
-use super::switch_core::{Decision, SwitchCore, HOST};
-pub use super::switch_core::{Kind, PortId};
+pub use super::switch_core::Kind;
+use super::switch_core::{Decision, PortId, SwitchCore, HOST};
 use super::{ctx, err, now_secs, send_datagrams, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys::{self, Epoll};
 use crate::wire::vde_ctl::{self, Request, REQ_NEW_CONTROL};

@@ -68,17 +68,24 @@ impl Config {
         let fixed = match &self.remote {
             Remote::Group(g) => vec![SocketAddr::new(*g, self.port)],
             Remote::Peers(p) => {
-                let local = sys::local_addrs();
-                p.iter().copied().filter(|a| !(a.port() == port && is_local(a.ip(), &local))).collect()
+                let me = ourselves(port);
+                p.iter().copied().filter(|a| !me(a)).collect()
             }
         };
-        FloodList::with_own_port(fixed, self.port, self.allow.clone(), self.expiretime, port)
+        FloodList::new(fixed, self.port, self.allow.clone(), self.expiretime, port)
     }
 }
 
-/// Is `ip` one of this host's addresses (`local`: its interfaces')?
-fn is_local(ip: IpAddr, local: &[IpAddr]) -> bool {
-    ip.is_loopback() || ip.is_unspecified() || local.contains(&ip)
+/// Is an address us: our `port` on one of this host's addresses (its
+/// interfaces', loopback or unspecified)?
+fn ourselves(port: u16) -> impl Fn(&SocketAddr) -> bool {
+    let local = sys::local_addrs();
+    move |a| a.port() == port && (a.ip().is_loopback() || a.ip().is_unspecified() || local.contains(&a.ip()))
+}
+
+/// For overlays whose sockets never hear their own datagrams (no multicast loop).
+pub fn never_self(_: &SocketAddr, _: &Meta) -> bool {
+    false
 }
 
 /// Counters specific to overlays (visible from Python).
@@ -240,14 +247,12 @@ impl Overlay {
             return Rx::Drop;
         }
         self.stats.peer_lists_in += 1;
-        let own = self.flood.own_port;
         let peer = self.peer_address(from);
-        let local = sys::local_addrs();
-        self.flood.introduced(peer, vxlan::parse_peers(payload), |a| a.port() == own && is_local(a.ip(), &local), now);
+        self.flood.introduced(peer, vxlan::parse_peers(payload), ourselves(self.flood.own_port), now);
         Rx::Peers
     }
 
-    /// Tell each new member everyone else we flood to (from `fd`).
+    /// Tell each new member, if any, everyone else we flood to (from `fd`).
     fn send_peer_lists(&mut self, fd: RawFd) {
         while let Some(to) = self.due.pop() {
             let peers = self.flood.peers_for(to);
@@ -320,9 +325,7 @@ impl Overlay {
     /// New members get their peer list from `fd`.
     pub fn recv_batch(&mut self, fd: RawFd, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<()> {
         let r = self.recv_batch_from(fd, slot, batch, pktinfo, is_self);
-        if !self.due.is_empty() {
-            self.send_peer_lists(fd);
-        }
+        self.send_peer_lists(fd);
         r
     }
 
@@ -475,9 +478,7 @@ impl Overlay {
     /// Receive one datagram, its frame into `buf`. Ok(None): consumed, not a frame.
     pub fn recv_one(&mut self, fd: RawFd, slot: usize, buf: &mut [u8], pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<Option<usize>> {
         let r = self.recv_one_from(fd, slot, buf, pktinfo, is_self);
-        if !self.due.is_empty() {
-            self.send_peer_lists(fd);
-        }
+        self.send_peer_lists(fd);
         r
     }
 
@@ -627,7 +628,8 @@ pub(crate) use overlay_options;
 /// family: `v4`/`v6` if given (unlike vdeplug4 they also check an explicit
 /// address), else the first peer's; a host name gives its address of that
 /// family (IPv4 first when nothing says).
-pub fn remote_of(t: &Target, port: u16) -> Result<Remote, OpenError> {
+pub fn remote_of(t: &Target) -> Result<Remote, OpenError> {
+    let port = port_of(t);
     if t.flag("v4") && t.flag("v6") {
         return Err(t.error("v4 and v6 together", "v6"));
     }
@@ -802,7 +804,7 @@ mod tests {
             crate::plugins::Resolved::Builtin(_, t) => t,
             crate::plugins::Resolved::Other { .. } => unreachable!(),
         };
-        remote_of(&t, port_of(&t)).map_err(|e| match e {
+        remote_of(&t).map_err(|e| match e {
             OpenError::Vnl(v) => format!("{} [{}]", v.msg, v.part),
             other => other.to_string(),
         })
@@ -847,7 +849,7 @@ mod tests {
                 crate::plugins::Resolved::Builtin(_, t) => t,
                 crate::plugins::Resolved::Other { .. } => unreachable!(),
             };
-            let r = remote_of(&t, port_of(&t)).map_err(|e| e.to_string())?;
+            let r = remote_of(&t).map_err(|e| e.to_string())?;
             config_of(&t, r, 1).map_err(|e| e.to_string())
         };
         assert_eq!(cfg("vxlan://10.0.0.1/allow='10.0.0.0/8,fd00::/16'").unwrap().allow.len(), 2);

@@ -20,10 +20,6 @@ pub struct Vxlan {
     ready: ReadyFd,
 }
 
-fn never_self(_: &SocketAddr, _: &crate::sys::Meta) -> bool {
-    false
-}
-
 pub fn open(cfg: &Config) -> io::Result<Vxlan> {
     let v6 = cfg.v6();
     let s = overlay::udp_socket(v6)?;
@@ -47,7 +43,7 @@ pub fn open(cfg: &Config) -> io::Result<Vxlan> {
 
 impl Transport for Vxlan {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        let r = self.ov.recv_one(self.sock.as_raw_fd(), 0, buf, false, &never_self);
+        let r = self.ov.recv_one(self.sock.as_raw_fd(), 0, buf, false, &overlay::never_self);
         self.ready.queued(self.ov.queued());
         Ok(r?.map_or(Recv::Skip, Recv::Frame))
     }
@@ -59,7 +55,7 @@ impl Transport for Vxlan {
     }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
-        let r = self.ov.recv_batch(self.sock.as_raw_fd(), 0, batch, false, &never_self);
+        let r = self.ov.recv_batch(self.sock.as_raw_fd(), 0, batch, false, &overlay::never_self);
         self.ready.queued(self.ov.queued());
         r.map(|()| Link::Open)
     }
@@ -74,7 +70,7 @@ impl Transport for Vxlan {
 // ---------------------------------------------------------------- VNL
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
-    let remote = overlay::remote_of(t, overlay::port_of(t))?;
+    let remote = overlay::remote_of(t)?;
     let cfg = overlay::config_of(t, remote, t.int("vni").unwrap_or(1) as u32)?;
     Ok(Box::new(open(&cfg)?))
 }

@@ -87,10 +87,6 @@ fn own_echo(uni_port: u16, local6: &[std::net::Ipv6Addr], from: &SocketAddr, m: 
     }
 }
 
-fn never_self(_: &SocketAddr, _: &Meta) -> bool {
-    false
-}
-
 impl Transport for Vxvde {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let (port, local6) = (self.uni_port, &self.local6);
@@ -100,7 +96,7 @@ impl Transport for Vxvde {
             None => Err(io::ErrorKind::WouldBlock.into()),
         };
         let got = match from_group {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ov.recv_one(self.uni.as_raw_fd(), 1, buf, false, &never_self),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ov.recv_one(self.uni.as_raw_fd(), 1, buf, false, &overlay::never_self),
             other => other,
         };
         self.ready.queued(self.ov.queued());
@@ -120,7 +116,7 @@ impl Transport for Vxvde {
             Some(m) => self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self),
             None => Ok(()),
         };
-        let r = from_group.and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &never_self));
+        let r = from_group.and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self));
         self.ready.queued(self.ov.queued());
         r.map(|()| Link::Open)
     }
@@ -158,7 +154,7 @@ pub fn with_gid(group: IpAddr, gid: u32) -> IpAddr {
 }
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
-    let mut remote = overlay::remote_of(t, overlay::port_of(t))?;
+    let mut remote = overlay::remote_of(t)?;
     let mut vni = t.int("vni").unwrap_or(1) as u32;
     if let Some(gid) = t.int("grp") {
         if let Remote::Group(g) = remote {
