@@ -134,6 +134,7 @@ impl Forwarder {
 
     /// Move one batch from `from` (side `side`) to `to`.
     fn pump(&mut self, from: &mut Endpoint, to: &mut Endpoint, side: usize) -> Option<Exit> {
+        self.batch.set_prefix(to.transport.frame_prefix());
         let open = match from.recv_valid(&mut self.batch, &mut self.idx) {
             Ok(link) => link == Link::Open,
             Err(e) => return Some(Exit::Failed(side, e)),

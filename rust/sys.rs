@@ -580,15 +580,40 @@ pub struct GsoRun {
     pub seg: usize,
 }
 
+/// The iovecs of one message, a piece at a time: a piece that starts where
+/// the last one ends extends it.
+struct Gather<'v> {
+    iov: &'v mut [mem::MaybeUninit<libc::iovec>],
+    n: usize,
+    /// Address where iov[n - 1] ends.
+    end: Option<usize>,
+}
+
+impl Gather<'_> {
+    fn push(&mut self, piece: &[u8]) {
+        let base = piece.as_ptr() as usize;
+        if self.end == Some(base) {
+            // SAFETY: end is Some only once iov[n - 1] was written.
+            unsafe { self.iov[self.n - 1].assume_init_mut().iov_len += piece.len() };
+        } else {
+            self.iov[self.n].write(libc::iovec { iov_base: piece.as_ptr() as *mut _, iov_len: piece.len() });
+            self.n += 1;
+        }
+        self.end = Some(base + piece.len());
+    }
+}
+
 /// sendmmsg(2) of GSO runs: each run is one message whose payload is the
 /// concatenation of `prefix` + frame for its frames, with a UDP_SEGMENT
 /// cmsg when it has more than one. `dest(i)` addresses frame i's run.
-/// Returns how many runs the kernel took.
+/// Frames already behind a copy of `prefix` in memory, back to back, are
+/// given as one iovec: the kernel copies one buffer instead of two small
+/// pieces per frame. Returns how many runs the kernel took.
 pub fn send_gso<'a, 'd>(
     fd: RawFd,
     prefix: &[u8],
     runs: &[GsoRun],
-    frame: impl Fn(usize) -> &'a [u8],
+    frame: impl Fn(usize) -> crate::transport::FrameRef<'a>,
     dest: Option<&dyn Fn(usize) -> (&'d libc::sockaddr_storage, libc::socklen_t)>,
 ) -> io::Result<usize> {
     let n = runs.len().min(MAX_BATCH);
@@ -606,15 +631,18 @@ pub fn send_gso<'a, 'd>(
     let mut v = 0;
     for (k, run) in runs[..n].iter().enumerate() {
         let start = v;
+        let mut g = Gather { iov: &mut iov[start..], n: 0, end: None };
         for i in run.first..run.first + run.count {
-            if !prefix.is_empty() {
-                iov[v].write(libc::iovec { iov_base: prefix.as_ptr() as *mut _, iov_len: prefix.len() });
-                v += 1;
-            }
             let f = frame(i);
-            iov[v].write(libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() });
-            v += 1;
+            match f.prefixed(prefix) {
+                Some(whole) => g.push(whole),
+                None => {
+                    g.push(prefix);
+                    g.push(f.bytes());
+                }
+            }
         }
+        v += g.n;
         // SAFETY: an all-zero mmsghdr is a valid value.
         let h = &mut msgs[k].write(unsafe { mem::zeroed() }).msg_hdr;
         h.msg_iov = iov[start..].as_mut_ptr().cast();
@@ -916,5 +944,25 @@ mod nofollow_tests {
         unlink_at(d.as_raw_fd(), std::path::Path::new("link")).unwrap();
         assert!(target.exists(), "unlink removes the link, not its target");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod gather_tests {
+    use super::*;
+
+    #[test]
+    fn gather_joins_pieces_that_lie_back_to_back() {
+        let buf = [7u8; 64];
+        let other = [1u8; 8];
+        let mut iov = [const { mem::MaybeUninit::<libc::iovec>::uninit() }; 8];
+        let mut g = Gather { iov: &mut iov, n: 0, end: None };
+        for piece in [&buf[0..8], &buf[8..30], &buf[30..64], &other[..], &buf[0..4]] {
+            g.push(piece);
+        }
+        assert_eq!(g.n, 3);
+        // SAFETY: the first 3 were written.
+        let lens: Vec<usize> = iov[..3].iter().map(|v| unsafe { v.assume_init_ref() }.iov_len).collect();
+        assert_eq!(lens, [64, 8, 4]);
     }
 }

@@ -97,6 +97,11 @@ impl Segmenter {
         }
     }
 
+    /// Bytes the next segment may take (headers + gso_size).
+    pub fn max_len(&self) -> usize {
+        self.lay.payload + self.mss
+    }
+
     /// Write the next segment of `frame` (the same bytes given to `new`)
     /// into `out`; its length, or None when all were written. `out` must
     /// hold a full segment (headers + gso_size).

@@ -5,9 +5,11 @@
 //! transport keeps its data fd readable meanwhile, see ready.rs).
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use super::batch::BufPool;
 use crate::sys::{self, Meta, MAX_BATCH};
 
 /// Enable UDP_GRO on `fd`; the receive state when the kernel has it.
@@ -40,9 +42,10 @@ const MAX_ARENAS: usize = 3;
 /// again only when no batch views it any more. Buffers are allocated once
 /// and only touched as trains arrive (the kernel maps zero pages lazily).
 pub struct GroRx {
-    arenas: Vec<Arc<Box<[u8]>>>,
-    cur: usize,
+    pool: BufPool,
     meta: [Meta; MAX_BATCH],
+    /// Each message's source, decoded once for all its datagrams.
+    from: [Option<SocketAddr>; MAX_BATCH],
     seg: [usize; MAX_BATCH],
     got: usize,
     msg: usize,
@@ -51,12 +54,12 @@ pub struct GroRx {
 
 impl GroRx {
     pub fn new() -> Box<GroRx> {
-        Box::new(GroRx { arenas: vec![arena()], cur: 0, meta: [Meta::default(); MAX_BATCH], seg: [0; MAX_BATCH], got: 0, msg: 0, off: 0 })
+        Box::new(GroRx { pool: BufPool::new(GRO_BUF * MAX_BATCH, MAX_ARENAS), meta: [Meta::default(); MAX_BATCH], from: [None; MAX_BATCH], seg: [0; MAX_BATCH], got: 0, msg: 0, off: 0 })
     }
 
     /// The buffer the ranges `next` returns are in.
     pub fn arena(&self) -> &Arc<Box<[u8]>> {
-        &self.arenas[self.cur]
+        self.pool.current()
     }
 
     /// Datagrams received and not handed out yet.
@@ -64,25 +67,25 @@ impl GroRx {
         self.msg < self.got
     }
 
-    /// The next datagram: its range in `arena()` and its metadata;
-    /// refilled with one recvmmsg when empty. None: nothing ready (or every
-    /// buffer still viewed by a batch: try again once it is sent).
-    pub fn next(&mut self, fd: RawFd, pktinfo: bool) -> io::Result<Option<(usize, usize, Meta)>> {
+    /// Metadata of message `msg` (as `next` returned it) and its source.
+    pub fn meta(&self, msg: usize) -> (&Meta, Option<SocketAddr>) {
+        (&self.meta[msg], self.from[msg])
+    }
+
+    /// The next datagram: its range in `arena()` and the index of its
+    /// message for `meta`; refilled with one recvmmsg when empty. None:
+    /// nothing ready (or every buffer still viewed by a batch: try again
+    /// once it is sent).
+    pub fn next(&mut self, fd: RawFd, pktinfo: bool) -> io::Result<Option<(usize, usize, usize)>> {
         if self.msg >= self.got {
             self.got = 0;
             self.msg = 0;
             self.off = 0;
             // A buffer no batch views any more, else a new one (bounded).
-            let free = (0..self.arenas.len()).map(|k| (self.cur + k) % self.arenas.len()).find(|&k| Arc::strong_count(&self.arenas[k]) == 1);
-            self.cur = match free {
-                Some(k) => k,
-                None if self.arenas.len() < MAX_ARENAS => {
-                    self.arenas.push(arena());
-                    self.arenas.len() - 1
-                }
-                None => return Ok(None),
-            };
-            let Some(data) = Arc::get_mut(&mut self.arenas[self.cur]) else { return Ok(None) };
+            if !self.pool.pick_free() {
+                return Ok(None);
+            }
+            let Some(data) = self.pool.current_mut() else { return Ok(None) };
             let mut chunks = data.chunks_mut(GRO_BUF);
             let mut bufs: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
             self.got = match sys::recv_batch_gro(fd, &mut bufs, &mut self.meta, &mut self.seg, pktinfo) {
@@ -93,10 +96,12 @@ impl GroRx {
             if self.got == 0 {
                 return Ok(None);
             }
+            for (f, m) in self.from.iter_mut().zip(&self.meta[..self.got]) {
+                *f = sys::sockaddr_to_std(&m.from);
+            }
         }
         let idx = self.msg;
-        let m = self.meta[idx];
-        let len = m.len.min(GRO_BUF);
+        let len = self.meta[idx].len.min(GRO_BUF);
         let seg = if self.seg[idx] > 0 { self.seg[idx] } else { len.max(1) };
         let (a, b) = (self.off, (self.off + seg).min(len));
         self.off = b;
@@ -104,10 +109,6 @@ impl GroRx {
             self.msg += 1;
             self.off = 0;
         }
-        Ok(Some((idx * GRO_BUF + a, idx * GRO_BUF + b, m)))
+        Ok(Some((idx * GRO_BUF + a, idx * GRO_BUF + b, idx)))
     }
-}
-
-fn arena() -> Arc<Box<[u8]>> {
-    Arc::new(vec![0u8; GRO_BUF * MAX_BATCH].into_boxed_slice())
 }

@@ -12,7 +12,7 @@ mod endpoint;
 mod error;
 mod send;
 
-pub use batch::Batch;
+pub use batch::{Batch, FrameRef, MAX_PREFIX};
 pub use endpoint::{frame_ok, Endpoint, Stats, TICK};
 pub use error::{ctx, describe, err, errno_of, Context};
 pub use send::*;
@@ -85,6 +85,13 @@ pub trait Transport: Send {
     /// For transports that run a command: its exit code once it ended.
     fn exit_status(&mut self) -> Option<i32> {
         None
+    }
+    /// The bytes `send_batch` puts in front of every frame (a VXLAN header;
+    /// none for plain datagrams). A receiver that cuts frames itself lays
+    /// them out back to back behind a copy of these (`Batch::prefix`), so
+    /// a run goes to the kernel as one buffer.
+    fn frame_prefix(&self) -> &[u8] {
+        &[]
     }
     /// Receive up to `batch.capacity()` frames. Default: repeated `recv`.
     /// Returns `Link::Closed` once the peer closed (frames already read are kept).

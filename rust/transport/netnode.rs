@@ -504,7 +504,7 @@ impl NetNode {
         for &p in &touched {
             let list = std::mem::take(&mut self.out[p as usize]);
             if let Some(Slot::Port(port)) = self.slots.get(p as usize) {
-                let o = send_datagrams(port.data.as_raw_fd(), &[], list.len(), &|k| frames.frame(list[k]), None, &|_, _| true, &mut false, 0);
+                let o = send_datagrams(port.data.as_raw_fd(), &[], list.len(), &|k| frames.frame_ref(list[k]), None, &|_, _| true, &mut false, 0);
                 self.stats.port_drops += o.dropped as u64;
             }
             let mut list = list;

@@ -183,9 +183,10 @@ impl Overlay {
 
     /// One datagram from a GRO buffer through `accept`: Some(frame range) when it is a frame for us.
     fn take_gro(&mut self, g: &mut GroRx, fd: RawFd, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool, now: u64) -> io::Result<Option<Option<(usize, usize)>>> {
-        let Some((a, b, m)) = g.next(fd, pktinfo)? else { return Ok(None) };
-        let Some(from) = sys::sockaddr_to_std(&m.from) else { return Ok(Some(None)) };
-        if is_self(&from, &m) {
+        let Some((a, b, msg)) = g.next(fd, pktinfo)? else { return Ok(None) };
+        let (m, from) = g.meta(msg);
+        let Some(from) = from else { return Ok(Some(None)) };
+        if is_self(&from, m) {
             self.stats.own_echo += 1;
             return Ok(Some(None));
         }
@@ -428,7 +429,7 @@ impl Overlay {
                 self.destlen[k] = sys::std_to_sockaddr(&d, &mut self.dest[k]);
             }
             let (dest, destlen, addrs) = (&self.dest, &self.destlen, &self.addrs);
-            let o = send_datagrams(fd, &self.header, chunk.len(), &|k| batch.frame(chunk[k].0), Some(&|k| (&dest[k], destlen[k])), &|a, b| addrs[a] == addrs[b], &mut self.gso, send_patience());
+            let o = send_datagrams(fd, &self.header, chunk.len(), &|k| batch.frame_ref(chunk[k].0), Some(&|k| (&dest[k], destlen[k])), &|a, b| addrs[a] == addrs[b], &mut self.gso, send_patience());
             out.sent += o.sent;
             out.dropped += o.dropped;
             if o.error.is_some() {
@@ -455,7 +456,7 @@ impl Overlay {
         for d in targets {
             let mut ss = sys::zeroed_storage();
             let len = sys::std_to_sockaddr(d, &mut ss);
-            let o = send_datagrams(fd, &self.header, 1, &|_| frame, Some(&|_| (&ss, len)), &|_, _| true, &mut false, send_patience());
+            let o = send_datagrams(fd, &self.header, 1, &|_| frame.into(), Some(&|_| (&ss, len)), &|_, _| true, &mut false, send_patience());
             if let Some(e) = o.error {
                 return Err(e);
             }

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::Batch;
+use super::{Batch, FrameRef};
 
 #[derive(Debug, Default)]
 pub struct SendOutcome {
@@ -70,7 +70,8 @@ type DestFn<'f, 'd> = &'f dyn Fn(usize) -> (&'d libc::sockaddr_storage, libc::so
 /// The one batched datagram sender (udp, ptp, vde, vxlan, vxvde): frames
 /// `0..n` (each `prefix` + `frame(i)`, to `dest(i)` or the connected peer)
 /// go out with sendmmsg; with `gso`, consecutive equal-size frames to one
-/// destination leave as a single UDP GSO send. A train the kernel refuses
+/// destination leave as a single UDP GSO send (one buffer when they lie
+/// back to back, each behind a copy of `prefix`, see `FrameRef`). A train the kernel refuses
 /// (segment above the path MTU, no GSO here) is resent as single datagrams.
 /// A full peer gets `patience_ms` (usually `send_patience()`), then the
 /// rest is dropped.
@@ -79,7 +80,7 @@ pub fn send_datagrams<'a, 'd>(
     fd: RawFd,
     prefix: &[u8],
     n: usize,
-    frame: &dyn Fn(usize) -> &'a [u8],
+    frame: &dyn Fn(usize) -> FrameRef<'a>,
     dest: Option<DestFn<'_, 'd>>,
     same_dest: &dyn Fn(usize, usize) -> bool,
     gso: &mut bool,
@@ -146,7 +147,7 @@ pub fn send_datagrams<'a, 'd>(
 
 /// Batched send on a connected unix datagram socket (ptp, vde): no GSO.
 pub fn send_connected(fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
-    send_datagrams(fd, &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut false, send_patience())
+    send_datagrams(fd, &[], idx.len(), &|i| batch.frame_ref(idx[i]), None, &|_, _| true, &mut false, send_patience())
 }
 
 /// A frame dropped on purpose (a nested plugin filtered it): the error a
@@ -176,4 +177,52 @@ pub fn is_transient(e: &io::Error) -> bool {
             e.raw_os_error(),
             Some(libc::ENOBUFS | libc::EMSGSIZE | libc::ECONNREFUSED | libc::ENOTCONN | libc::EDESTADDRREQ | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EINVAL | libc::EPERM)
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// Frames cut back to back behind the prefix (one buffer for the
+    /// kernel), one behind other bytes, and one in its own buffer: on the
+    /// wire every datagram is exactly prefix + frame.
+    #[test]
+    fn runs_given_as_one_buffer_arrive_as_the_same_datagrams() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let prefix = *b"VXLANHDR";
+        let frames: Vec<Vec<u8>> = (0..6u8).map(|k| vec![k + 1; if k == 5 { 300 } else { 1000 }]).collect();
+        let mut pool = super::super::batch::BufPool::new(16 << 10, 1);
+        assert!(pool.pick_free());
+        let buf = pool.current_mut().unwrap();
+        let mut at = 0;
+        let mut offs = Vec::new();
+        for (k, f) in frames.iter().enumerate() {
+            buf[at..at + 8].copy_from_slice(if k == 3 { b"OTHERHDR" } else { &prefix });
+            buf[at + 8..at + 8 + f.len()].copy_from_slice(f);
+            offs.push(at + 8);
+            at += 8 + f.len();
+        }
+        let mut batch = Batch::new(8);
+        batch.bufs[0][..1000].copy_from_slice(&[9; 1000]);
+        batch.lens[0] = 1000;
+        batch.count = 1;
+        for (f, &o) in frames.iter().zip(&offs) {
+            assert!(batch.push_view(pool.current(), o, f.len()));
+        }
+        let idx: Vec<usize> = (0..batch.count).collect();
+        let mut gso = true;
+        let o = send_datagrams(tx.as_raw_fd(), &prefix, idx.len(), &|i| batch.frame_ref(idx[i]), None, &|_, _| true, &mut gso, 1000);
+        assert_eq!((o.sent, o.dropped, o.error.is_none()), (7, 0, true));
+        let mut got = vec![0u8; 2000];
+        for i in 0..batch.count {
+            let n = rx.recv(&mut got).unwrap();
+            let mut want = prefix.to_vec();
+            want.extend_from_slice(batch.frame(i));
+            assert_eq!(&got[..n], &want[..], "datagram {i}");
+        }
+    }
 }

@@ -13,8 +13,9 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use super::batch::BufPool;
 use super::ready::ReadyFd;
-use super::{ctx, Batch, Link, Recv, SendOutcome, Transport, RECV_BUFSIZE};
+use super::{ctx, Batch, Link, Recv, SendOutcome, Transport, MAX_PREFIX, RECV_BUFSIZE};
 use crate::offload::{coalesce, segment};
 use crate::sys;
 use crate::wire::virtio_net::{self as vnet, Header};
@@ -32,6 +33,9 @@ const SUPER_MAX: usize = vnet::LEN + 18 + 65_535;
 /// a batch before the rest waits for the next call).
 const MAX_SEGS: usize = 64;
 const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
+/// Segments of one batch are cut into a shared buffer of this size (about
+/// four 64 KB super-frames with 1500-byte segments), at most 3 in flight.
+const CUT_BUF: usize = 256 << 10;
 
 /// Offload state: the super-frame being segmented, scratch, counters.
 struct Offload {
@@ -42,6 +46,12 @@ struct Offload {
     /// The super-frame being cut (rd[start..end]) and how far.
     seg: Option<(segment::Segmenter, usize, usize)>,
     runs: Vec<(usize, usize)>,
+    /// Segments are cut back to back into these, each behind the
+    /// destination's prefix (`Batch::prefix`), so a UDP sender can send a
+    /// run of them as one buffer.
+    cut: BufPool,
+    /// (batch index, offset in the cut buffer) of this batch's segments.
+    views: Vec<(usize, usize)>,
     hdr: [u8; 256],
     stats: OffloadStats,
 }
@@ -72,6 +82,8 @@ pub fn open(name: &str) -> io::Result<Tap> {
         rd: vec![0u8; RECV_BUFSIZE + SUPER_MAX].into_boxed_slice(),
         seg: None,
         runs: Vec::with_capacity(MAX_SEGS),
+        cut: BufPool::new(CUT_BUF, 3),
+        views: Vec::with_capacity(crate::fwd::FORWARD_BATCH),
         hdr: [0; 256],
         stats: OffloadStats::default(),
     };
@@ -104,6 +116,25 @@ impl Offload {
                 None
             }
         }
+    }
+
+    /// Cut the next segment into the current cut buffer at `at`, behind
+    /// `prefix`: its length, or None when no segment is left or it does
+    /// not fit.
+    fn cut_segment(&mut self, at: usize, prefix: &[u8]) -> Option<usize> {
+        let (s, start, end) = self.seg.as_mut()?;
+        let buf = self.cut.current_mut()?;
+        let body = at + prefix.len();
+        if body + s.max_len() > buf.len() {
+            return None;
+        }
+        buf[at..body].copy_from_slice(prefix);
+        let n = s.next_into(&self.rd[*start..*end], &mut buf[body..])?;
+        self.stats.segments_in += 1;
+        if s.remaining() == 0 {
+            self.seg = None;
+        }
+        Some(n)
     }
 
     /// One read from the tap: a plain frame lands in `slot` (its length
@@ -183,8 +214,26 @@ impl Transport for Tap {
             return super::recv_each(self, batch);
         };
         let mut result = Ok(Link::Open);
+        let mut prefix = [0u8; MAX_PREFIX];
+        let p = batch.prefix().len();
+        prefix[..p].copy_from_slice(batch.prefix());
+        // Segments go back to back into a cut buffer (handed out as views
+        // below); into the batch's own buffers when every cut buffer is
+        // still viewed by a batch not sent yet.
+        let pooled = off.cut.pick_free();
+        let mut at = 0;
+        off.views.clear();
         'fill: while batch.count < batch.capacity() {
-            while let Some(n) = off.next_segment(&mut batch.bufs[batch.count]) {
+            while off.seg.is_some() {
+                let n = if pooled {
+                    let Some(n) = off.cut_segment(at, &prefix[..p]) else { break 'fill }; // the cut buffer is full
+                    off.views.push((batch.count, at + p));
+                    at += p + n;
+                    n
+                } else {
+                    let Some(n) = off.next_segment(&mut batch.bufs[batch.count]) else { break };
+                    n
+                };
                 batch.lens[batch.count] = n;
                 batch.count += 1;
                 if batch.count == batch.capacity() {
@@ -204,6 +253,12 @@ impl Transport for Tap {
                     result = Err(e);
                     break;
                 }
+            }
+        }
+        for &(i, at) in &off.views {
+            if !batch.set_view(i, off.cut.current(), at) {
+                let n = batch.lens[i];
+                batch.bufs[i][..n].copy_from_slice(&off.cut.current()[at..at + n]);
             }
         }
         off.refresh();

@@ -70,8 +70,8 @@ impl Udp {
         let Some(g) = self.gro.as_mut() else { return Ok(None) };
         match g.next(self.sock.as_raw_fd(), false) {
             Ok(None) => Ok(None),
-            Ok(Some((a, b, m))) => {
-                if !self.connected && sys::sockaddr_to_std(&m.from) != Some(self.dst) {
+            Ok(Some((a, b, msg))) => {
+                if !self.connected && g.meta(msg).1 != Some(self.dst) {
                     self.foreign += 1;
                     return Ok(Some(None));
                 }
@@ -192,7 +192,7 @@ impl Transport for Udp {
             return SendOutcome::failed(idx.len(), e);
         }
         // Equal-size frames leave as UDP GSO trains; receivers see plain datagrams.
-        send_datagrams(self.sock.as_raw_fd(), &[], idx.len(), &|i| batch.frame(idx[i]), None, &|_, _| true, &mut self.gso, send_patience())
+        send_datagrams(self.sock.as_raw_fd(), &[], idx.len(), &|i| batch.frame_ref(idx[i]), None, &|_, _| true, &mut self.gso, send_patience())
     }
 }
 

@@ -123,6 +123,9 @@ impl Transport for Vxvde {
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         self.ov.send_batch(self.uni.as_raw_fd(), batch, idx)
     }
+    fn frame_prefix(&self) -> &[u8] {
+        &self.ov.header
+    }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         self.ov.stats_pairs()
     }

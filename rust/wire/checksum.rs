@@ -5,27 +5,16 @@
 /// Add `data` to a running one's-complement sum (partly folded: below
 /// 2^33). Big-endian 16-bit words; an odd last byte is padded with zero.
 /// The one's-complement sum does not depend on byte order (RFC 1071), so
-/// the bulk is summed as native 32-bit words into a 64-bit accumulator
-/// (vectorised by the compiler, no carries to chase) and swapped once.
+/// the bulk is summed as native 32-bit words into 64-bit accumulators (no
+/// carries to chase) and swapped once.
 pub fn add(sum: u64, data: &[u8]) -> u64 {
-    // Four independent accumulators: the adds pipeline (about twice as fast).
-    let mut wide = data.chunks_exact(16);
-    let mut accs = [0u64; 4];
-    for c in &mut wide {
-        for (k, a) in accs.iter_mut().enumerate() {
-            *a += u32::from_ne_bytes([c[4 * k], c[4 * k + 1], c[4 * k + 2], c[4 * k + 3]]) as u64;
-        }
-    }
-    let mut acc = accs.iter().sum::<u64>();
-    let mut chunks = wide.remainder().chunks_exact(4);
-    for c in &mut chunks {
-        acc += u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as u64;
-    }
+    let bulk = data.len() & !3;
+    let acc = sum_words(&data[..bulk]);
     // Native-order 16-bit sum of the bulk, then big-endian.
-    let bulk = fold(acc);
-    let bulk = if cfg!(target_endian = "little") { bulk.swap_bytes() } else { bulk };
-    let mut sum = fold_once(fold_once(sum)) + bulk as u64;
-    let rest = chunks.remainder();
+    let bulk_sum = fold(acc);
+    let bulk_sum = if cfg!(target_endian = "little") { bulk_sum.swap_bytes() } else { bulk_sum };
+    let mut sum = fold_once(fold_once(sum)) + bulk_sum as u64;
+    let rest = &data[bulk..];
     if rest.len() >= 2 {
         sum += u16::from_be_bytes([rest[0], rest[1]]) as u64;
     }
@@ -33,6 +22,49 @@ pub fn add(sum: u64, data: &[u8]) -> u64 {
         sum += (rest[rest.len() - 1] as u64) << 8;
     }
     sum
+}
+
+/// Sum of the native 32-bit words of `words` (a multiple of 4 bytes).
+/// Segments and GRO trains are checksummed once per frame on the fast
+/// path: with AVX2 the plain loop vectorises to 4 × 64-bit lanes (about
+/// twice the speed of the best baseline x86-64 code, four unrolled
+/// accumulators); headers (short) take the plain loop.
+#[allow(unsafe_code)] // the one call of an AVX2 function, after the check
+fn sum_words(words: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if words.len() >= 64 {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { sum_words_avx2(words) };
+        }
+        return sum_words_unrolled(words);
+    }
+    sum_words_plain(words)
+}
+
+#[inline(always)]
+fn sum_words_plain(words: &[u8]) -> u64 {
+    words.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as u64).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_words_avx2(words: &[u8]) -> u64 {
+    sum_words_plain(words)
+}
+
+/// Four independent accumulators: without AVX2 the adds pipeline (about
+/// twice the plain loop).
+#[cfg(target_arch = "x86_64")]
+fn sum_words_unrolled(words: &[u8]) -> u64 {
+    let mut wide = words.chunks_exact(16);
+    let mut accs = [0u64; 4];
+    for c in &mut wide {
+        for (k, a) in accs.iter_mut().enumerate() {
+            *a += u32::from_ne_bytes([c[4 * k], c[4 * k + 1], c[4 * k + 2], c[4 * k + 3]]) as u64;
+        }
+    }
+    accs.iter().sum::<u64>() + sum_words_plain(wide.remainder())
 }
 
 fn fold_once(sum: u64) -> u64 {
@@ -88,6 +120,13 @@ mod tests {
         }
         assert_eq!(fold(add(0, &data)), slow(&data));
         assert_eq!(fold(add(0, &[0xff; 1501])), slow(&[0xff; 1501]), "all ones: many carries");
+        assert_eq!(fold(add(0, &[0xff; 65535])), slow(&[0xff; 65535]), "a 64 KB all-ones train");
+        // Each code path against the others (whichever this CPU picks in `add`).
+        #[cfg(target_arch = "x86_64")]
+        for len in [64, 68, 1448, 3000] {
+            let w = &data[..len & !3];
+            assert_eq!(sum_words_unrolled(w), sum_words_plain(w), "len {len}");
+        }
     }
 
     #[test]
