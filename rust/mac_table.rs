@@ -121,6 +121,15 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
         (0..WAYS).find(|&w| self.buckets[i].keys[w] == k).map(|w| i * WAYS + w)
     }
 
+    /// True when the entry at `slot` (as `learn_at` gave it) is `mac` on
+    /// `vlan` → `value`, seen at `now`: learning it again changes nothing.
+    /// Lets a receiver skip the lookup for the frames of one burst.
+    pub fn unchanged(&self, slot: usize, mac: Address, vlan: u16, value: V, now: u64) -> bool {
+        let Some(b) = self.buckets.get(slot / WAYS) else { return false };
+        let w = slot % WAYS;
+        b.keys[w] == key(mac, vlan) && b.seen[w] == now as u32 && b.vals[w] == value
+    }
+
     /// When the entry at `slot` was last seen (truncated to 32 bits).
     pub fn seen_at(&self, slot: usize) -> u32 {
         self.buckets[slot / WAYS].seen[slot % WAYS]
@@ -312,6 +321,20 @@ mod tests {
     #[test]
     fn bucket_is_one_cache_line_for_port_values() {
         assert_eq!(std::mem::size_of::<Bucket<u32>>(), 64);
+    }
+
+    #[test]
+    fn unchanged_only_while_the_slot_holds_the_same_entry() {
+        let mut t: MacTable<u32> = MacTable::new(64, 300, 0);
+        let (_, slot) = t.learn_at(mac(1), 0, 7, 100);
+        let slot = slot.unwrap();
+        assert!(t.unchanged(slot, mac(1), 0, 7, 100));
+        assert!(!t.unchanged(slot, mac(1), 0, 7, 101), "another second: refresh");
+        assert!(!t.unchanged(slot, mac(1), 0, 8, 100), "moved");
+        assert!(!t.unchanged(slot, mac(2), 0, 7, 100));
+        assert!(!t.unchanged(usize::MAX, mac(1), 0, 7, 100), "no such slot");
+        t.forget_slot(slot);
+        assert!(!t.unchanged(slot, mac(1), 0, 7, 100), "forgotten");
     }
 
     #[test]

@@ -36,6 +36,13 @@ fn candidate(f: &[u8]) -> Option<Seg> {
     if flags & !TCP_PSH != TCP_ACK || f[t + 18] != 0 || f[t + 19] != 0 {
         return None;
     }
+    verified(f, lay)
+}
+
+/// The segment `f` with layout `lay` if it carries data and its checksums
+/// (IPv4 header, TCP) verify.
+fn verified(f: &[u8], lay: Layout) -> Option<Seg> {
+    let t = lay.l4;
     let len = lay.end - lay.payload;
     if len == 0 {
         return None; // pure ACKs carry no data to merge
@@ -48,20 +55,77 @@ fn candidate(f: &[u8]) -> Option<Seg> {
         return None;
     }
     let seq = u32::from_be_bytes([f[t + 4], f[t + 5], f[t + 6], f[t + 7]]);
-    Some(Seg { lay, seq, len, flags })
+    Some(Seg { lay, seq, len, flags: f[t + 13] })
 }
 
-/// May `b` follow `a` (the run's first frame, whose segment is `fa`) in one super-frame?
-fn same_flow(a: &[u8], fa: &Seg, b: &[u8], fb: &Seg) -> bool {
-    let (la, lb) = (fa.lay, fb.lay);
-    if la != (Layout { end: la.end, ..lb }) {
-        return false;
+/// Longest header a run may have: Ethernet + VLAN tag + IPv6 (or IPv4
+/// with options) + TCP with options, rounded up to 8 bytes.
+const MAX_HDR: usize = 144;
+
+/// Which header bytes two segments of one run must share: all but the IP
+/// length, ID and checksum, the sequence number, PSH and the TCP checksum.
+struct SameMask {
+    m: [u8; MAX_HDR],
+    n: usize,
+}
+
+impl SameMask {
+    fn of(lay: &Layout) -> Option<SameMask> {
+        let n = lay.payload;
+        if n > MAX_HDR {
+            return None;
+        }
+        let mut m = [0u8; MAX_HDR];
+        m[..n].fill(0xff);
+        let (l3, t) = (lay.l3, lay.l4);
+        let varying: &[core::ops::Range<usize>] = if lay.v6 { &[l3 + 4..l3 + 6] } else { &[l3 + 2..l3 + 6, l3 + 10..l3 + 12] };
+        for r in varying.iter().cloned().chain([t + 4..t + 8, t + 16..t + 18]) {
+            m[r].fill(0);
+        }
+        m[t + 13] = !TCP_PSH;
+        Some(SameMask { m, n })
     }
-    let (l3, t) = (la.l3, la.l4);
-    let same = |r: core::ops::Range<usize>| a[r.clone()] == b[r];
-    let ip_same = if la.v6 { same(l3..l3 + 4) && same(l3 + 6..l3 + 40) } else { same(l3..l3 + 2) && same(l3 + 6..l3 + 10) && same(l3 + 12..l3 + 20) };
-    // Ethernet; ports; ack number, data offset, window; options.
-    same(0..l3) && ip_same && same(t..t + 4) && same(t + 8..t + 13) && same(t + 14..t + 16) && same(t + 20..la.payload)
+
+    /// Do `a` and `b` (both at least `n` bytes) agree on every masked byte?
+    fn same(&self, a: &[u8], b: &[u8]) -> bool {
+        // chunks_exact(8) always gives 8 bytes: the fallback is never taken.
+        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+        let (a, b, m) = (&a[..self.n], &b[..self.n], &self.m[..self.n]);
+        let mut diff = 0u64;
+        for ((x, y), z) in a.chunks_exact(8).zip(b.chunks_exact(8)).zip(m.chunks_exact(8)) {
+            diff |= (word(x) ^ word(y)) & word(z);
+        }
+        let tail = self.n & !7;
+        for k in tail..self.n {
+            diff |= ((a[k] ^ b[k]) & m[k]) as u64;
+        }
+        diff == 0
+    }
+}
+
+/// Where the IP packet of `f` ends, read from its length field (`lay` is
+/// its layout but for `end`).
+fn ip_end(f: &[u8], lay: &Layout) -> usize {
+    let be16 = |i: usize| u16::from_be_bytes([f[i], f[i + 1]]) as usize;
+    if lay.v6 {
+        lay.l3 + 40 + be16(lay.l3 + 4)
+    } else {
+        lay.l3 + be16(lay.l3 + 2)
+    }
+}
+
+/// `b` as the next segment of the run that `a` (segment `fa`) starts:
+/// the same headers but for lengths, IDs, sequence numbers and
+/// checksums, and itself a valid segment.
+fn follower(a: &[u8], fa: &Seg, mask: &SameMask, b: &[u8]) -> Option<Seg> {
+    if b.len() < mask.n || !mask.same(a, b) {
+        return None;
+    }
+    let lay = Layout { end: ip_end(b, &fa.lay), ..fa.lay };
+    if lay.end > b.len() || lay.end < lay.payload {
+        return None;
+    }
+    verified(b, lay)
 }
 
 /// Split `n` frames into runs `(first, count)`, in order: count > 1 only
@@ -72,13 +136,12 @@ pub fn plan<'a>(n: usize, frame: &dyn Fn(usize) -> &'a [u8], runs: &mut Vec<(usi
     while i < n {
         let a = frame(i);
         let mut count = 1;
-        if let Some(fa) = candidate(a) {
+        if let Some((fa, mask)) = candidate(a).and_then(|fa| Some((fa, SameMask::of(&fa.lay)?))) {
             let mut prev = fa;
             let mut total = fa.lay.end - fa.lay.l3;
             while i + count < n && count < max_segs && prev.flags & TCP_PSH == 0 && prev.len == fa.len {
-                let b = frame(i + count);
-                let Some(fb) = candidate(b) else { break };
-                if fb.seq != prev.seq.wrapping_add(prev.len as u32) || fb.len > fa.len || total + fb.len > MAX_IP_LEN || !same_flow(a, &fa, b, &fb) {
+                let Some(fb) = follower(a, &fa, &mask, frame(i + count)) else { break };
+                if fb.seq != prev.seq.wrapping_add(prev.len as u32) || fb.len > fa.len || total + fb.len > MAX_IP_LEN {
                     break;
                 }
                 total += fb.len;
@@ -104,11 +167,14 @@ pub fn super_header<'a>(frames: &[&'a [u8]], hdr: &mut [u8], payloads: &mut [&'a
     hdr[..h].copy_from_slice(&first[..h]);
     let mut payload = 0;
     let mut psh = 0;
+    // `plan` checked that every frame of a run has the first one's layout.
     for (f, p) in frames.iter().zip(payloads.iter_mut()) {
-        let l = Layout::of(f)?;
-        *p = &f[l.payload..l.end];
+        if f.len() < lay.payload {
+            return None;
+        }
+        *p = f.get(lay.payload..ip_end(f, &lay))?;
         payload += p.len();
-        psh |= f[l.l4 + 13] & TCP_PSH;
+        psh |= f[lay.l4 + 13] & TCP_PSH;
     }
     let l4_len = h - lay.l4 + payload;
     lay.set_ip_len(hdr, l4_len);
@@ -157,6 +223,35 @@ mod tests {
         f.push(seg(20100, mss, 0x10));
         f.push(seg(30000, mss, 0x02 | 0x10));
         assert_eq!(runs_of(&f), [(0, 3), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1)]);
+    }
+
+    /// Any header byte but lengths, IDs, sequence numbers, PSH and
+    /// checksums ends a run (the frame is then re-checksummed so that only
+    /// the header difference can stop it).
+    #[test]
+    fn a_run_ends_at_any_other_header_difference() {
+        let fix = |f: &mut Vec<u8>| {
+            let lay = Layout::of(f).unwrap();
+            f[lay.l3 + 10..lay.l3 + 12].copy_from_slice(&[0, 0]);
+            let c = checksum::finish(checksum::add(0, &f[lay.l3..lay.l4]));
+            f[lay.l3 + 10..lay.l3 + 12].copy_from_slice(&c.to_be_bytes());
+            f[lay.l4 + 16..lay.l4 + 18].copy_from_slice(&[0, 0]);
+            let (src, dst) = lay.addrs(f);
+            let c = checksum::finish(checksum::add(checksum::pseudo_raw(src, dst, TCP, lay.end - lay.l4), &f[lay.l4..lay.end]));
+            f[lay.l4 + 16..lay.l4 + 18].copy_from_slice(&c.to_be_bytes());
+        };
+        // Ethernet source, TOS, TTL, window, an option byte.
+        for at in [6, 14 + 1, 14 + 8, 14 + 20 + 14, 14 + 20 + 25] {
+            let mut f = vec![seg(0, 1448, 0x10), seg(1448, 1448, 0x10), seg(2896, 1448, 0x10)];
+            f[1][at] ^= 0x40;
+            fix(&mut f[1]);
+            assert!(candidate(&f[1]).is_some(), "byte {at}: still a valid segment on its own");
+            assert_eq!(runs_of(&f), [(0, 1), (1, 1), (2, 1)], "byte {at}");
+        }
+        let mut f = vec![seg(0, 1448, 0x10), seg(1448, 1448, 0x10)];
+        f[1][14 + 4] ^= 0x55; // the IP ID may differ
+        fix(&mut f[1]);
+        assert_eq!(runs_of(&f), [(0, 2)]);
     }
 
     #[test]
