@@ -78,9 +78,10 @@ impl SameMask {
         let mut m = [0u8; MAX_HDR];
         m[..n].fill(0xff);
         let (l3, t) = (lay.l3, lay.l4);
-        let varying: &[core::ops::Range<usize>] = if lay.v6 { &[l3 + 4..l3 + 6] } else { &[l3 + 2..l3 + 6, l3 + 10..l3 + 12] };
-        for r in varying.iter().cloned().chain([t + 4..t + 8, t + 16..t + 18]) {
-            m[r].fill(0);
+        // (start, length): IP lengths, ID and checksum; TCP sequence and checksum.
+        let ip: [(usize, usize); 2] = if lay.v6 { [(l3 + 4, 2), (l3 + 4, 2)] } else { [(l3 + 2, 4), (l3 + 10, 2)] };
+        for (at, len) in ip.into_iter().chain([(t + 4, 4), (t + 16, 2)]) {
+            m[at..at + len].fill(0);
         }
         m[t + 13] = !TCP_PSH;
         Some(SameMask { m, n })
