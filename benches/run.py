@@ -404,7 +404,7 @@ def main() -> int:
     start_ms = startup() if keep is None or "startup" in keep else {}
     tcp: dict = {}
     if keep is None or "tcp overlay" in keep:
-        tcp = tcp_overlay_scenario(reps=3 if not args.quick else 1, seconds=4 if not args.quick else 2)
+        tcp = tcp_overlay_scenario(reps=5 if not args.quick else 1, seconds=4 if not args.quick else 2)
     skipped = {}
     if any("vxvde" in n for n in scenarios):
         why = setup_netns()
