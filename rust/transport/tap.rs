@@ -119,8 +119,8 @@ impl Offload {
     }
 
     /// Cut the next segment into the current cut buffer at `at`, behind
-    /// `prefix`: its length, or None when no segment is left or it does
-    /// not fit.
+    /// `prefix`: its length, or None when it does not fit (or no segment
+    /// is left).
     fn cut_segment(&mut self, at: usize, prefix: &[u8]) -> Option<usize> {
         let (s, start, end) = self.seg.as_mut()?;
         let buf = self.cut.current_mut()?;
@@ -129,7 +129,12 @@ impl Offload {
             return None;
         }
         buf[at..body].copy_from_slice(prefix);
-        let n = s.next_into(&self.rd[*start..*end], &mut buf[body..])?;
+        let Some(n) = s.next_into(&self.rd[*start..*end], &mut buf[body..]) else {
+            // Not expected (it fits, and segments are left): drop the rest.
+            self.seg = None;
+            self.stats.offload_errors += 1;
+            return None;
+        };
         self.stats.segments_in += 1;
         if s.remaining() == 0 {
             self.seg = None;
