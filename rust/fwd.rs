@@ -100,11 +100,12 @@ impl Forwarder {
         let deadline = Instant::now() + tick;
         let mut events = sys::empty_events::<4>();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
                 return Exit::Tick;
             }
-            let spinning = self.spin_until.is_some_and(|t| Instant::now() < t);
+            let spinning = self.spin_until.is_some_and(|t| now < t);
             let timeout = if spinning { 0 } else { left.as_millis().max(1) as i32 };
             let n = match self.poll.wait(&mut events, timeout) {
                 Ok(n) => n,

@@ -194,9 +194,13 @@ impl Overlay {
             return Ok(Some(None));
         }
         let d = &g.arena()[a..b];
-        let mut hdr = [0u8; vxlan::HEADER_LEN];
+        // A fixed-size read (no memcpy call) for every whole header; runts padded.
+        let hdr: [u8; vxlan::HEADER_LEN] = d.get(..vxlan::HEADER_LEN).and_then(|x| x.try_into().ok()).unwrap_or_else(|| {
+            let mut p = [0u8; vxlan::HEADER_LEN];
+            p[..d.len()].copy_from_slice(d);
+            p
+        });
         let h = d.len().min(vxlan::HEADER_LEN);
-        hdr[..h].copy_from_slice(&d[..h]);
         Ok(Some((self.accept(&hdr, &d[h..], d.len(), from, now) == Rx::Frame).then_some((a + h, b))))
     }
 
