@@ -79,8 +79,8 @@ impl SameMask {
         m[..n].fill(0xff);
         let (l3, t) = (lay.l3, lay.l4);
         // (start, length): IP lengths, ID and checksum; TCP sequence and checksum.
-        let ip: [(usize, usize); 2] = if lay.v6 { [(l3 + 4, 2), (l3 + 4, 2)] } else { [(l3 + 2, 4), (l3 + 10, 2)] };
-        for (at, len) in ip.into_iter().chain([(t + 4, 4), (t + 16, 2)]) {
+        let ip: &[(usize, usize)] = if lay.v6 { &[(l3 + 4, 2)] } else { &[(l3 + 2, 4), (l3 + 10, 2)] };
+        for &(at, len) in ip.iter().chain(&[(t + 4, 4), (t + 16, 2)]) {
             m[at..at + len].fill(0);
         }
         m[t + 13] = !TCP_PSH;

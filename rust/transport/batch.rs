@@ -190,10 +190,7 @@ impl Batch {
         }
     }
     pub fn frame(&self, i: usize) -> &[u8] {
-        match self.view[i] {
-            (0, _) => &self.bufs[i][..self.lens[i]],
-            (k, off) => &self.shared[k as usize - 1][off as usize..off as usize + self.lens[i]],
-        }
+        self.frame_ref(i).bytes()
     }
 }
 

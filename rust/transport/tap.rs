@@ -99,47 +99,43 @@ fn down_is_transient(e: io::Error) -> io::Error {
     }
 }
 
+/// The next segment of the super-frame being cut (`seg`, in `rd`) into
+/// `out`; when it is refused (`out` too small) the rest is dropped.
+fn take_segment(seg: &mut Option<(segment::Segmenter, usize, usize)>, rd: &[u8], stats: &mut OffloadStats, out: &mut [u8]) -> Option<usize> {
+    let (s, start, end) = seg.as_mut()?;
+    let Some(n) = s.next_into(&rd[*start..*end], out) else {
+        *seg = None;
+        return None;
+    };
+    stats.segments_in += 1;
+    if s.remaining() == 0 {
+        *seg = None;
+    }
+    Some(n)
+}
+
 impl Offload {
     /// Take the next segment of the super-frame being cut, if any.
     fn next_segment(&mut self, out: &mut [u8]) -> Option<usize> {
-        let (s, start, end) = self.seg.as_mut()?;
-        match s.next_into(&self.rd[*start..*end], out) {
-            Some(n) => {
-                self.stats.segments_in += 1;
-                if s.remaining() == 0 {
-                    self.seg = None;
-                }
-                Some(n)
-            }
-            None => {
-                self.seg = None;
-                None
-            }
-        }
+        take_segment(&mut self.seg, &self.rd, &mut self.stats, out)
     }
 
     /// Cut the next segment into the current cut buffer at `at`, behind
     /// `prefix`: its length, or None when it does not fit (or no segment
     /// is left).
     fn cut_segment(&mut self, at: usize, prefix: &[u8]) -> Option<usize> {
-        let (s, start, end) = self.seg.as_mut()?;
+        let max = self.seg.as_ref()?.0.max_len();
         let buf = self.cut.current_mut()?;
         let body = at + prefix.len();
-        if body + s.max_len() > buf.len() {
+        if body + max > buf.len() {
             return None;
         }
         buf[at..body].copy_from_slice(prefix);
-        let Some(n) = s.next_into(&self.rd[*start..*end], &mut buf[body..]) else {
-            // Not expected (it fits, and segments are left): drop the rest.
-            self.seg = None;
-            self.stats.offload_errors += 1;
-            return None;
-        };
-        self.stats.segments_in += 1;
-        if s.remaining() == 0 {
-            self.seg = None;
+        let n = take_segment(&mut self.seg, &self.rd, &mut self.stats, &mut buf[body..]);
+        if n.is_none() {
+            self.stats.offload_errors += 1; // not expected: it fits, and segments were left
         }
-        Some(n)
+        n
     }
 
     /// One read from the tap: a plain frame lands in `slot` (its length
