@@ -55,6 +55,11 @@ pub struct Segmenter {
     done: usize,
     index: u16,
     ip_id: u16,
+    /// IPv4 header sum without its length, ID and checksum; the
+    /// pseudo-header sum without its length: per segment only those are
+    /// added (no re-reading of headers just written).
+    ip_sum: u64,
+    pseudo: u64,
     seq: u32,
     tcp_flags: u8,
 }
@@ -80,7 +85,15 @@ impl Segmenter {
         let be16 = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
         let (seq, tcp_flags) = if lay.proto == TCP { (u32::from_be_bytes([frame[lay.l4 + 4], frame[lay.l4 + 5], frame[lay.l4 + 6], frame[lay.l4 + 7]]), frame[lay.l4 + 13]) } else { (0, 0) };
         let ip_id = if lay.v6 { 0 } else { be16(lay.l3 + 4) };
-        Ok(Segmenter { lay, mss, done: 0, index: 0, ip_id, seq, tcp_flags })
+        let ip_sum = if lay.v6 {
+            0
+        } else {
+            let ip = &frame[lay.l3..lay.l4];
+            checksum::add(checksum::add(checksum::add(0, &ip[..2]), &ip[6..10]), &ip[12..])
+        };
+        let (src, dst) = lay.addrs(frame);
+        let pseudo = checksum::pseudo_raw(src, dst, lay.proto, 0);
+        Ok(Segmenter { lay, mss, done: 0, index: 0, ip_id, ip_sum, pseudo, seq, tcp_flags })
     }
 
     fn payload_len(&self) -> usize {
@@ -120,7 +133,16 @@ impl Segmenter {
         let last = self.done + n == self.payload_len();
         out[..hdr].copy_from_slice(&frame[..hdr]);
         out[hdr..len].copy_from_slice(&frame[hdr + self.done..hdr + self.done + n]);
-        lay.set_ip_len_and_id(out, len - lay.l4, self.ip_id.wrapping_add(self.index));
+        let l3 = lay.l3;
+        if lay.v6 {
+            out[l3 + 4..l3 + 6].copy_from_slice(&((len - l3 - 40) as u16).to_be_bytes());
+        } else {
+            let (total, id) = ((len - l3) as u16, self.ip_id.wrapping_add(self.index));
+            out[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+            out[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+            let c = checksum::finish(self.ip_sum + u64::from(total) + u64::from(id));
+            out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        }
         let l4 = lay.l4;
         if lay.proto == TCP {
             out[l4 + 4..l4 + 8].copy_from_slice(&self.seq.wrapping_add(self.done as u32).to_be_bytes());
@@ -137,23 +159,12 @@ impl Segmenter {
         }
         let at = lay.csum_at();
         out[at..at + 2].copy_from_slice(&[0, 0]);
-        let (src, dst) = lay.addrs(out);
-        let c = checksum::finish(checksum::add(checksum::pseudo_raw(src, dst, lay.proto, len - l4), &out[l4..len]));
+        let c = checksum::finish(checksum::add(self.pseudo + (len - l4) as u64, &out[l4..len]));
         let c = if c == 0 && lay.proto == UDP { 0xffff } else { c };
         out[at..at + 2].copy_from_slice(&c.to_be_bytes());
         self.done += n;
         self.index = self.index.wrapping_add(1);
         Some(len)
-    }
-}
-
-impl Layout {
-    /// `set_ip_len`, and for IPv4 the identification of this segment.
-    fn set_ip_len_and_id(&self, hdr: &mut [u8], l4_len: usize, id: u16) {
-        if !self.v6 {
-            hdr[self.l3 + 4..self.l3 + 6].copy_from_slice(&id.to_be_bytes());
-        }
-        self.set_ip_len(hdr, l4_len);
     }
 }
 
