@@ -132,19 +132,45 @@ def cpu_seconds(procs: list[subprocess.Popen]) -> float:
     return total
 
 
+def run_seconds(pids: list[int]) -> float:
+    """CPU seconds these tasks ran so far (/proc/PID/schedstat: softirq work
+    done in their context included, unlike the tick-sampled /proc/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
+def ksoftirqd() -> list[int]:
+    return [int(p) for p in sh("pgrep", "ksoftirqd", check=False).stdout.split()]
+
+
 def iperf(seconds: float, procs: list[subprocess.Popen]) -> dict:
+    """One transfer: Gbit/s, the relays' CPU share, and the CPU all of it
+    took (relays, both iperf3s, ksoftirqd) per 10 Gbit/s, measured over the
+    middle of the transfer; the last is what a 2-CPU machine runs out of."""
     server = subprocess.Popen(ns(H2, "iperf3", "-s", "-1", "-B", OVER[1]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
         c0, t0 = cpu_seconds(procs), time.monotonic()
-        r = sh(*ns(H1, "iperf3", "-c", OVER[1], "-t", str(seconds), "-J"), check=False)
+        client = subprocess.Popen(ns(H1, "iperf3", "-c", OVER[1], "-t", str(seconds), "-J"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        everyone = [q.pid for q in procs] + [server.pid, client.pid] + ksoftirqd()
+        time.sleep(seconds / 4)
+        a0, w0 = run_seconds(everyone), time.monotonic()
+        time.sleep(seconds / 2)
+        a1, w1 = run_seconds(everyone), time.monotonic()
+        stdout = client.communicate(timeout=seconds + 20)[0]
         c1, t1 = cpu_seconds(procs), time.monotonic()
-        out = json.loads(r.stdout)
+        out = json.loads(stdout)
         if "error" in out:
             raise RuntimeError(out["error"])
         gbps = out["end"]["sum_received"]["bits_per_second"] / 1e9
         retr = out["end"]["sum_sent"].get("retransmits", 0)
-        return {"gbps": gbps, "retransmits": retr, "relay_cores": (c1 - c0) / (t1 - t0)}
+        cores = (a1 - a0) / (w1 - w0)
+        return {"gbps": gbps, "retransmits": retr, "relay_cores": (c1 - c0) / (t1 - t0), "cores_per_10g": cores / gbps * 10 if gbps > 0 else None}
     finally:
         try:
             server.wait(10)
@@ -172,7 +198,7 @@ def run(paths: list[Path_], seconds: float, reps: int) -> dict:
             finally:
                 tear_down(p, procs)
             results.setdefault(p.name, []).append(r)
-            print(f"rep {rep + 1} {p.name:14} {r['gbps']:6.2f} Gbit/s  retr {r['retransmits']:5}  relay cores {r['relay_cores']:.2f}", file=sys.stderr)
+            print(f"rep {rep + 1} {p.name:14} {r['gbps']:6.2f} Gbit/s  retr {r['retransmits']:5}  relay cores {r['relay_cores']:.2f}  cores per 10G {r['cores_per_10g'] or 0:.2f}", file=sys.stderr)
     out = {k: summarize(v) for k, v in results.items()}
     for k, why in failed.items():
         out.setdefault(k, {"failed": why})
@@ -183,21 +209,24 @@ def summarize(runs: list[dict]) -> dict:
     g = [r["gbps"] for r in runs]
     cores = statistics.median(r["relay_cores"] for r in runs)
     med = statistics.median(g)
-    return {"gbps": med, "min": min(g), "max": max(g), "relay_cores": cores, "gbps_per_core": med / cores if cores > 0.01 else None, "runs": runs}
+    per10 = [r["cores_per_10g"] for r in runs if r.get("cores_per_10g")]
+    per_core = med / cores if cores > 0.01 else None
+    return {"gbps": med, "min": min(g), "max": max(g), "relay_cores": cores, "gbps_per_core": per_core, "cores_per_10g": statistics.median(per10) if per10 else None, "runs": runs}
 
 
 def table(res: dict) -> str:
     kernel = res.get("kernel vxlan", {}).get("gbps")  # None when it failed
-    lines = ["| path | TCP Gbit/s (median, min–max) | × kernel vxlan | × C | relay cores | Gbit/s per relay core |", "|---|---|---|---|---|---|"]
+    lines = ["| path | TCP Gbit/s (median, min–max) | × kernel vxlan | × C | relay cores | Gbit/s per relay core | all CPU per 10 Gbit/s |", "|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         if "failed" in r:
-            lines.append(f"| {name} | fails: {r['failed']} | — | — | — | — |")
+            lines.append(f"| {name} | fails: {r['failed']} | — | — | — | — | — |")
             continue
         c = res.get(name.replace("ours", "C"), {}).get("gbps") if name.startswith("ours") else None
         kernel_ok = kernel and "failed" not in res.get("kernel vxlan", {})
         lines.append(f"| {name} | {r['gbps']:.2f} ({r['min']:.2f}–{r['max']:.2f}) | {r['gbps'] / kernel:.2f}× |" if kernel_ok else f"| {name} | {r['gbps']:.2f} | — |")
         lines[-1] += f" {r['gbps'] / c:.1f}× |" if c else " — |"
         lines[-1] += f" {r['relay_cores']:.2f} | {r['gbps_per_core']:.2f} |" if r["gbps_per_core"] else " — | — |"
+        lines[-1] += f" {r['cores_per_10g']:.2f} cores |" if r.get("cores_per_10g") else " — |"
     return "\n".join(lines)
 
 
