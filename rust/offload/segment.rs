@@ -135,7 +135,7 @@ impl Segmenter {
         out[hdr..len].copy_from_slice(&frame[hdr + self.done..hdr + self.done + n]);
         let l3 = lay.l3;
         if lay.v6 {
-            out[l3 + 4..l3 + 6].copy_from_slice(&((len - l3 - 40) as u16).to_be_bytes());
+            lay.set_ip_len(out, len - lay.l4);
         } else {
             let (total, id) = ((len - l3) as u16, self.ip_id.wrapping_add(self.index));
             out[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
