@@ -133,14 +133,16 @@ def cpu_seconds(procs: list[subprocess.Popen]) -> float:
 
 
 def run_seconds(pids: list[int]) -> float:
-    """CPU seconds these tasks ran so far (/proc/PID/schedstat: softirq work
-    done in their context included, unlike the tick-sampled /proc/stat)."""
+    """CPU seconds these processes (all their threads) ran so far
+    (/proc/PID/task/*/schedstat: softirq work done in their context
+    included, unlike the tick-sampled /proc/stat)."""
     total = 0
     for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-        except (OSError, IndexError, ValueError):
-            pass
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(task.read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
     return total / 1e9
 
 
