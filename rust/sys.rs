@@ -541,6 +541,47 @@ pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
 
 /// Every address (IPv4 and IPv6) configured on this host's interfaces.
 pub fn local_addrs() -> Vec<std::net::IpAddr> {
+    interface_addrs().into_iter().map(|(a, _)| a).collect()
+}
+
+/// The broadcast address of each local IPv4 subnet (address | !netmask,
+/// prefixes up to /30; /31 and /32 have none).
+pub fn local_broadcasts() -> Vec<std::net::Ipv4Addr> {
+    let mut out = Vec::new();
+    for (a, mask) in interface_addrs() {
+        if let (std::net::IpAddr::V4(a), Some(std::net::IpAddr::V4(m))) = (a, mask) {
+            let m = u32::from(m);
+            if m.leading_ones() <= 30 && m.count_ones() == m.leading_ones() {
+                let b = std::net::Ipv4Addr::from(u32::from(a) | !m);
+                if !out.contains(&b) {
+                    out.push(b);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An interface sockaddr as an address (IPv4 and IPv6 only).
+///
+/// # Safety
+/// `a` is null or points to a sockaddr whose family says its size.
+unsafe fn ifa_ip(a: *const libc::sockaddr) -> Option<std::net::IpAddr> {
+    if a.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract: the family tells which struct `a` is.
+    unsafe {
+        match (*a).sa_family as libc::c_int {
+            libc::AF_INET6 => Some(std::net::Ipv6Addr::from((*(a as *const libc::sockaddr_in6)).sin6_addr.s6_addr).into()),
+            libc::AF_INET => Some(std::net::Ipv4Addr::from(u32::from_be((*(a as *const libc::sockaddr_in)).sin_addr.s_addr)).into()),
+            _ => None,
+        }
+    }
+}
+
+/// (address, netmask) of every IPv4 and IPv6 address on this host's interfaces.
+fn interface_addrs() -> Vec<(std::net::IpAddr, Option<std::net::IpAddr>)> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills ifap with a list we free below.
@@ -549,15 +590,11 @@ pub fn local_addrs() -> Vec<std::net::IpAddr> {
     }
     let mut p = ifap;
     while !p.is_null() {
-        // SAFETY: p walks the list returned by getifaddrs.
+        // SAFETY: p walks the list returned by getifaddrs; its sockaddrs are
+        // null or valid for their family.
         unsafe {
-            let a = (*p).ifa_addr;
-            if !a.is_null() && (*a).sa_family as libc::c_int == libc::AF_INET6 {
-                let s6 = &*(a as *const libc::sockaddr_in6);
-                out.push(std::net::Ipv6Addr::from(s6.sin6_addr.s6_addr).into());
-            } else if !a.is_null() && (*a).sa_family as libc::c_int == libc::AF_INET {
-                let s4 = &*(a as *const libc::sockaddr_in);
-                out.push(std::net::Ipv4Addr::from(u32::from_be(s4.sin_addr.s_addr)).into());
+            if let Some(a) = ifa_ip((*p).ifa_addr) {
+                out.push((a, ifa_ip((*p).ifa_netmask)));
             }
             p = (*p).ifa_next;
         }

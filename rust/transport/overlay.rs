@@ -5,6 +5,11 @@
 //! a copy to every peer of the flood list when there is no group).
 //! Receive and send are batched (recvmmsg/sendmmsg) with the header
 //! scattered/gathered in its own iovec, so frames are never copied.
+//!
+//! Without multicast, members that join (flood.rs) are probed: a probe
+//! carries a cookie, HMAC-SHA256 (ring) of the address it went to and the
+//! minute, that only a host receiving our traffic there can echo. A send
+//! error about one destination drops that destination, never the endpoint.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,13 +17,14 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::flood::{FloodList, Prefix};
+use super::flood::{Due, FloodList, HostRule, Prefix};
 use super::gro::GroRx;
 use super::{ctx, now_secs, send_datagrams, send_patience, Batch, SendOutcome};
 use crate::mac_table::MacTable;
 use crate::sys::{self, Meta, MAX_BATCH};
 use crate::wire::ethernet::Frame;
-use crate::wire::vxlan::{self, Packet, Repr};
+use crate::wire::vxlan::{self, Control, Packet, Repr, COOKIE_LEN};
+use ring::hmac;
 
 /// A peer's UDP address as a MAC table value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,24 +69,30 @@ impl Config {
 
     /// The flood list's fixed part: the group, or the peers except ourselves
     /// (an endpoint at `port` on a local address), so every host can be given
-    /// the same list.
+    /// the same list. Members must be hosts of our family (on loopback only
+    /// if some peer is), never a local subnet's broadcast address; this
+    /// host's addresses and broadcasts are read once, here.
     pub fn flood_list(&self, port: u16) -> FloodList {
+        let loopback = matches!(&self.remote, Remote::Peers(p) if p.iter().any(|a| a.ip().is_loopback()));
+        let rule = HostRule { v6: self.v6(), loopback, broadcasts: sys::local_broadcasts(), local: sys::local_addrs(), own_port: port };
         let fixed = match &self.remote {
             Remote::Group(g) => vec![SocketAddr::new(*g, self.port)],
-            Remote::Peers(p) => {
-                let me = ourselves(port);
-                p.iter().copied().filter(|a| !me(a)).collect()
-            }
+            Remote::Peers(p) => p.iter().copied().filter(|a| !rule.is_self(a)).collect(),
         };
-        FloodList::new(fixed, self.port, self.allow.clone(), self.expiretime, port)
+        FloodList::new(fixed, self.port, self.allow.clone(), self.expiretime, rule)
     }
 }
 
-/// Is an address us: our `port` on one of this host's addresses (its
-/// interfaces', loopback or unspecified)?
-fn ourselves(port: u16) -> impl Fn(&SocketAddr) -> bool {
-    let local = sys::local_addrs();
-    move |a| a.port() == port && (a.ip().is_loopback() || a.ip().is_unspecified() || local.contains(&a.ip()))
+/// What a probe's cookie signs: the address it went to and the minute.
+fn cookie_input(to: &SocketAddr, epoch: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(27);
+    match to.ip() {
+        IpAddr::V4(a) => m.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => m.extend_from_slice(&a.octets()),
+    }
+    m.extend_from_slice(&to.port().to_be_bytes());
+    m.extend_from_slice(&epoch.to_be_bytes());
+    m
 }
 
 /// For overlays whose sockets never hear their own datagrams (no multicast loop).
@@ -103,6 +115,15 @@ pub struct OverlayStats {
     /// Peer lists received from trusted peers, and sent to new members.
     pub peer_lists_in: u64,
     pub peer_lists_out: u64,
+    /// Probes sent to unverified members, probes answered, answers that
+    /// verified (a right cookie) and answers refused (a wrong one).
+    pub probes_out: u64,
+    pub probes_answered: u64,
+    pub acks_ok: u64,
+    pub acks_bad: u64,
+    /// Datagrams whose send failed for a reason about their destination
+    /// (the destination is dropped from the members and the MAC table).
+    pub dest_errors: u64,
 }
 
 /// What a received datagram turned out to be.
@@ -112,14 +133,14 @@ pub enum Rx {
     Drop,
     /// vxvde: a header-only datagram, the sender left.
     Leave,
-    /// A peer list (our extension, overlays without multicast).
-    Peers,
+    /// A control message (our extension, overlays without multicast).
+    Control,
 }
 
-/// New members owed a peer list, at most this many at a time.
-const MAX_DUE: usize = 16;
 /// Peer list payload per datagram (fits any path MTU ≥ 1280 with headers).
 const PEER_LIST_BYTES: usize = 1200;
+/// Seconds a probe's cookie stays valid (its minute and the one before).
+const COOKIE_EPOCH: u64 = 60;
 
 pub struct Overlay {
     pub table: MacTable<Peer>,
@@ -140,8 +161,10 @@ pub struct Overlay {
     addrs: [SocketAddr; MAX_BATCH],
     /// Datagrams to send: (batch index, destination), ≤ MAX_BATCH + flood targets.
     plan: Vec<(usize, SocketAddr)>,
-    /// New members to send a peer list to (after the receive).
-    due: Vec<SocketAddr>,
+    /// Probe answers owed (to, cookie), sent after the receive.
+    acks: Vec<(SocketAddr, [u8; COOKIE_LEN])>,
+    /// Signs probe cookies (random per endpoint).
+    cookie_key: hmac::Key,
     /// UDP GSO for runs to one peer; off after the kernel refuses it.
     gso: bool,
     /// Per receiving socket (0, 1): trains received with UDP_GRO.
@@ -151,8 +174,9 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    pub fn new(cfg: &Config, flood: FloodList, strict: bool, force_port: Option<u16>) -> Overlay {
-        Overlay {
+    pub fn new(cfg: &Config, flood: FloodList, strict: bool, force_port: Option<u16>) -> io::Result<Overlay> {
+        let cookie_key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new()).map_err(|_| io::Error::other("no random numbers for the probe cookie key"))?;
+        Ok(Overlay {
             table: MacTable::new(cfg.hashsize, cfg.expiretime, 0),
             flood,
             header: Repr { vni: cfg.vni }.to_bytes(),
@@ -166,11 +190,12 @@ impl Overlay {
             destlen: [0; MAX_BATCH],
             addrs: [Peer::default().0; MAX_BATCH],
             plan: Vec::with_capacity(2 * MAX_BATCH),
-            due: Vec::with_capacity(MAX_DUE),
+            acks: Vec::new(),
+            cookie_key,
             gso: true,
             gro: [None, None],
             learned: None,
-        }
+        })
     }
 
     /// Receive on `fd` (socket `slot`, 0 or 1) with UDP_GRO when the kernel
@@ -210,8 +235,8 @@ impl Overlay {
             self.stats.bad_in += 1;
             return Rx::Drop;
         }
-        if vxlan::is_peer_list(header) {
-            return self.accept_peer_list(header, frame, from, now);
+        if let Some(kind) = vxlan::control_kind(header) {
+            return self.accept_control(kind, header, frame, from, now);
         }
         // Our own header (the usual case) passes without parsing.
         let ok = *header == self.header || Packet::new_checked(&header[..]).is_ok_and(|p| Repr::parse(&p, self.vni, self.strict).is_ok());
@@ -235,9 +260,7 @@ impl Overlay {
         if !self.learned.is_some_and(|slot| self.table.unchanged(slot, mac, 1, at, now)) {
             self.learned = self.table.learn_at(mac, 1, at, now).1;
         }
-        if self.flood.heard(peer, now) && self.due.len() < MAX_DUE {
-            self.due.push(peer);
-        }
+        self.flood.heard(peer, total, now);
         Rx::Frame
     }
 
@@ -251,36 +274,113 @@ impl Overlay {
         peer
     }
 
-    fn accept_peer_list(&mut self, header: &[u8; 8], payload: &[u8], from: SocketAddr, now: u64) -> Rx {
+    /// A control message for our VNI from `from`: a peer list, a probe
+    /// (answered if `from` is a fixed peer, a member or allowed: one answer
+    /// of the same size), or a probe's answer (verifies a member if the
+    /// cookie is the one we sent to that address).
+    fn accept_control(&mut self, kind: Control, header: &[u8; 8], payload: &[u8], from: SocketAddr, now: u64) -> Rx {
         let mut h = *header;
         h[7] = 0;
         if !Packet::new_checked(&h[..]).is_ok_and(|p| Repr::parse(&p, self.vni, true).is_ok()) {
             self.stats.bad_in += 1;
             return Rx::Drop;
         }
-        self.stats.peer_lists_in += 1;
         let peer = self.peer_address(from);
-        self.flood.introduced(peer, vxlan::parse_peers(payload), ourselves(self.flood.own_port), now);
-        Rx::Peers
-    }
-
-    /// Tell each new member, if any, everyone else we flood to (from `fd`).
-    fn send_peer_lists(&mut self, fd: RawFd) {
-        while let Some(to) = self.due.pop() {
-            let peers = self.flood.peers_for(to);
-            let mut done = 0;
-            while done < peers.len() {
-                let mut msg = Repr { vni: self.vni }.peer_list_header().to_vec();
-                let n = vxlan::emit_peers(&peers[done..], &mut msg, vxlan::HEADER_LEN + PEER_LIST_BYTES);
-                if n == 0 {
-                    break;
-                }
-                done += n;
-                if sys::send_to(fd, &msg, &to).is_ok() {
-                    self.stats.peer_lists_out += 1;
+        match kind {
+            Control::PeerList => {
+                self.stats.peer_lists_in += 1;
+                self.flood.introduced(peer, vxlan::parse_peers(payload), now);
+            }
+            Control::Probe => match <[u8; COOKIE_LEN]>::try_from(payload) {
+                Ok(cookie) if self.flood.knows(&peer) && self.acks.len() < super::flood::MAX_DUE => self.acks.push((peer, cookie)),
+                Ok(_) => {}
+                Err(_) => self.stats.bad_in += 1,
+            },
+            Control::ProbeAck => {
+                let epoch = now / COOKIE_EPOCH;
+                let ok = payload.len() == COOKIE_LEN && [epoch, epoch.saturating_sub(1)].iter().any(|&e| hmac::verify(&self.cookie_key, &cookie_input(&peer, e), payload).is_ok());
+                if ok {
+                    self.stats.acks_ok += 1;
+                    self.flood.acked(peer, now);
+                } else {
+                    self.stats.acks_bad += 1;
                 }
             }
         }
+        Rx::Control
+    }
+
+    /// The cookie of a probe to `to` in minute `epoch`.
+    fn cookie(&self, to: &SocketAddr, epoch: u64) -> [u8; COOKIE_LEN] {
+        let tag = hmac::sign(&self.cookie_key, &cookie_input(to, epoch));
+        let mut c = [0u8; COOKIE_LEN];
+        c.copy_from_slice(tag.as_ref());
+        c
+    }
+
+    /// Send what is owed (from `fd`): probe answers, probes to unverified
+    /// members (within their budget), peer lists to verified ones.
+    pub fn send_control(&mut self, fd: RawFd) {
+        while let Some((to, cookie)) = self.acks.pop() {
+            let mut msg = Repr { vni: self.vni }.control_header(Control::ProbeAck).to_vec();
+            msg.extend_from_slice(&cookie);
+            if self.send_control_to(fd, &msg, to) {
+                self.stats.probes_answered += 1;
+            }
+        }
+        while let Some((to, due)) = self.flood.take_due() {
+            match due {
+                Due::Probe => {
+                    let mut msg = Repr { vni: self.vni }.control_header(Control::Probe).to_vec();
+                    msg.extend_from_slice(&self.cookie(&to, now_secs() / COOKIE_EPOCH));
+                    if self.flood.may_send(to, msg.len()) && self.send_control_to(fd, &msg, to) {
+                        self.stats.probes_out += 1;
+                    }
+                }
+                Due::PeerList => self.send_peer_list(fd, to),
+            }
+        }
+    }
+
+    /// Everyone else we flood to, to the verified member `to`.
+    fn send_peer_list(&mut self, fd: RawFd, to: SocketAddr) {
+        let peers = self.flood.peers_for(to);
+        let mut done = 0;
+        while done < peers.len() {
+            let mut msg = Repr { vni: self.vni }.peer_list_header().to_vec();
+            let n = vxlan::emit_peers(&peers[done..], &mut msg, vxlan::HEADER_LEN + PEER_LIST_BYTES);
+            if n == 0 {
+                break;
+            }
+            done += n;
+            if !self.send_control_to(fd, &msg, to) {
+                break;
+            }
+            self.stats.peer_lists_out += 1;
+        }
+    }
+
+    /// One control datagram; an error about `to` drops it (see `unreachable`).
+    fn send_control_to(&mut self, fd: RawFd, msg: &[u8], to: SocketAddr) -> bool {
+        match sys::send_to(fd, msg, &to) {
+            Ok(_) => true,
+            Err(e) => {
+                if super::is_about_destination(&e) {
+                    self.unreachable(to);
+                }
+                false
+            }
+        }
+    }
+
+    /// A send to `to` failed for a reason about `to`: counted, and `to` is
+    /// dropped from the members and the MAC table (it comes back with its
+    /// next valid datagram, if it is a host).
+    pub fn unreachable(&mut self, to: SocketAddr) {
+        self.stats.dest_errors += 1;
+        self.flood.unreachable(to);
+        self.table.forget_value(Peer(to));
+        self.learned = None;
     }
 
     /// Where to send `frame`: Some(the learned peer), or None: flood it.
@@ -298,16 +398,23 @@ impl Overlay {
         }
     }
 
-    /// Queue the datagrams of `batch[i]`: one, or a copy per flood target.
-    /// False if there is nowhere to send it.
+    /// Queue the datagrams of `batch[i]`: one, or a copy per flood target
+    /// (unverified members only within their budget). False if there is
+    /// nowhere to send it.
     fn plan_frame(&mut self, batch: &Batch, i: usize, now: u64) -> bool {
+        let bytes = vxlan::HEADER_LEN + batch.lens[i];
         match self.destination(batch.frame(i), now) {
-            Some(d) => self.plan.push((i, d)),
+            Some(d) => {
+                if !self.flood.may_send(d, bytes) {
+                    return false;
+                }
+                self.plan.push((i, d));
+            }
             None => {
-                let targets = self.flood.targets(now);
-                self.stats.flood_copies += targets.len() as u64;
-                self.plan.extend(targets.iter().map(|&d| (i, d)));
-                return !targets.is_empty();
+                let plan = &mut self.plan;
+                let n = self.flood.flood(now, bytes, |d| plan.push((i, d)));
+                self.stats.flood_copies += n as u64;
+                return n > 0;
             }
         }
         true
@@ -325,10 +432,22 @@ impl Overlay {
             ("leaves", s.leaves),
             ("peer_lists_in", s.peer_lists_in),
             ("peer_lists_out", s.peer_lists_out),
+            ("probes_out", s.probes_out),
+            ("probes_answered", s.probes_answered),
+            ("acks_ok", s.acks_ok),
+            ("acks_bad", s.acks_bad),
+            ("dest_errors", s.dest_errors),
             ("members", self.flood.members() as u64),
+            ("members_unverified", self.flood.unverified() as u64),
             ("members_joined", m.joined),
             ("members_expired", m.expired),
             ("members_refused", m.refused),
+            ("members_evicted", m.evicted),
+            ("members_verified", m.verified),
+            ("members_unreachable", m.unreachable),
+            ("unverified_held", m.held),
+            ("peer_lists_limited", m.lists_limited),
+            ("control_dropped", m.due_dropped),
         ]
     }
 
@@ -337,7 +456,7 @@ impl Overlay {
     /// New members get their peer list from `fd`.
     pub fn recv_batch(&mut self, fd: RawFd, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<()> {
         let r = self.recv_batch_from(fd, slot, batch, pktinfo, is_self);
-        self.send_peer_lists(fd);
+        self.send_control(fd);
         r
     }
 
@@ -431,9 +550,11 @@ impl Overlay {
         out
     }
 
-    /// Send and empty the plan.
+    /// Send and empty the plan. Destinations whose sends failed for a
+    /// reason about them are dropped (`unreachable`); the rest go on.
     fn send_plan(&mut self, fd: RawFd, batch: &Batch) -> SendOutcome {
         let mut out = SendOutcome::default();
+        let mut bad = Vec::new();
         for chunk in self.plan.chunks(MAX_BATCH) {
             for (k, &(_, d)) in chunk.iter().enumerate() {
                 self.addrs[k] = d;
@@ -443,40 +564,54 @@ impl Overlay {
             let o = send_datagrams(fd, &self.header, chunk.len(), &|k| batch.frame_ref(chunk[k].0), Some(&|k| (&dest[k], destlen[k])), &|a, b| addrs[a] == addrs[b], &mut self.gso, send_patience());
             out.sent += o.sent;
             out.dropped += o.dropped;
+            bad.extend(o.bad_dest.iter().map(|&(k, _)| chunk[k].1));
             if o.error.is_some() {
                 out.error = o.error;
                 break;
             }
         }
         self.plan.clear();
+        for to in bad {
+            self.unreachable(to);
+        }
         out
     }
 
-    /// Encapsulate and send one frame (to every flood target if flooded).
+    /// Encapsulate and send one frame (to every flood target if flooded,
+    /// unverified members within their budget). An error about one
+    /// destination drops that destination (`unreachable`), not the frame's
+    /// other copies; only an error about the socket is returned.
     pub fn send_one(&mut self, fd: RawFd, frame: &[u8]) -> io::Result<usize> {
         let now = now_secs();
-        let one = self.destination(frame, now);
-        let targets = match &one {
-            Some(d) => std::slice::from_ref(d),
-            None => self.flood.targets(now),
-        };
-        if one.is_none() {
-            self.stats.flood_copies += targets.len() as u64;
+        let bytes = vxlan::HEADER_LEN + frame.len();
+        let mut to = std::mem::take(&mut self.plan);
+        match self.destination(frame, now) {
+            Some(d) if self.flood.may_send(d, bytes) => to.push((0, d)),
+            Some(_) => {}
+            None => self.stats.flood_copies += self.flood.flood(now, bytes, |d| to.push((0, d))) as u64,
         }
         let mut sent = false;
-        for d in targets {
+        let mut result = Ok(());
+        for &(_, d) in &to {
             let mut ss = sys::zeroed_storage();
-            let len = sys::std_to_sockaddr(d, &mut ss);
+            let len = sys::std_to_sockaddr(&d, &mut ss);
             let o = send_datagrams(fd, &self.header, 1, &|_| frame.into(), Some(&|_| (&ss, len)), &|_, _| true, &mut false, send_patience());
+            if !o.bad_dest.is_empty() {
+                self.unreachable(d);
+            }
             if let Some(e) = o.error {
-                return Err(e);
+                result = Err(e);
+                break;
             }
             sent |= o.sent == 1;
         }
+        to.clear();
+        self.plan = to;
+        result?;
         if sent {
             Ok(frame.len())
         } else {
-            Err(io::ErrorKind::WouldBlock.into())
+            Err(super::dropped())
         }
     }
 
@@ -490,7 +625,7 @@ impl Overlay {
     /// Receive one datagram, its frame into `buf`. Ok(None): consumed, not a frame.
     pub fn recv_one(&mut self, fd: RawFd, slot: usize, buf: &mut [u8], pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<Option<usize>> {
         let r = self.recv_one_from(fd, slot, buf, pktinfo, is_self);
-        self.send_peer_lists(fd);
+        self.send_control(fd);
         r
     }
 
@@ -757,7 +892,7 @@ mod tests {
 
     fn overlay(strict: bool, force_port: Option<u16>) -> Overlay {
         let c = cfg();
-        Overlay::new(&c, c.flood_list(0), strict, force_port)
+        Overlay::new(&c, c.flood_list(0), strict, force_port).unwrap()
     }
 
     fn eth(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
@@ -890,7 +1025,7 @@ mod tests {
         }
         let mut c = cfg();
         c.remote = Remote::Peers(rx.iter().map(|r| r.local_addr().unwrap()).collect());
-        let mut ov = Overlay::new(&c, c.flood_list(0), true, None);
+        let mut ov = Overlay::new(&c, c.flood_list(0), true, None).unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let hdr = Repr { vni: 5 }.to_bytes();
         ov.accept(&hdr, &eth([0xff; 6], A), 68, rx[1].local_addr().unwrap(), now_secs());
@@ -943,6 +1078,65 @@ mod tests {
         }
         let ns = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
         eprintln!("receive side, user space: {ns:.0} ns per 1448-byte segment");
+    }
+
+    /// A member is verified only by the cookie of a probe sent to its
+    /// address, in this minute or the one before; probes are answered only
+    /// for peers, members and allowed addresses.
+    #[test]
+    fn probes_verify_members_by_their_cookie() {
+        let mut c = cfg();
+        c.remote = Remote::Peers(vec!["10.0.0.2:4789".parse().unwrap()]);
+        c.allow = vec![Prefix::parse("10.0.0.0/24").unwrap()];
+        let mut ov = Overlay::new(&c, c.flood_list(4789), true, None).unwrap();
+        let (x, y): (SocketAddr, SocketAddr) = ("10.0.0.7:4789".parse().unwrap(), "10.0.0.8:4789".parse().unwrap());
+        let r = Repr { vni: 5 };
+        assert_eq!(ov.accept(&r.to_bytes(), &eth([0xff; 6], A), 68, x, 600), Rx::Frame);
+        assert_eq!((ov.flood.members(), ov.flood.unverified()), (1, 1));
+        let ack = r.control_header(Control::ProbeAck);
+        assert_eq!(ov.accept(&ack, &ov.cookie(&y, 10), 40, x, 600), Rx::Control, "another address's cookie");
+        assert_eq!(ov.accept(&ack, &ov.cookie(&x, 8), 40, x, 600), Rx::Control, "too old");
+        assert_eq!(ov.accept(&ack, &[0; 31], 39, x, 600), Rx::Control, "short");
+        assert_eq!((ov.stats.acks_ok, ov.stats.acks_bad, ov.flood.unverified()), (0, 3, 1));
+        assert_eq!(ov.accept(&ack, &ov.cookie(&x, 9), 40, x, 600), Rx::Control, "last minute's");
+        assert_eq!((ov.stats.acks_ok, ov.flood.unverified(), ov.flood.stats.verified), (1, 0, 1));
+        let probe = r.control_header(Control::Probe);
+        for from in ["10.0.0.2:4789", "10.0.0.7:4789", "10.0.0.9:1", "10.0.1.1:4789"] {
+            ov.accept(&probe, &[3; 32], 40, from.parse().unwrap(), 600);
+        }
+        let answered: Vec<SocketAddr> = ov.acks.iter().map(|a| a.0).collect();
+        assert_eq!(answered, ["10.0.0.2:4789", "10.0.0.7:4789", "10.0.0.9:1"].map(|a| a.parse().unwrap()), "not 10.0.1.1: a stranger");
+        assert!(ov.acks.iter().all(|a| a.1 == [3; 32]), "the cookie echoed");
+        let other = Repr { vni: 6 }.control_header(Control::ProbeAck);
+        assert_eq!(ov.accept(&other, &ov.cookie(&y, 10), 40, y, 600), Rx::Drop, "another VNI");
+    }
+
+    /// A destination that fails for a reason about itself (a member of the
+    /// other family slipped in, a broadcast) is dropped; the frame's other
+    /// copies and the endpoint go on.
+    #[test]
+    fn a_bad_destination_is_dropped_not_fatal() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let mut c = cfg();
+        c.remote = Remote::Peers(vec![rx.local_addr().unwrap()]);
+        let mut ov = Overlay::new(&c, c.flood_list(0), true, None).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bcast: SocketAddr = "127.255.255.255:4789".parse().unwrap();
+        ov.accept(&Repr { vni: 5 }.to_bytes(), &eth([0xff; 6], A), 68, bcast, now_secs());
+        let mut batch = Batch::new(2);
+        for (i, f) in [eth(A, B), eth([0xff; 6], B)].iter().enumerate() {
+            batch.bufs[i][..f.len()].copy_from_slice(f);
+            batch.lens[i] = f.len();
+        }
+        batch.count = 2;
+        let o = ov.send_batch(tx.as_raw_fd(), &batch, &[0, 1]);
+        assert!(o.error.is_none());
+        assert_eq!((o.sent, o.dropped, ov.stats.dest_errors), (1, 1, 1));
+        assert_eq!(ov.destination(&eth(A, B), now_secs()), None, "forgotten");
+        let mut buf = [0u8; 128];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 68, "the flooded copy went out");
+        assert_eq!(ov.send_one(tx.as_raw_fd(), &eth([0xff; 6], B)).unwrap(), 60);
     }
 
     #[test]

@@ -12,13 +12,18 @@ pub struct SendOutcome {
     pub dropped: usize,
     /// A hard error (the peer is gone): the caller decides whether it is fatal.
     pub error: Option<io::Error>,
+    /// Sends with explicit destinations that failed for a reason about the
+    /// destination (`is_about_destination`): the index of the first frame
+    /// of each failed run (one destination) and the errno. Those frames
+    /// are counted in `dropped`; the rest of the batch went on.
+    pub bad_dest: Vec<(usize, i32)>,
 }
 
 impl SendOutcome {
     /// Nothing of `n` frames went out because of `e`.
     pub fn failed(n: usize, e: io::Error) -> Self {
         let error = if is_transient(&e) { None } else { Some(e) };
-        SendOutcome { sent: 0, dropped: n, error }
+        SendOutcome { sent: 0, dropped: n, error, bad_dest: Vec::new() }
     }
 }
 
@@ -122,10 +127,16 @@ pub fn send_datagrams<'a, 'd>(
                     let sub = send_datagrams(fd, prefix, r.count, &|i| frame(first + i), sub_ref, &|_, _| true, &mut false, patience_ms);
                     out.sent += sub.sent;
                     out.dropped += sub.dropped;
+                    out.bad_dest.extend(sub.bad_dest.iter().map(|&(i, e)| (i + r.first + start, e)));
                     if sub.error.is_some() {
                         out.error = sub.error;
                         return out;
                     }
+                    done += 1;
+                }
+                Err(e) if dest.is_some() && is_about_destination(&e) => {
+                    out.bad_dest.push((start + runs[done].first, e.raw_os_error().unwrap_or(0)));
+                    out.dropped += runs[done].count;
                     done += 1;
                 }
                 Err(e) if is_transient(&e) => {
@@ -167,6 +178,19 @@ pub fn dropped() -> io::Error {
     io::Error::other(Dropped)
 }
 
+/// For a send with an explicit destination (unconnected UDP): is this error
+/// about that destination (no route, a broadcast without SO_BROADCAST, the
+/// other address family, a firewall …) rather than about our socket? Only
+/// a broken socket (EBADF, ENOTSOCK, EFAULT, ENOMEM) is not; such an error
+/// is counted against the destination and never ends the endpoint.
+pub fn is_about_destination(e: &io::Error) -> bool {
+    match e.raw_os_error() {
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::ENOMEM) | None => false,
+        Some(libc::EAGAIN | libc::EINTR | libc::ENOBUFS) => false,
+        Some(_) => true,
+    }
+}
+
 /// Errors after which the link is still usable: the frame is just dropped.
 /// (EPERM: a unix datagram peer still bound to a previous partner, or a
 /// firewall rule.)
@@ -183,6 +207,28 @@ pub fn is_transient(e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    /// A destination of the wrong family (EAFNOSUPPORT) or a broadcast
+    /// (EACCES) fails alone: it is reported, and the others still go out.
+    #[test]
+    fn an_error_about_one_destination_spares_the_others() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let good: std::net::SocketAddr = rx.local_addr().unwrap();
+        let dests: Vec<std::net::SocketAddr> = vec![good, "[::ffff:10.9.1.4]:4789".parse().unwrap(), good, "127.255.255.255:4789".parse().unwrap(), good];
+        let mut ss = vec![crate::sys::zeroed_storage(); dests.len()];
+        let lens: Vec<libc::socklen_t> = dests.iter().zip(ss.iter_mut()).map(|(d, s)| crate::sys::std_to_sockaddr(d, s)).collect();
+        let frame = [7u8; 60];
+        let o = send_datagrams(tx.as_raw_fd(), b"HDR", dests.len(), &|_| FrameRef::from(&frame[..]), Some(&|k| (&ss[k], lens[k])), &|a, b| dests[a] == dests[b], &mut true, 100);
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert_eq!((o.sent, o.dropped), (3, 2));
+        assert_eq!(o.bad_dest, vec![(1, libc::EAFNOSUPPORT), (3, libc::EACCES)]);
+        let mut buf = [0u8; 128];
+        for _ in 0..3 {
+            assert_eq!(rx.recv(&mut buf).unwrap(), 63);
+        }
+    }
 
     /// Frames cut back to back behind the prefix (one buffer for the
     /// kernel), one behind other bytes, and one in its own buffer: on the

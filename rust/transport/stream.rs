@@ -215,8 +215,8 @@ impl Transport for Stream {
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         // One writev per 64 frames (two iovecs each), built on the stack.
         match self.write_frames(idx.len(), |k| batch.frame(idx[k])) {
-            Ok(sent) => SendOutcome { sent, dropped: idx.len() - sent, error: None },
-            Err(e) => SendOutcome { sent: 0, dropped: idx.len(), error: Some(e) },
+            Ok(sent) => SendOutcome { sent, dropped: idx.len() - sent, ..Default::default() },
+            Err(e) => SendOutcome { sent: 0, dropped: idx.len(), error: Some(e), ..Default::default() },
         }
     }
 }

@@ -35,7 +35,7 @@ pub fn open(cfg: &Config) -> io::Result<Vxlan> {
     }
     overlay::set_rcvbuf(&s, cfg)?;
     let sock: UdpSocket = s.into();
-    let mut ov = Overlay::new(cfg, cfg.flood_list(cfg.port), false, Some(cfg.port));
+    let mut ov = Overlay::new(cfg, cfg.flood_list(cfg.port), false, Some(cfg.port))?;
     ov.enable_gro(0, sock.as_raw_fd());
     let ready = ReadyFd::new(&[sock.as_raw_fd()])?;
     Ok(Vxlan { sock, ov, ready })

@@ -68,7 +68,7 @@ pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
     let fds: Vec<RawFd> = multi.iter().chain([&uni]).map(AsRawFd::as_raw_fd).collect();
     let ready = ReadyFd::new(&fds)?;
     let local6 = if v6 { sys::local_ipv6_addrs() } else { Vec::new() };
-    let mut ov = Overlay::new(cfg, cfg.flood_list(uni_port), true, None);
+    let mut ov = Overlay::new(cfg, cfg.flood_list(uni_port), true, None)?;
     if let Some(m) = &multi {
         ov.enable_gro(0, m.as_raw_fd());
     }

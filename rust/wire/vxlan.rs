@@ -1,10 +1,12 @@
 //! VXLAN header (RFC 7348): flags with the I bit, 24-bit VNI. vxlan:// and
 //! vxvde:// both use it; vxvde additionally requires the reserved bytes to be 0.
 //!
-//! Our one extension, for overlays without multicast: a *peer list* has
-//! the last reserved byte set to `PEER_LIST` and carries flood peers
-//! instead of a frame, each `family (4|6) · port (BE16) · address`. The
-//! kernel's vxlan and strict parsers drop it (reserved bits set).
+//! Our extension, for overlays without multicast: *control messages* have
+//! the last reserved byte set to a kind and carry no frame. A peer list
+//! (`PEER_LIST`) carries flood peers, each `family (4|6) · port (BE16) ·
+//! address`; a probe (`PROBE`) carries a 32-byte cookie that the receiver
+//! echoes in a `PROBE_ACK`. The kernel's vxlan and strict parsers drop
+//! them (reserved bits set).
 
 use super::{Error, Result};
 
@@ -102,20 +104,56 @@ impl Repr {
     }
 }
 
-/// The last reserved byte of a peer list.
+/// The last reserved byte of each control message.
 pub const PEER_LIST: u8 = 0x50;
+pub const PROBE: u8 = 0x51;
+pub const PROBE_ACK: u8 = 0x52;
+/// A probe's (and its answer's) cookie.
+pub const COOKIE_LEN: usize = 32;
+/// A whole probe or answer: header and cookie.
+pub const PROBE_LEN: usize = HEADER_LEN + COOKIE_LEN;
+
+/// The kinds of control message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    PeerList,
+    Probe,
+    ProbeAck,
+}
+
+/// Which control message this header starts, if any (whatever its VNI).
+pub fn control_kind(header: &[u8; HEADER_LEN]) -> Option<Control> {
+    if header[field::FLAGS] != FLAG_I || header[field::RESERVED1] != [0, 0, 0] {
+        return None;
+    }
+    match header[field::RESERVED2] {
+        PEER_LIST => Some(Control::PeerList),
+        PROBE => Some(Control::Probe),
+        PROBE_ACK => Some(Control::ProbeAck),
+        _ => None,
+    }
+}
 
 /// Is this header a peer list (whatever its VNI)?
 pub fn is_peer_list(header: &[u8; HEADER_LEN]) -> bool {
-    header[field::FLAGS] == FLAG_I && header[field::RESERVED1] == [0, 0, 0] && header[field::RESERVED2] == PEER_LIST
+    control_kind(header) == Some(Control::PeerList)
 }
 
 impl Repr {
+    /// The header of a control message of `kind` for this VNI.
+    pub fn control_header(&self, kind: Control) -> [u8; HEADER_LEN] {
+        let mut h = self.to_bytes();
+        h[field::RESERVED2] = match kind {
+            Control::PeerList => PEER_LIST,
+            Control::Probe => PROBE,
+            Control::ProbeAck => PROBE_ACK,
+        };
+        h
+    }
+
     /// The header of a peer list for this VNI.
     pub fn peer_list_header(&self) -> [u8; HEADER_LEN] {
-        let mut h = self.to_bytes();
-        h[field::RESERVED2] = PEER_LIST;
-        h
+        self.control_header(Control::PeerList)
     }
 }
 
@@ -226,6 +264,21 @@ mod tests {
         out.push(0);
         assert_eq!(parse_peers(&out).count(), 2, "a truncated entry ends the list");
         assert_eq!(parse_peers(&[9, 0, 0, 1, 2, 3, 4]).count(), 0, "unknown family");
+    }
+
+    #[test]
+    fn control_kinds() {
+        let r = Repr { vni: 7 };
+        for k in [Control::PeerList, Control::Probe, Control::ProbeAck] {
+            assert_eq!(control_kind(&r.control_header(k)), Some(k));
+        }
+        assert_eq!(control_kind(&r.to_bytes()), None, "a frame");
+        let mut h = r.control_header(Control::Probe);
+        h[1] = 1;
+        assert_eq!(control_kind(&h), None, "other reserved bits set");
+        h = r.to_bytes();
+        h[7] = 0x53;
+        assert_eq!(control_kind(&h), None, "unknown kind");
     }
 
     #[test]
