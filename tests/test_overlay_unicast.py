@@ -91,11 +91,18 @@ def test_a_new_host_joins_by_naming_one_member(ends: ExitStack, scheme: str) -> 
     c = ends.enter_context(vdeplug.open(f"{scheme}://127.0.0.1:{pa}/port={pc}/{allow}"))
     first = frame(80, src=3)
     c.send(first)
-    assert a.recv(timeout=2) == first
+    assert a.recv(timeout=2) == first  # a probes c: does c receive at its address?
     assert drain(b) == [], "b does not know c yet"
-    assert a.stats.extra["members_joined"] == 1 and a.stats.extra["peer_lists_out"] == 1
+    assert drain(c) == [], "c answers the probe (not a frame)"
+    assert drain(a) == [], "a verifies c and sends it a peer list"
+    assert a.stats.extra["members_joined"] == 1 and a.stats.extra["members_verified"] == 1
+    assert a.stats.extra["peer_lists_out"] == 1
     assert drain(c) == [], "the peer list is not a frame"
     assert c.stats.extra["peer_lists_in"] == 1 and c.stats.extra["members"] == 1
+    # c probes b, the member it was told of, before it floods to it.
+    assert drain(b) == [], "b answers c's probe"
+    assert drain(c) == [], "c verifies b"
+    assert c.stats.extra["members_verified"] == 1
     second = frame(81, src=3)
     c.send(second)
     assert a.recv(timeout=2) == second and b.recv(timeout=2) == second

@@ -564,3 +564,155 @@ def test_ptp_refuses_a_peer_socket_of_another_user(shared_dir):
         assert c.send(frame(60)) == 60
     assert spy.stdout.readline().strip() == "GOT"
     spy.wait(5)
+
+
+# ---------------------------------------------------------------- issue 28, items 1-3: overlay members
+
+
+def vx_header(vni: int = 1, kind: int = 0) -> bytes:
+    """A VXLAN header; ``kind`` is the last reserved byte of our control
+    messages (0x50 peer list, 0x51 probe, 0x52 probe answer)."""
+    return bytes([0x08, 0, 0, 0]) + vni.to_bytes(3, "big") + bytes([kind])
+
+
+def peer_entry(ip: str, port: int) -> bytes:
+    """One ``family · port · address`` entry of a peer list."""
+    if ":" in ip:
+        return b"\x06" + port.to_bytes(2, "big") + socket.inet_pton(socket.AF_INET6, ip)
+    return b"\x04" + port.to_bytes(2, "big") + socket.inet_aton(ip)
+
+
+def udp_at(ip: str, port: int = 0) -> socket.socket:
+    """A UDP socket at ip:port (SO_REUSEADDR: vxlan's port may be bound on ANY)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, port))
+    s.settimeout(0.3)
+    return s
+
+
+def answer_probes(s: socket.socket, wait: float = 0.3) -> int:
+    """Echo every probe that reaches ``s`` (an insider that really receives
+    our traffic); returns the bytes received."""
+    got = 0
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            data, src = s.recvfrom(65536)
+        except TimeoutError:
+            break
+        got += len(data)
+        if len(data) == 40 and data[7] == 0x51:
+            s.sendto(data[:7] + b"\x52" + data[8:], src)
+    return got
+
+
+def recv_all(s: socket.socket, wait: float = 0.2) -> int:
+    """Bytes of every datagram that reaches ``s`` within ``wait`` s of the last."""
+    got = 0
+    s.settimeout(wait)
+    while True:
+        try:
+            got += len(s.recv(65536))
+        except TimeoutError:
+            return got
+
+
+@pytest.mark.parametrize("scheme", ["vxvde", "vxlan"])
+def test_a_peer_list_of_bad_addresses_never_ends_vde_plug(tmp_path, scheme):
+    """A member (here one that even answers our probes) lists an IPv4-mapped
+    IPv6 address and loopback's broadcast: the floods that follow used to
+    fail with EAFNOSUPPORT/EACCES and end vde_plug."""
+    pa, pf, pi, pj = (free_udp_port() for _ in range(4))
+    # The attacker sits at 127.0.0.9; vxlan answers members on port=.
+    attacker = udp_at("127.0.0.9", pa if scheme == "vxlan" else 0)
+    local = udp_at("127.0.0.1", pj)  # the plug's other side: injects local frames
+    vnl = f"{scheme}://127.0.0.1:{pf}/port={pa}/allow='127.0.0.0/8'"
+    p = subprocess.Popen([VDE_PLUG, vnl, f"udp://{pi}->127.0.0.1:{pj}"], stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        attacker.sendto(vx_header() + frame(60, src=9), ("127.0.0.1", pa))
+        answer_probes(attacker)
+        bad = peer_entry("::ffff:10.9.1.4", 4789) + peer_entry("127.255.255.255", 4789) + peer_entry("255.255.255.255", 4789)
+        attacker.sendto(vx_header(kind=0x50) + bad, ("127.0.0.1", pa))
+        time.sleep(0.2)
+        for k in range(3):
+            local.sendto(frame(80, src=1, seed=k), ("127.0.0.1", pi))
+            time.sleep(0.1)
+        assert p.poll() is None, p.stderr.read().decode() if p.stderr else ""
+        got = recv_all(attacker, 0.5)
+        assert got > 0, "the member still gets the floods"
+    finally:
+        p.terminate()
+        p.wait(5)
+        attacker.close()
+        local.close()
+
+
+def test_an_unverified_source_gets_at_most_three_times_what_it_sent():
+    """A spoofed allowed source that joins and leaves again and again, with
+    200 members in the table and local broadcasts flowing, used to get 56x
+    its bytes back (a peer list per join, every broadcast)."""
+    pa, pf = free_udp_port(), free_udp_port()
+    with vdeplug.open(f"vxvde://127.0.0.1:{pf}/port={pa}/allow='127.0.0.0/8'") as a:
+        for k in range(200):
+            with udp_at(f"127.0.1.{k + 1}") as m:
+                m.sendto(vx_header() + frame(60, src=50 + k), ("127.0.0.1", pa))
+            if k % 50 == 49:
+                drain_conn(a)
+        drain_conn(a)
+        victim = udp_at("127.0.0.5")
+        sent = received = 0
+        for k in range(30):
+            join = vx_header() + frame(60, src=5, seed=k)
+            victim.sendto(join, ("127.0.0.1", pa))
+            drain_conn(a, 0.05)
+            for j in range(3):
+                a.send(frame(100, src=1, seed=j))
+            leave = vx_header()
+            victim.sendto(leave, ("127.0.0.1", pa))
+            drain_conn(a, 0.05)
+            sent += len(join) + len(leave)
+            received += recv_all(victim, 0.02)
+        received += recv_all(victim, 0.3)
+        victim.close()
+        assert a.stats.extra["members"] >= 200
+        assert received <= 3 * sent, f"{received} bytes back for {sent} sent ({received / sent:.1f}x)"
+
+
+def test_spoofed_sources_never_lock_a_real_host_out():
+    """2000 spoofed sources fill the 1024-member table; a real host that
+    keeps talking still gets in (and stays) and receives our floods."""
+    pa, pc, pf = free_udp_port(), free_udp_port(), free_udp_port()
+    allow = "allow='127.0.0.0/8'"
+
+    def spoof(a: vdeplug.Connection, rounds: int = 2000, base: int = 0) -> None:
+        for k in range(rounds):
+            n = base + k
+            with udp_at(f"127.0.{2 + n // 250}.{1 + n % 250}") as s:
+                s.sendto(vx_header() + frame(60, src=7, seed=n), ("127.0.0.1", pa))
+            if k % 100 == 99:
+                drain_conn(a, 0.01)
+        drain_conn(a, 0.05)
+
+    with vdeplug.open(f"vxvde://127.0.0.1:{pf}/port={pa}/{allow}") as a, vdeplug.open(f"vxvde://127.0.0.1:{pa}/port={pc}/{allow}") as c:
+        spoof(a)
+        assert a.stats.extra["members"] == 1024
+        for k in range(3):  # c keeps talking (and answers a's probe)
+            c.send(frame(70, src=3, seed=k))
+            drain_conn(a, 0.05)
+            drain_conn(c, 0.05)
+        spoof(a, 2000, base=2000)
+        a.send(frame(90, src=1))
+        assert frame(90, src=1) in drain_conn(c, 0.5), f"the real host was locked out: {a.stats.extra}"
+        assert a.stats.extra["members_verified"] >= 1
+
+
+def drain_conn(c: vdeplug.Connection, wait: float = 0.1) -> list[bytes]:
+    """Receive (and so run the control exchange) until ``wait`` s pass idle."""
+    got = []
+    while True:
+        try:
+            got.append(c.recv(timeout=wait))
+        except TimeoutError:
+            return got

@@ -360,7 +360,7 @@ impl FloodList {
                 self.stats.due_dropped += 1;
                 break;
             }
-            if !self.members.contains_key(&p) && self.join(p, now, false) {
+            if !self.members.contains_key(&p) && !self.rule.is_self(&p) && self.join(p, now, false) {
                 if let Some(m) = self.members.get_mut(&p) {
                     m.grant = PROBE_LEN as u64;
                 }
@@ -400,7 +400,7 @@ impl FloodList {
     }
 
     fn join(&mut self, from: SocketAddr, now: u64, verified: bool) -> bool {
-        if !self.rule.admits(&from) || self.rule.is_self(&from) || self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
+        if !self.rule.admits(&from) || self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
             return false;
         }
         if self.members.len() >= MAX_MEMBERS && !self.evict_unverified() {
