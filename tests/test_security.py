@@ -602,7 +602,7 @@ def answer_probes(s: socket.socket, wait: float = 0.3) -> int:
         except TimeoutError:
             break
         got += len(data)
-        if len(data) == 40 and data[7] == 0x51:
+        if len(data) == 16 and data[7] == 0x51:
             s.sendto(data[:7] + b"\x52" + data[8:], src)
     return got
 

@@ -344,18 +344,22 @@ impl FloodList {
         true
     }
 
-    /// A peer list came from `from`. It is believed only from a fixed peer
-    /// or a verified member, and only for admitted, allowed addresses that
-    /// are not us. Each newcomer joins unverified with a grant of one probe,
-    /// owed at once (what a list can make us send is its probes: under
-    /// 3× its size). Returns how many joined.
-    pub fn introduced(&mut self, from: SocketAddr, peers: impl Iterator<Item = SocketAddr>, now: u64) -> usize {
+    /// A peer list of `bytes` came from `from`. It is believed only from a
+    /// fixed peer or a verified member, and only for admitted, allowed
+    /// addresses that are not us. Each newcomer joins unverified with a
+    /// grant of one probe, owed at once; what a list can make us send is
+    /// those probes, at most AMPLIFICATION × its size. Returns how many joined.
+    pub fn introduced(&mut self, from: SocketAddr, peers: impl Iterator<Item = SocketAddr>, bytes: usize, now: u64) -> usize {
         let trusted = self.fixed.contains(&from) || self.members.get(&from).is_some_and(|m| m.verified);
         if self.allow.is_empty() || !trusted {
             return 0;
         }
         let mut joined = 0;
-        for p in peers.take(MAX_MEMBERS) {
+        let room = (AMPLIFICATION as usize * bytes / PROBE_LEN).min(MAX_MEMBERS);
+        for p in peers {
+            if joined == room {
+                break;
+            }
             if self.due.len() >= MAX_DUE {
                 self.stats.due_dropped += 1;
                 break;
@@ -573,18 +577,18 @@ mod tests {
     fn peer_lists_only_from_trusted_peers_and_for_admitted_addresses() {
         let mut f = list(&["10.0.0.2:4789"], "10.0.0.0/24");
         let offered = [sa("10.0.0.5:4789"), sa("10.9.0.1:4789"), sa("10.0.0.9:4789"), sa("10.0.0.2:4789"), sa("10.0.0.8:0"), sa("10.0.0.255:4789")];
-        assert_eq!(f.introduced(sa("10.0.0.7:4789"), offered.into_iter(), 0), 0, "from a stranger");
+        assert_eq!(f.introduced(sa("10.0.0.7:4789"), offered.into_iter(), 1208, 0), 0, "from a stranger");
         f.heard(sa("10.0.0.7:4789"), 100, 0);
-        assert_eq!(f.introduced(sa("10.0.0.7:4789"), offered.into_iter(), 0), 0, "from an unverified member");
-        assert_eq!(f.introduced(sa("10.0.0.2:4789"), offered.into_iter(), 0), 1, "outside allow, ourselves, fixed, port 0 and the broadcast are left out");
+        assert_eq!(f.introduced(sa("10.0.0.7:4789"), offered.into_iter(), 1208, 0), 0, "from an unverified member");
+        assert_eq!(f.introduced(sa("10.0.0.2:4789"), offered.into_iter(), 1208, 0), 1, "outside allow, ourselves, fixed, port 0 and the broadcast are left out");
         assert_eq!(f.members(), 2);
         assert!(f.targets(0).contains(&sa("10.0.0.5:4789")));
         assert_eq!(f.peers_for(sa("10.0.0.9:1")), vec![sa("10.0.0.2:4789")], "unverified members are not listed");
         let mut open = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("0.0.0.0/0").unwrap()], 10, rule());
         let bad = [sa("239.1.1.1:4789"), sa("255.255.255.255:4789"), sa("0.0.0.0:4789")];
-        assert_eq!(open.introduced(sa("10.0.0.2:4789"), bad.into_iter(), 0), 0, "only hosts can be members");
+        assert_eq!(open.introduced(sa("10.0.0.2:4789"), bad.into_iter(), 1208, 0), 0, "only hosts can be members");
         let mut closed = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![], 10, rule());
-        assert_eq!(closed.introduced(sa("10.0.0.2:4789"), offered.into_iter(), 0), 0, "no allow=: fixed list only");
+        assert_eq!(closed.introduced(sa("10.0.0.2:4789"), offered.into_iter(), 1208, 0), 0, "no allow=: fixed list only");
     }
 
     #[test]
@@ -631,7 +635,7 @@ mod tests {
         assert!(f.may_send(a, 30) && !f.may_send(a, 1), "new bytes, new budget");
         assert!(f.acked(a, 0));
         assert!(f.may_send(a, 100_000), "verified");
-        f.introduced(sa("10.0.0.2:4789"), [sa("10.0.0.7:4789")].into_iter(), 0);
+        f.introduced(sa("10.0.0.2:4789"), [sa("10.0.0.7:4789")].into_iter(), 1208, 0);
         assert!(f.may_send(sa("10.0.0.7:4789"), PROBE_LEN) && !f.may_send(sa("10.0.0.7:4789"), 1), "introduced: one probe's grant");
     }
 
@@ -673,9 +677,11 @@ mod tests {
         let mut big = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/8").unwrap()], 100, rule());
         let many: Vec<SocketAddr> = (0..2000u32).map(|i| SocketAddr::new(IpAddr::V4((0x0a02_0000 + i).into()), 4789)).collect();
         for chunk in many.chunks(60) {
-            big.introduced(sa("10.0.0.2:4789"), chunk.iter().copied(), 0);
+            big.introduced(sa("10.0.0.2:4789"), chunk.iter().copied(), 1208, 0);
         }
         assert_eq!(big.due.len(), MAX_DUE, "no more owed than the queue holds");
         assert_eq!(big.members(), MAX_DUE);
+        let mut small = FloodList::new(vec![sa("10.0.0.2:4789")], 4789, vec![Prefix::parse("10.0.0.0/8").unwrap()], 100, rule());
+        assert_eq!(small.introduced(sa("10.0.0.2:4789"), many.iter().copied(), 50, 0), 150 / PROBE_LEN, "probes for at most 3x the list's bytes");
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Without multicast, members that join (flood.rs) are probed: a probe
 //! carries a cookie, HMAC-SHA256 (ring) of the address it went to and the
-//! minute, that only a host receiving our traffic there can echo. A send
+//! minute truncated to 64 bits, that only a host receiving our traffic
+//! there can echo (compared in constant time, subtle). A send
 //! error about one destination drops that destination, never the endpoint.
 
 use std::io;
@@ -25,6 +26,7 @@ use crate::sys::{self, Meta, MAX_BATCH};
 use crate::wire::ethernet::Frame;
 use crate::wire::vxlan::{self, Control, Packet, Repr, COOKIE_LEN};
 use ring::hmac;
+use subtle::ConstantTimeEq;
 
 /// A peer's UDP address as a MAC table value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,12 @@ fn cookie_input(to: &SocketAddr, epoch: u64) -> Vec<u8> {
     m.extend_from_slice(&to.port().to_be_bytes());
     m.extend_from_slice(&epoch.to_be_bytes());
     m
+}
+
+/// A receive error that reports an ICMP error about an earlier send (one
+/// destination's problem): consumed and skipped, never fatal.
+fn is_icmp_report(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN | libc::EPROTO | libc::EMSGSIZE))
 }
 
 /// For overlays whose sockets never hear their own datagrams (no multicast loop).
@@ -289,7 +297,7 @@ impl Overlay {
         match kind {
             Control::PeerList => {
                 self.stats.peer_lists_in += 1;
-                self.flood.introduced(peer, vxlan::parse_peers(payload), now);
+                self.flood.introduced(peer, vxlan::parse_peers(payload), vxlan::HEADER_LEN + payload.len(), now);
             }
             Control::Probe => match <[u8; COOKIE_LEN]>::try_from(payload) {
                 Ok(cookie) if self.flood.knows(&peer) && self.acks.len() < super::flood::MAX_DUE => self.acks.push((peer, cookie)),
@@ -298,7 +306,7 @@ impl Overlay {
             },
             Control::ProbeAck => {
                 let epoch = now / COOKIE_EPOCH;
-                let ok = payload.len() == COOKIE_LEN && [epoch, epoch.saturating_sub(1)].iter().any(|&e| hmac::verify(&self.cookie_key, &cookie_input(&peer, e), payload).is_ok());
+                let ok = payload.len() == COOKIE_LEN && [epoch, epoch.saturating_sub(1)].iter().any(|&e| bool::from(self.cookie(&peer, e).ct_eq(payload)));
                 if ok {
                     self.stats.acks_ok += 1;
                     self.flood.acked(peer, now);
@@ -314,7 +322,7 @@ impl Overlay {
     fn cookie(&self, to: &SocketAddr, epoch: u64) -> [u8; COOKIE_LEN] {
         let tag = hmac::sign(&self.cookie_key, &cookie_input(to, epoch));
         let mut c = [0u8; COOKIE_LEN];
-        c.copy_from_slice(tag.as_ref());
+        c.copy_from_slice(&tag.as_ref()[..COOKIE_LEN]);
         c
     }
 
@@ -471,6 +479,7 @@ impl Overlay {
                     Ok(Some(Some((a, b)))) => {
                         batch.push_view(g.arena(), a, b - a);
                     }
+                    Err(e) if is_icmp_report(&e) => batch.skipped += 1,
                     Err(e) => {
                         r = Err(e);
                         break;
@@ -487,7 +496,7 @@ impl Overlay {
         }
         let n = match sys::recv_batch_prefixed(fd, &mut self.prefix[..room], &mut batch.bufs[start..], &mut self.meta[..room], pktinfo) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_icmp_report(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
         let now = now_secs();
@@ -640,12 +649,16 @@ impl Overlay {
                     buf[..n].copy_from_slice(&g.arena()[a..a + n]);
                     Ok(Some(n))
                 }
+                Err(e) if is_icmp_report(&e) => Ok(None),
                 Err(e) => Err(e),
             };
             self.gro[slot] = Some(g);
             return out;
         }
-        let n = sys::recv_batch_prefixed(fd, &mut self.prefix[..1], std::slice::from_mut(&mut &mut *buf), &mut self.meta[..1], pktinfo)?;
+        let n = match sys::recv_batch_prefixed(fd, &mut self.prefix[..1], std::slice::from_mut(&mut &mut *buf), &mut self.meta[..1], pktinfo) {
+            Err(e) if is_icmp_report(&e) => return Ok(None),
+            r => r?,
+        };
         if n == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -1094,21 +1107,21 @@ mod tests {
         assert_eq!(ov.accept(&r.to_bytes(), &eth([0xff; 6], A), 68, x, 600), Rx::Frame);
         assert_eq!((ov.flood.members(), ov.flood.unverified()), (1, 1));
         let ack = r.control_header(Control::ProbeAck);
-        assert_eq!(ov.accept(&ack, &ov.cookie(&y, 10), 40, x, 600), Rx::Control, "another address's cookie");
-        assert_eq!(ov.accept(&ack, &ov.cookie(&x, 8), 40, x, 600), Rx::Control, "too old");
-        assert_eq!(ov.accept(&ack, &[0; 31], 39, x, 600), Rx::Control, "short");
+        assert_eq!(ov.accept(&ack, &ov.cookie(&y, 10), 16, x, 600), Rx::Control, "another address's cookie");
+        assert_eq!(ov.accept(&ack, &ov.cookie(&x, 8), 16, x, 600), Rx::Control, "too old");
+        assert_eq!(ov.accept(&ack, &ov.cookie(&x, 10)[..7], 15, x, 600), Rx::Control, "short");
         assert_eq!((ov.stats.acks_ok, ov.stats.acks_bad, ov.flood.unverified()), (0, 3, 1));
-        assert_eq!(ov.accept(&ack, &ov.cookie(&x, 9), 40, x, 600), Rx::Control, "last minute's");
+        assert_eq!(ov.accept(&ack, &ov.cookie(&x, 9), 16, x, 600), Rx::Control, "last minute's");
         assert_eq!((ov.stats.acks_ok, ov.flood.unverified(), ov.flood.stats.verified), (1, 0, 1));
         let probe = r.control_header(Control::Probe);
         for from in ["10.0.0.2:4789", "10.0.0.7:4789", "10.0.0.9:1", "10.0.1.1:4789"] {
-            ov.accept(&probe, &[3; 32], 40, from.parse().unwrap(), 600);
+            ov.accept(&probe, &[3; 8], 16, from.parse().unwrap(), 600);
         }
         let answered: Vec<SocketAddr> = ov.acks.iter().map(|a| a.0).collect();
         assert_eq!(answered, ["10.0.0.2:4789", "10.0.0.7:4789", "10.0.0.9:1"].map(|a| a.parse().unwrap()), "not 10.0.1.1: a stranger");
-        assert!(ov.acks.iter().all(|a| a.1 == [3; 32]), "the cookie echoed");
+        assert!(ov.acks.iter().all(|a| a.1 == [3; 8]), "the cookie echoed");
         let other = Repr { vni: 6 }.control_header(Control::ProbeAck);
-        assert_eq!(ov.accept(&other, &ov.cookie(&y, 10), 40, y, 600), Rx::Drop, "another VNI");
+        assert_eq!(ov.accept(&other, &ov.cookie(&y, 10), 16, y, 600), Rx::Drop, "another VNI");
     }
 
     /// A destination that fails for a reason about itself (a member of the
