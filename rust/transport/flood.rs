@@ -15,7 +15,7 @@
 //! hosts of our family are ever destinations (`HostRule`). No I/O here;
 //! every table is bounded because any host in an allowed prefix can grow it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::wire::vxlan::PROBE_LEN;
@@ -165,11 +165,13 @@ struct Member {
     sent: u64,
     /// When it was last probed.
     probed: u64,
+    /// Its place in the join order (see `FloodList::joins`).
+    seq: u64,
 }
 
 impl Member {
-    fn new(now: u64, verified: bool) -> Member {
-        Member { heard: now, verified, received: 0, grant: 0, sent: 0, probed: now }
+    fn new(now: u64, verified: bool, seq: u64) -> Member {
+        Member { heard: now, verified, received: 0, grant: 0, sent: 0, probed: now, seq }
     }
 
     /// Bytes it may still be sent before it proves it receives them.
@@ -186,6 +188,10 @@ pub struct FloodList {
     members: HashMap<SocketAddr, Member>,
     /// How many members are unverified (0: no budget to check on the fast path).
     unverified: usize,
+    /// Unverified members in the order they joined, (address, seq); entries
+    /// of members since gone or verified are skipped and compacted away.
+    joins: VecDeque<(SocketAddr, u64)>,
+    next_seq: u64,
     expire: u64,
     /// fixed + members, the order datagrams go out in.
     targets: Vec<SocketAddr>,
@@ -214,6 +220,8 @@ impl FloodList {
             rule,
             members: HashMap::new(),
             unverified: 0,
+            joins: VecDeque::new(),
+            next_seq: 0,
             expire,
             targets,
             swept: 0,
@@ -411,20 +419,33 @@ impl FloodList {
             self.stats.refused += 1;
             return false;
         }
-        self.members.insert(from, Member::new(now, verified));
-        self.unverified += usize::from(!verified);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.members.insert(from, Member::new(now, verified, seq));
+        if !verified {
+            self.unverified += 1;
+            self.joins.push_back((from, seq));
+            if self.joins.len() > 2 * MAX_MEMBERS {
+                let members = &self.members;
+                self.joins.retain(|(a, q)| members.get(a).is_some_and(|m| m.seq == *q && !m.verified));
+            }
+        }
         self.stats.joined += 1;
         self.rebuild();
         true
     }
 
-    /// Make room: drop the unverified member heard least recently.
+    /// Make room: drop the unverified member that joined first (amortized
+    /// O(1), so a flood of spoofed sources costs little per datagram).
     fn evict_unverified(&mut self) -> bool {
-        let oldest = self.members.iter().filter(|(_, m)| !m.verified).min_by_key(|(_, m)| m.heard).map(|(a, _)| *a);
-        let Some(a) = oldest else { return false };
-        self.remove(a);
-        self.stats.evicted += 1;
-        true
+        while let Some((a, q)) = self.joins.pop_front() {
+            if self.members.get(&a).is_some_and(|m| m.seq == q && !m.verified) {
+                self.remove(a);
+                self.stats.evicted += 1;
+                return true;
+            }
+        }
+        false
     }
 
     fn remove(&mut self, a: SocketAddr) -> bool {
@@ -648,7 +669,7 @@ mod tests {
         }
         assert_eq!(f.members(), MAX_MEMBERS);
         assert_eq!((f.stats.refused, f.stats.evicted), (0, 50));
-        assert!(!f.members.contains_key(&addr(0)), "the least recently heard went first");
+        assert!(!f.members.contains_key(&addr(0)) && f.members.contains_key(&addr(50)), "the first to join went first");
         let real = sa("10.0.0.1:4789");
         f.heard(real, 100, 2000);
         assert!(f.acked(real, 2000), "a real host gets in");
