@@ -6,6 +6,7 @@ freeze nor crash anything."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -564,3 +565,65 @@ def test_ptp_refuses_a_peer_socket_of_another_user(shared_dir):
         assert c.send(frame(60)) == 60
     assert spy.stdout.readline().strip() == "GOT"
     spy.wait(5)
+
+
+# ---------------------------------------------------------------- issue 28, item 5: deep nesting does not crash
+
+LIBDIR = vdeplug.libdir()
+C_DIR = Path(__file__).parent / "c"
+NESTING_LIMIT = 32
+
+
+def nest(levels: int, inner: str = "null://") -> str:
+    return "vlan://5{" * levels + inner + "}" * levels
+
+
+def build_c(out: Path, source: str, *, plugin: bool = False) -> Path:
+    """tests/c/<source> built with our headers on our libraries (rpath: a
+    setuid or setgid program ignores LD_LIBRARY_PATH)."""
+    lib = "-l:libvdeplug_mod.so.2" if plugin else "-l:libvdeplug.so.2"
+    shared = ["-shared", "-fPIC"] if plugin else []
+    subprocess.run(["gcc", *shared, "-O2", "-Wall", "-I", LIBDIR, "-o", str(out), str(C_DIR / source), "-L", LIBDIR, lib, f"-Wl,-rpath,{LIBDIR}"], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vdeopen(tmp_path_factory) -> str:
+    """tests/c/vdeopen.c: vde_open each VNL of its arguments, say ok or the errno."""
+    if shutil.which("gcc") is None or not os.path.exists(os.path.join(LIBDIR, "libvdeplug.so.2")):
+        pytest.skip("needs gcc and our libvdeplug.so.2")
+    return str(build_c(tmp_path_factory.mktemp("c") / "vdeopen", "vdeopen.c"))
+
+
+def test_nesting_to_the_limit_opens_and_deeper_is_a_vnl_error():
+    vdeplug.open(nest(NESTING_LIMIT)).close()
+    with pytest.raises(vdeplug.VNLError, match=f"limit of {NESTING_LIMIT} levels"):
+        vdeplug.open(nest(NESTING_LIMIT + 1))
+    # 8000 levels overflowed the stack: in a child, so that a crash is a failure, not the end of the run.
+    code = f"import vdeplug\ntry:\n    vdeplug.open({nest(8000)!r})\nexcept vdeplug.VNLError as e:\n    print(str(e)[:80])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f"limit of {NESTING_LIMIT} levels" in r.stdout, (r.returncode, r.stdout[:300], r.stderr[-300:])
+
+
+def test_vde_plug_refuses_deep_nesting_with_status_2():
+    r = subprocess.run([VDE_PLUG, nest(8000), "null://"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and f"limit of {NESTING_LIMIT} levels" in r.stderr, (r.returncode, r.stderr[:300])
+
+
+def test_c_program_on_our_library_gets_einval_for_deep_nesting(vdeopen):
+    r = subprocess.run([vdeopen, nest(NESTING_LIMIT), nest(NESTING_LIMIT + 1), nest(8000)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stdout[:300], r.stderr[-300:])
+    assert [line for line in r.stdout.splitlines() if not line.startswith("map=")] == ["ok", f"fail errno={errno.EINVAL}", f"fail errno={errno.EINVAL}"]
+    assert f"limit of {NESTING_LIMIT} levels" in r.stderr
+
+
+def test_nesting_a_plugin_builds_itself_is_limited_at_run_time(vdeopen, tmp_path):
+    """again://N opens again://N-1 (no braces: the grammar sees one level):
+    level 32 is the last that opens."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    build_c(plugins / "libvdeplug_again.so", "libvdeplug_again.c", plugin=True)
+    env = dict(os.environ, VDEPLUGIN_PATH=str(plugins))
+    r = subprocess.run([vdeopen, f"again://{NESTING_LIMIT - 1}", f"again://{NESTING_LIMIT}", "again://8000"], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stdout[:300], r.stderr[-300:])
+    assert [line for line in r.stdout.splitlines() if not line.startswith("map=")] == ["ok", f"fail errno={errno.EINVAL}", f"fail errno={errno.EINVAL}"]
