@@ -633,7 +633,17 @@ def test_nesting_a_plugin_builds_itself_is_limited_at_run_time(vdeopen, tmp_path
 
 SYSTEM_SLIRP = Path("/usr/lib/x86_64-linux-gnu/vdeplug/libvdeplug_slirp.so")
 EPROTONOSUPPORT = 93  # errno of C callers for a scheme no plugin has
-PY_OPEN = "import sys, vdeplug\ntry:\n    c = vdeplug.open(sys.argv[1])\nexcept Exception as e:\n    print('fail', type(e).__name__, e)\nelse:\n    print('ok')\n    print(open('/proc/self/maps').read())\n    c.close()"
+PY_OPEN = textwrap.dedent("""
+    import sys, vdeplug
+    try:
+        c = vdeplug.open(sys.argv[1])
+    except Exception as e:
+        print("fail", type(e).__name__, e)
+    else:
+        print("ok")
+        print(open("/proc/self/maps").read())
+        c.close()
+""")
 
 
 @pytest.fixture(scope="module")
