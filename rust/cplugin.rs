@@ -1,7 +1,8 @@
 //! C plugins: `libvdeplug_<scheme>.so` files exporting `vdeplug_ops`
-//! (vdeplug4's plugin ABI, libvdeplug_mod.h), found in vdeplug4's search
-//! order plus the multiarch directories where Debian installs them, and
-//! driven as a `Transport`. Also the ABI structs the C library exports.
+//! (vdeplug4's plugin ABI, libvdeplug_mod.h), found in absolute
+//! directories only, the system's before LD_LIBRARY_PATH's (see
+//! `plugin_dirs`), and driven as a `Transport`. Also the ABI structs the
+//! C library exports.
 //!
 //! Nested C plugins (vlan, agno) open their inner VNL through the global
 //! `vde_open_real`, so the process must have our libvdeplug.so.2 in its
@@ -10,7 +11,7 @@
 //! first plugin.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString, OsStr};
 use std::io;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -58,9 +59,10 @@ static LIBDIR: OnceLock<PathBuf> = OnceLock::new();
 static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
 static GLOBAL: OnceLock<Result<(), String>> = OnceLock::new();
 
-/// Where libvdeplug.so.2 lives; the C library sets it from dladdr.
+/// Where libvdeplug.so.2 lives; the C library sets it from dladdr
+/// (made absolute here, against today's current directory).
 pub fn set_libdir(dir: PathBuf) {
-    let _ = LIBDIR.set(dir);
+    let _ = LIBDIR.set(std::path::absolute(&dir).unwrap_or(dir));
 }
 
 /// Python: the libvdeplug.so.2 file of the package (also sets the libdir).
@@ -112,46 +114,63 @@ fn triplet() -> &'static str {
     }
 }
 
-/// Where `libvdeplug_<scheme>.so` is looked for, in order (vdeplug4:
-/// VDEPLUGIN_PATH alone when set; else `<libdir>/vdeplug/`, `<libdir>/`,
-/// each LD_LIBRARY_PATH dir + `/vdeplug/`, `/lib/vdeplug/`,
-/// `/usr/lib/vdeplug/`; then, beyond vdeplug4, the multiarch plugin
-/// directories). A last bare name lets the loader search its own paths.
-pub fn candidates(scheme: &str) -> Vec<PathBuf> {
-    let file = format!("libvdeplug_{scheme}.so");
-    let (dirs, bare) = search_dirs();
-    let mut out: Vec<PathBuf> = dirs.into_iter().map(|d| d.join(&file)).collect();
-    if bare {
-        out.push(PathBuf::from(file));
-    }
-    out
+/// The plugin directories of the system, after our own: Debian's
+/// multiarch one first, then vdeplug4's `/lib`, `/usr/lib`, and
+/// `/usr/local/lib`.
+fn system_dirs() -> Vec<PathBuf> {
+    let t = triplet();
+    [format!("/usr/lib/{t}/vdeplug"), format!("/lib/{t}/vdeplug"), "/lib/vdeplug".into(), "/usr/lib/vdeplug".into(), "/usr/local/lib/vdeplug".into()].into_iter().map(PathBuf::from).collect()
 }
 
-/// The directories of `candidates`, in order, and whether the loader's own
-/// search (a bare name) comes last (not when VDEPLUGIN_PATH is set).
-fn search_dirs() -> (Vec<PathBuf>, bool) {
-    if let Some(p) = std::env::var_os("VDEPLUGIN_PATH") {
-        return (std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()).collect(), false);
+/// The absolute entries of a colon list (an empty or relative entry
+/// would name a file relative to the current directory).
+fn absolute_entries(list: &OsStr) -> impl Iterator<Item = PathBuf> + '_ {
+    std::env::split_paths(list).filter(|d| d.is_absolute())
+}
+
+/// Where `libvdeplug_<scheme>.so` is looked for, in order, from the
+/// values of VDEPLUGIN_PATH and LD_LIBRARY_PATH (None: unset) and the
+/// directory of libvdeplug.so.2: VDEPLUGIN_PATH's directories alone when
+/// it is set (as vdeplug4); else `<libdir>/vdeplug/`, `<libdir>/`, the
+/// system directories, and only then each LD_LIBRARY_PATH dir +
+/// `/vdeplug/` (vdeplug4 looks there before `/lib` and `/usr/lib`).
+/// Beyond vdeplug4: empty and relative entries are ignored, and there is
+/// no last bare name for the loader's own search (which takes an empty
+/// LD_LIBRARY_PATH entry as the current directory).
+pub fn plugin_dirs(libdir: Option<&Path>, vdeplugin_path: Option<&OsStr>, ld_library_path: Option<&OsStr>) -> Vec<PathBuf> {
+    if let Some(list) = vdeplugin_path {
+        return absolute_entries(list).collect();
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = LIBDIR.get() {
+    if let Some(d) = libdir.filter(|d| d.is_absolute()) {
         dirs.push(d.join("vdeplug"));
-        dirs.push(d.clone());
+        dirs.push(d.to_path_buf());
     }
-    if let Some(p) = std::env::var_os("LD_LIBRARY_PATH") {
-        dirs.extend(std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()).map(|d| d.join("vdeplug")));
+    dirs.extend(system_dirs());
+    if let Some(list) = ld_library_path {
+        dirs.extend(absolute_entries(list).map(|d| d.join("vdeplug")));
     }
-    let t = triplet();
-    for d in ["/lib/vdeplug".to_string(), "/usr/lib/vdeplug".into(), format!("/usr/lib/{t}/vdeplug"), format!("/lib/{t}/vdeplug"), "/usr/local/lib/vdeplug".into()] {
-        dirs.push(PathBuf::from(d));
-    }
-    (dirs, true)
+    dirs
+}
+
+/// `plugin_dirs` of this process. A setuid or setgid program reads
+/// neither variable (secure_getenv's rule; vdeplug4 reads both).
+fn search_dirs() -> Vec<PathBuf> {
+    let secure = crate::sys::secure_execution();
+    let var = |name: &str| if secure { None } else { std::env::var_os(name) };
+    plugin_dirs(LIBDIR.get().map(PathBuf::as_path), var("VDEPLUGIN_PATH").as_deref(), var("LD_LIBRARY_PATH").as_deref())
+}
+
+/// The files `libvdeplug_<scheme>.so` is looked for as, in order.
+pub fn candidates(scheme: &str) -> Vec<PathBuf> {
+    let file = format!("libvdeplug_{scheme}.so");
+    search_dirs().into_iter().map(|d| d.join(&file)).collect()
 }
 
 /// Every C plugin scheme found in the search directories (for --help).
 pub fn available() -> Vec<(String, PathBuf)> {
     let mut seen: Vec<(String, PathBuf)> = Vec::new();
-    for dir in search_dirs().0 {
+    for dir in search_dirs() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         let mut found: Vec<(String, PathBuf)> = entries
             .flatten()
@@ -252,7 +271,7 @@ pub fn open_raw(scheme: &str, rest: &[u8], args: &OpenArgs) -> Result<RawConn, O
     ensure_global()?;
     let mut failure: Option<String> = None;
     for file in &candidates {
-        let exists = file.components().count() > 1 && file.exists();
+        let exists = file.exists();
         match try_open(file, rest, args)? {
             Ok(c) => return Ok(c),
             Err(why) if exists && failure.is_none() => failure = Some(format!("cannot load {}: {why}", file.display())),
@@ -320,5 +339,40 @@ impl Drop for CConn {
                 libc::dlclose(self.handle);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(libdir: Option<&str>, vdeplugin_path: Option<&str>, ld_library_path: Option<&str>) -> Vec<String> {
+        plugin_dirs(libdir.map(Path::new), vdeplugin_path.map(OsStr::new), ld_library_path.map(OsStr::new)).iter().map(|d| d.display().to_string()).collect()
+    }
+
+    #[test]
+    fn system_directories_come_before_ld_library_path() {
+        let d = dirs(Some("/opt/vdeplug/lib"), None, Some("/home/eve/lib:/srv/x"));
+        let system = format!("/usr/lib/{}/vdeplug", triplet());
+        assert_eq!(&d[..3], ["/opt/vdeplug/lib/vdeplug", "/opt/vdeplug/lib", &system]);
+        assert_eq!(&d[d.len() - 2..], ["/home/eve/lib/vdeplug", "/srv/x/vdeplug"]);
+        for s in ["/lib/vdeplug", "/usr/lib/vdeplug", "/usr/local/lib/vdeplug"] {
+            assert!(d.iter().position(|x| x == s) < d.iter().position(|x| x == "/home/eve/lib/vdeplug"), "{s}");
+        }
+    }
+
+    #[test]
+    fn empty_and_relative_entries_are_ignored() {
+        let d = dirs(Some("lib"), None, Some(":.:lib::/abs:"));
+        assert_eq!(d.iter().filter(|x| !x.starts_with('/')).count(), 0, "{d:?}");
+        assert_eq!(d.last().map(String::as_str), Some("/abs/vdeplug"));
+        assert_eq!(dirs(None, Some(":plugins:./p:/abs/p:"), Some("/x")), ["/abs/p"], "VDEPLUGIN_PATH alone, absolute entries only");
+        assert!(dirs(None, Some(""), None).is_empty(), "set but empty: nothing, as vdeplug4");
+        assert_eq!(dirs(None, None, None), system_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn no_bare_name_for_the_loader() {
+        assert!(candidates("slirp").iter().all(|f| f.is_absolute()));
     }
 }

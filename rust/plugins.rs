@@ -390,9 +390,38 @@ pub fn resolve(vnl: &[u8]) -> Result<Resolved, VnlError> {
     }
 }
 
+thread_local! {
+    /// Opens in progress on this thread (each nested VNL adds one).
+    static OPENING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One open in progress on this thread, until dropped. The grammar limits
+/// nesting in the text (`vnl::MAX_NESTING`); this limits it at run time,
+/// for plugins that build their inner VNL some other way (a C plugin may
+/// call `vde_open` with any text): an open at a level past the limit fails.
+pub struct Opening(());
+
+impl Opening {
+    pub fn enter(vnl: &[u8]) -> Result<Opening, OpenError> {
+        let level = OPENING.get();
+        if level > vnl::MAX_NESTING {
+            return Err(OpenError::Vnl(vnl::too_deep(vnl)));
+        }
+        OPENING.set(level + 1);
+        Ok(Opening(()))
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        OPENING.set(OPENING.get().saturating_sub(1));
+    }
+}
+
 /// Open `vnl` as a transport: a built-in, else a C plugin
 /// (`libvdeplug_<scheme>.so`, see cplugin.rs).
 pub fn open_transport(vnl: &[u8], args: &OpenArgs) -> OpenResult {
+    let _level = Opening::enter(vnl)?;
     match resolve(vnl)? {
         Resolved::Builtin(b, t) => (b.open)(&t, args),
         Resolved::Other { scheme, rest } => crate::cplugin::open(&scheme, &rest, args),
@@ -427,6 +456,17 @@ mod tests {
         let t = target("vlan://3/untag=4/tag=10:11-12/trunk{null://}");
         assert_eq!(t.value("tag"), &Value::TagMap(vec![(10, 10), (11, 12)]));
         assert_eq!(t.nested.as_deref(), Some(&b"null://"[..]));
+    }
+
+    #[test]
+    fn opens_nest_to_the_limit_at_run_time() {
+        let levels: Vec<Opening> = (0..=vnl::MAX_NESTING).map(|_| Opening::enter(b"x://").unwrap()).collect();
+        match Opening::enter(b"again://") {
+            Err(OpenError::Vnl(e)) => assert!(e.msg.contains("limit of 32 levels") && e.part == "again://", "{e:?}"),
+            _ => panic!("one level past the limit opened"),
+        }
+        drop(levels);
+        assert!(Opening::enter(b"x://").is_ok(), "levels are given back");
     }
 
     #[test]

@@ -164,7 +164,7 @@ pub(crate) fn full_descr(descr: &str) -> String {
     plugins::full_descr(descr)
 }
 
-/// The C plugins found in vdeplug4's search directories: [(scheme, file)].
+/// The C plugins found in the plugin search directories: [(scheme, file)].
 #[pyfunction]
 pub(crate) fn c_plugins() -> Vec<(String, PathBuf)> {
     crate::cplugin::available()

@@ -354,6 +354,14 @@ pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
     std::os::unix::fs::chown(path, None, Some(gid))
 }
 
+/// Whether this process runs setuid, setgid or with added capabilities
+/// (AT_SECURE, the rule of secure_getenv): then it must not take
+/// directions from its environment.
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval reads the auxiliary vector; 0 when absent.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: always succeeds.
     unsafe { libc::geteuid() }

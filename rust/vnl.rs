@@ -165,10 +165,52 @@ pub fn default_vnl() -> Vec<u8> {
     b"vde://".to_vec()
 }
 
+/// How deep VNLs may nest (`vlan://1{vlan://2{…}}`): each level is a
+/// frame of the opens on the stack, so hostile text must not choose the
+/// depth. vdeplug4 has no limit.
+pub const MAX_NESTING: usize = 32;
+
+/// The error for a VNL nested deeper than `MAX_NESTING`; `part` is the
+/// start of the level past the limit.
+pub fn too_deep(level: &[u8]) -> VnlError {
+    let shown = lossy(&level[..level.len().min(40)]);
+    VnlError::new(format!("VNLs nested deeper than the limit of {MAX_NESTING} levels"), shown)
+}
+
+/// Where `head{inner}` has its braces: the first unquoted `{` and the last
+/// unquoted `}` after it (vde_parsenestparms); None without both.
+fn braces(rest: &[u8]) -> Result<Option<(usize, usize)>> {
+    let content = scan(rest)?;
+    let Some(open) = content.iter().find(|c| !c.quoted && c.byte == b'{').map(|c| c.at) else { return Ok(None) };
+    Ok(content.iter().rev().find(|c| !c.quoted && c.byte == b'}' && c.at > open).map(|c| (open, c.at)))
+}
+
+/// How many `scheme://head{inner}` levels `vnl` holds below itself, read
+/// as nested plugins read them, counted up to `MAX_NESTING + 1`; and the
+/// text of the last level reached. Text that does not scan ends the count
+/// (its own parse reports it).
+fn nesting(vnl: &[u8]) -> (usize, &[u8]) {
+    let (mut depth, mut level) = (0, vnl);
+    while depth <= MAX_NESTING {
+        let Some(at) = level.windows(3).position(|w| w == b"://") else { break };
+        let rest = &level[at + 3..];
+        let Ok(Some((open, close))) = braces(rest) else { break };
+        depth += 1;
+        level = &rest[open + 1..close];
+    }
+    (depth, level)
+}
+
 /// (scheme, rest). No `://` means a vde switch path; empty means the
-/// default (see `default_vnl`). The scheme is lowercased.
+/// default (see `default_vnl`). The scheme is lowercased. Every VNL is
+/// read through here first, so here nesting deeper than `MAX_NESTING`
+/// is refused.
 pub fn split_scheme(vnl: &[u8]) -> Result<(String, Vec<u8>)> {
     let vnl = if vnl.is_empty() { default_vnl() } else { vnl.to_vec() };
+    let (depth, level) = nesting(&vnl);
+    if depth > MAX_NESTING {
+        return Err(too_deep(level));
+    }
     let Some(at) = vnl.windows(3).position(|w| w == b"://") else {
         return Ok(("vde".into(), vnl));
     };
@@ -242,11 +284,11 @@ pub fn parse_rest(rest: &[u8], syntax: Syntax) -> Result<Parsed> {
 /// the text between the first `{` and the last `}`, quotes kept (it is
 /// parsed again when opened).
 pub fn split_nested(rest: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
-    let Some(&open) = unquoted(rest, b'{')?.first() else {
-        return Err(VnlError::new("needs a nested VNL in braces, e.g. vlan://3{vde:///tmp/sw}", lossy(rest)));
-    };
-    let Some(&close) = unquoted(rest, b'}')?.iter().rfind(|&&c| c > open) else {
-        return Err(VnlError::new("unterminated '{'", lossy(&rest[open..])));
+    let Some((open, close)) = braces(rest)? else {
+        return Err(match unquoted(rest, b'{')?.first() {
+            None => VnlError::new("needs a nested VNL in braces, e.g. vlan://3{vde:///tmp/sw}", lossy(rest)),
+            Some(&open) => VnlError::new("unterminated '{'", lossy(&rest[open..])),
+        });
     };
     let tail = &rest[close + 1..];
     if !tail.trim_ascii().is_empty() {
@@ -371,5 +413,23 @@ mod tests {
         assert_eq!(match_option(b"v", &["port", "vni", "v6"]), Some(1));
         assert_eq!(match_option(b"", &["port"]), None);
         assert_eq!(s(&shell_words(b"sh -c 'a b' \"c\\\"d\" e\\ f").unwrap()), ["sh", "-c", "a b", "c\"d", "e f"]);
+    }
+
+    fn nested(levels: usize, inner: &str) -> Vec<u8> {
+        ["vlan://5{".repeat(levels), inner.into(), "}".repeat(levels)].concat().into_bytes()
+    }
+
+    #[test]
+    fn nesting_is_limited() {
+        assert_eq!(split_scheme(&nested(MAX_NESTING, "null://")).unwrap().0, "vlan");
+        let e = split_scheme(&nested(MAX_NESTING + 1, "null://")).unwrap_err();
+        assert!(e.msg.contains(&format!("limit of {MAX_NESTING} levels")), "{}", e.msg);
+        assert_eq!(e.part, "null://");
+        // Far past the limit: refused at once, with no deep recursion anywhere.
+        assert!(split_scheme(&nested(100_000, "null://")).unwrap_err().msg.contains("limit"));
+        // Quoted or escaped braces are not levels, nor braces after no scheme.
+        assert_eq!(nesting(b"vlan://5{cmd://echo '{{{{' \\{ \"{\"}").0, 1, "only the outer braces count");
+        assert_eq!(nesting(b"cmd://echo '{x}'").0, 0);
+        assert_eq!(nesting(b"/tmp/sw{1}").0, 0, "no scheme: a path");
     }
 }

@@ -6,6 +6,7 @@ freeze nor crash anything."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -716,3 +717,164 @@ def drain_conn(c: vdeplug.Connection, wait: float = 0.1) -> list[bytes]:
             got.append(c.recv(timeout=wait))
         except TimeoutError:
             return got
+
+
+# ---------------------------------------------------------------- issue 28, item 5: deep nesting does not crash
+
+LIBDIR = vdeplug.libdir()
+C_DIR = Path(__file__).parent / "c"
+NESTING_LIMIT = 32
+
+
+def nest(levels: int, inner: str = "null://") -> str:
+    return "vlan://5{" * levels + inner + "}" * levels
+
+
+def build_c(out: Path, source: str, *, plugin: bool = False) -> Path:
+    """tests/c/<source> built with our headers on our libraries (rpath: a
+    setuid or setgid program ignores LD_LIBRARY_PATH)."""
+    lib = "-l:libvdeplug_mod.so.2" if plugin else "-l:libvdeplug.so.2"
+    shared = ["-shared", "-fPIC"] if plugin else []
+    subprocess.run(["gcc", *shared, "-O2", "-Wall", "-I", LIBDIR, "-o", str(out), str(C_DIR / source), "-L", LIBDIR, lib, f"-Wl,-rpath,{LIBDIR}"], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vdeopen(tmp_path_factory) -> str:
+    """tests/c/vdeopen.c: vde_open each VNL of its arguments, say ok or the errno."""
+    if shutil.which("gcc") is None or not os.path.exists(os.path.join(LIBDIR, "libvdeplug.so.2")):
+        pytest.skip("needs gcc and our libvdeplug.so.2")
+    return str(build_c(tmp_path_factory.mktemp("c") / "vdeopen", "vdeopen.c"))
+
+
+def test_nesting_to_the_limit_opens_and_deeper_is_a_vnl_error():
+    vdeplug.open(nest(NESTING_LIMIT)).close()
+    with pytest.raises(vdeplug.VNLError, match=f"limit of {NESTING_LIMIT} levels"):
+        vdeplug.open(nest(NESTING_LIMIT + 1))
+    # 8000 levels overflowed the stack: in a child, so that a crash is a failure, not the end of the run.
+    code = f"import vdeplug\ntry:\n    vdeplug.open({nest(8000)!r})\nexcept vdeplug.VNLError as e:\n    print(str(e)[:80])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f"limit of {NESTING_LIMIT} levels" in r.stdout, (r.returncode, r.stdout[:300], r.stderr[-300:])
+
+
+def test_vde_plug_refuses_deep_nesting_with_status_2():
+    r = subprocess.run([VDE_PLUG, nest(8000), "null://"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and f"limit of {NESTING_LIMIT} levels" in r.stderr, (r.returncode, r.stderr[:300])
+
+
+def test_c_program_on_our_library_gets_einval_for_deep_nesting(vdeopen):
+    r = subprocess.run([vdeopen, nest(NESTING_LIMIT), nest(NESTING_LIMIT + 1), nest(8000)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stdout[:300], r.stderr[-300:])
+    assert [line for line in r.stdout.splitlines() if not line.startswith("map=")] == ["ok", f"fail errno={errno.EINVAL}", f"fail errno={errno.EINVAL}"]
+    assert f"limit of {NESTING_LIMIT} levels" in r.stderr
+
+
+def test_nesting_a_plugin_builds_itself_is_limited_at_run_time(vdeopen, tmp_path):
+    """again://N opens again://N-1 (no braces: the grammar sees one level):
+    level 32 is the last that opens."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    build_c(plugins / "libvdeplug_again.so", "libvdeplug_again.c", plugin=True)
+    env = dict(os.environ, VDEPLUGIN_PATH=str(plugins))
+    r = subprocess.run([vdeopen, f"again://{NESTING_LIMIT - 1}", f"again://{NESTING_LIMIT}", "again://8000"], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stdout[:300], r.stderr[-300:])
+    assert [line for line in r.stdout.splitlines() if not line.startswith("map=")] == ["ok", f"fail errno={errno.EINVAL}", f"fail errno={errno.EINVAL}"]
+
+
+# ---------------------------------------------------------------- issue 28, item 4: C plugin search order no weaker than vdeplug4's
+
+SYSTEM_SLIRP = Path("/usr/lib/x86_64-linux-gnu/vdeplug/libvdeplug_slirp.so")
+EPROTONOSUPPORT = 93  # errno of C callers for a scheme no plugin has
+PY_OPEN = textwrap.dedent("""
+    import sys, vdeplug
+    try:
+        c = vdeplug.open(sys.argv[1])
+    except Exception as e:
+        print("fail", type(e).__name__, e)
+    else:
+        print("ok")
+        print(open("/proc/self/maps").read())
+        c.close()
+""")
+
+
+@pytest.fixture(scope="module")
+def planted_so(tmp_path_factory) -> Path:
+    """tests/c/libvdeplug_planted.c: its constructor leaves a mark at $PLANTED_MARK."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    return build_c(tmp_path_factory.mktemp("planted") / "libvdeplug_planted.so", "libvdeplug_planted.c", plugin=True)
+
+
+def plant(planted_so: Path, where: Path) -> Path:
+    where.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(planted_so, where)
+    return where
+
+
+def open_as(face: str, vnl: str, vdeopen: str, mark: Path, cwd: Path, **env: str) -> tuple[int, str]:
+    """Open `vnl` from `face` (python: vdeplug.open; vde_plug: stream mode to
+    EOF; c: tests/c/vdeopen.c on our library), in `cwd`, with `env` added."""
+    argv = {"python": [sys.executable, "-c", PY_OPEN, vnl], "vde_plug": [VDE_PLUG, vnl], "c": [vdeopen, vnl]}[face]
+    full = dict(os.environ, PLANTED_MARK=str(mark), **env)
+    for name in ("VDEPLUGIN_PATH", "LD_LIBRARY_PATH"):
+        if name not in env:
+            full.pop(name, None)
+    r = subprocess.run(argv, cwd=cwd, env=full, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not SYSTEM_SLIRP.exists(), reason="Debian's slirp plugin missing (apt-get install libvdeplug-slirp)")
+@pytest.mark.parametrize("face", ["python", "vde_plug", "c"])
+def test_plugin_planted_on_ld_library_path_loses_to_the_systems(planted_so, vdeopen, shared_dir, tmp_path, face):
+    """Another user's directory on LD_LIBRARY_PATH holds vdeplug/libvdeplug_slirp.so:
+    Debian's plugin is found first, the planted one is never loaded."""
+    plant(planted_so, shared_dir / "vdeplug" / "libvdeplug_slirp.so")
+    mark = tmp_path / "mark"
+    rc, out = open_as(face, "slirp://", vdeopen, mark, tmp_path, LD_LIBRARY_PATH=str(shared_dir))
+    assert not mark.exists(), "the planted plugin was loaded"
+    assert rc == 0, out
+    if face != "vde_plug":
+        assert str(SYSTEM_SLIRP) in out, out
+
+
+def test_empty_ld_library_path_entry_never_loads_from_the_current_directory(planted_so, vdeopen, tmp_path):
+    """The loader reads an empty LD_LIBRARY_PATH entry as the current
+    directory: no bare name is left to it (C library; Python and vde_plug
+    look a scheme up in the directories before opening it)."""
+    plant(planted_so, tmp_path / "libvdeplug_x.so")
+    mark = tmp_path / "mark"
+    rc, out = open_as("c", "x://", vdeopen, mark, tmp_path, LD_LIBRARY_PATH=":")
+    assert not mark.exists(), "./libvdeplug_x.so was loaded"
+    assert rc == 1 and f"fail errno={EPROTONOSUPPORT}" in out, out
+
+
+@pytest.mark.parametrize("face", ["python", "c"])
+@pytest.mark.parametrize("var", ["LD_LIBRARY_PATH", "VDEPLUGIN_PATH"])
+def test_relative_search_entries_are_ignored(planted_so, vdeopen, tmp_path, face, var):
+    sub = "rel/vdeplug" if var == "LD_LIBRARY_PATH" else "rel"
+    plant(planted_so, tmp_path / sub / "libvdeplug_x.so")
+    mark = tmp_path / "mark"
+    rc, out = open_as(face, "x://", vdeopen, mark, tmp_path, **{var: "rel:./rel"})
+    assert not mark.exists(), f"a plugin under {var}=rel was loaded"
+    failed = "fail UnknownScheme" in out if face == "python" else rc == 1 and f"fail errno={EPROTONOSUPPORT}" in out
+    assert failed, out
+
+
+@needs_root
+def test_setgid_program_ignores_vdeplugin_path(planted_so, vdeopen, tmp_path):
+    """secure_getenv's rule: a setgid program on our library takes no
+    plugin directory from its environment (glibc itself drops
+    LD_LIBRARY_PATH there). The same program without the bit does."""
+    plugins = tmp_path / "plugins"
+    plant(planted_so, plugins / "libvdeplug_x.so")
+    sgid = tmp_path / "vdeopen-sgid"
+    shutil.copyfile(vdeopen, sgid)
+    os.chown(sgid, 0, NOBODY)
+    os.chmod(sgid, 0o2755)  # root runs it: egid nobody, real gid root → AT_SECURE
+    mark = tmp_path / "mark"
+    rc, out = open_as("c", "x://", str(sgid), mark, tmp_path, VDEPLUGIN_PATH=str(plugins))
+    assert not mark.exists(), "a setgid program loaded a plugin from VDEPLUGIN_PATH"
+    assert rc == 1 and f"fail errno={EPROTONOSUPPORT}" in out, out
+    open_as("c", "x://", vdeopen, mark, tmp_path, VDEPLUGIN_PATH=str(plugins))
+    assert mark.exists(), "without the bit, VDEPLUGIN_PATH is read"

@@ -2,7 +2,8 @@
 grammar, options and transports in ``rust/plugins.rs`` and one
 ``rust/transport/<scheme>.rs`` each); third-party plugins are Python
 classes registered under the ``vdeplug.plugins`` entry point group, or C
-plugins ``libvdeplug_<scheme>.so`` found as vdeplug4 finds them."""
+plugins ``libvdeplug_<scheme>.so`` (vdeplug4's ABI) found in the system's
+plugin directories before LD_LIBRARY_PATH's (``rust/cplugin.rs``)."""
 
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def _third_party() -> dict[str, Any]:
 
 
 def c_plugins() -> dict[str, str]:
-    """C plugins found in vdeplug4's search order (first one wins)."""
+    """C plugins found in the search order of ``rust/cplugin.rs`` (first one wins)."""
     return {scheme: str(path) for scheme, path in reversed(_core.c_plugins())}
 
 

@@ -246,6 +246,7 @@ fn report(vnl: &[u8], e: &OpenError) {
 
 fn open_real(vnl: &[u8], descr: &[u8], args: Option<&VdeOpenArgs>) -> Result<*mut VdeConn, OpenError> {
     init_libdir();
+    let _level = plugins::Opening::enter(vnl)?;
     let group = args.filter(|a| !a.group.is_null()).map(|a| String::from_utf8_lossy(&cstr(a.group)).into_owned());
     let oa = OpenArgs { descr: plugins::full_descr(&String::from_utf8_lossy(descr)), mode: args.map(|a| a.mode), group, port: args.and_then(|a| u32::try_from(a.port).ok()).filter(|&p| p > 0) };
     match plugins::resolve(vnl)? {
