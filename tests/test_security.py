@@ -564,3 +564,32 @@ def test_ptp_refuses_a_peer_socket_of_another_user(shared_dir):
         assert c.send(frame(60)) == 60
     assert spy.stdout.readline().strip() == "GOT"
     spy.wait(5)
+
+
+# ---------------------------------------------------------------- issue 28, item 6: SIGTERM within a second, as the README says
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_sigterm_ends_vde_plug_within_a_second_when_the_command_ignores_it(tmp_path):
+    pidfile = tmp_path / "cmd.pid"
+    stubborn = f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.05; done"
+    proc = subprocess.Popen([VDE_PLUG, "null://", "=", "sh", "-c", stubborn], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="command started")
+        pid = int(pidfile.read_text())
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        took = time.monotonic() - t0
+        assert took < 1.0, f"vde_plug took {took:.2f} s"
+        assert _gone(pid), "the command was killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
