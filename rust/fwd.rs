@@ -349,6 +349,53 @@ mod tests {
         assert_eq!(s.budget, Spin::MAX / 2);
     }
 
+    /// Run `f` on a thread; None if it has not returned within `limit`
+    /// (the thread is left behind: a loop that never returns fails, not hangs).
+    fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit).ok()
+    }
+
+    #[test]
+    fn endless_garbage_never_holds_the_loop_or_the_other_side() {
+        // Side 0 reads /dev/zero (length-0 records forever), side 1 a pipe
+        // with one frame: each slice still ends on time, and the frame
+        // crosses to side 0's output while the garbage flows.
+        let zero: OwnedFd = std::fs::File::open("/dev/zero").unwrap().into();
+        let (outr, outw) = pipe();
+        let (inr, inw) = pipe();
+        let (_sink_r, sink_w) = pipe();
+        let mut a = Endpoint::new("zero", Box::new(stream::open(zero, outw).unwrap()));
+        let mut b = Endpoint::new("b", Box::new(stream::open(inr, sink_w).unwrap()));
+        let mut msg = 60u16.to_be_bytes().to_vec();
+        msg.extend([0xffu8; 60]);
+        let mut inw = std::fs::File::from(inw); // kept open: no EOF on side 1
+        std::io::Write::write_all(&mut inw, &msg).unwrap();
+        let ticks = within(Duration::from_secs(3), move || {
+            let mut fw = Forwarder::new([&a, &b]).unwrap();
+            let mut slices = Vec::new();
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                let exit = fw.run_for([&mut a, &mut b], Duration::from_millis(50));
+                slices.push((format!("{exit:?}"), t0.elapsed()));
+            }
+            (slices, a.stats, b.stats)
+        });
+        let (slices, a, b) = ticks.expect("run_for never returned: one endless garbage source starves the loop");
+        for (exit, took) in &slices {
+            assert_eq!(exit, "Tick");
+            assert!(*took < Duration::from_millis(150), "a 50 ms slice took {took:?}");
+        }
+        assert_eq!((b.frames_in, a.frames_out), (1, 1), "the other direction is served");
+        let mut got = [0u8; 62];
+        std::io::Read::read_exact(&mut std::fs::File::from(outr), &mut got).unwrap();
+        assert_eq!(got[..], msg[..]);
+        drop(inw);
+    }
+
     #[test]
     fn null_never_wakes() {
         let mut a = Endpoint::new("a", Box::new(null::open().unwrap()));

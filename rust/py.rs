@@ -126,8 +126,9 @@ fn gone() -> io::Error {
 
 impl PyEndpoint {
     /// Run `attempt` (non-blocking: `WouldBlock` = nothing yet) until it
-    /// yields, polling the data fd in 100 ms slices with the GIL released
-    /// so Ctrl-C is seen. Ok(None) when `deadline` passes; Ok(Some(None))
+    /// yields, polling the data fd with the GIL released in slices of at
+    /// most 100 ms, between which signals are checked so Ctrl-C is seen
+    /// (also while the fd stays readable with nothing but garbage). Ok(None) when `deadline` passes; Ok(Some(None))
     /// at interpreter exit (callers treat it as a hang-up).
     fn wait<T: Send>(&self, py: Python<'_>, deadline: Option<Instant>, mut attempt: impl FnMut(&mut CoreEndpoint) -> io::Result<T> + Send) -> PyResult<Option<Option<T>>> {
         loop {
@@ -135,6 +136,7 @@ impl PyEndpoint {
                 return Ok(Some(None));
             }
             let got = detach(py, || -> io::Result<Option<T>> {
+                let slice_end = Instant::now() + Duration::from_millis(100);
                 loop {
                     let mut g = lock(&self.inner);
                     let ep = g.as_mut().ok_or_else(gone)?;
@@ -145,10 +147,8 @@ impl PyEndpoint {
                         Err(e) => return Err(e),
                     }
                     drop(g);
-                    let slice = match deadline {
-                        Some(d) => d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)),
-                        None => Duration::from_millis(100),
-                    };
+                    let end = deadline.map_or(slice_end, |d| d.min(slice_end));
+                    let slice = end.saturating_duration_since(Instant::now());
                     if slice.is_zero() || finalizing() {
                         return Ok(None);
                     }
@@ -278,14 +278,13 @@ impl PyEndpoint {
         self.check_open()?;
         let mut batch = self.batch(n.clamp(1, crate::sys::MAX_BATCH));
         let mut idx = Vec::new();
-        let open = self.wait(py, deadline, |ep| loop {
+        // One batch per attempt: one of nothing but garbage waits as if empty.
+        let open = self.wait(py, deadline, |ep| {
             let open = ep.recv_valid(&mut batch, &mut idx)? == Link::Open;
             if !idx.is_empty() || !open {
                 return Ok(open);
             }
-            if batch.count + batch.skipped == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
+            Err(io::ErrorKind::WouldBlock.into())
         });
         let frames = open.map(|o| o.map(|o| if o.is_some() { idx.iter().map(|&i| PyBytes::new(py, batch.frame(i)).unbind()).collect() } else { Vec::new() }));
         self.keep(batch);

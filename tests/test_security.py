@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import vdeplug
-from conftest import VDE_PLUG, frame, free_udp_port, needs_root, wait_for
+from conftest import VDE_PLUG, frame, free_udp_port, needs_root, read_exact, wait_for
 from test_reliability import Plug, rss_kb
 
 NOBODY = 65534
@@ -878,3 +878,99 @@ def test_setgid_program_ignores_vdeplugin_path(planted_so, vdeopen, tmp_path):
     assert rc == 1 and f"fail errno={EPROTONOSUPPORT}" in out, out
     open_as("c", "x://", vdeopen, mark, tmp_path, VDEPLUGIN_PATH=str(plugins))
     assert mark.exists(), "without the bit, VDEPLUGIN_PATH is read"
+
+
+# ---------------------------------------------------------------- issue 28, item 6: SIGTERM within a second, as the README says
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_sigterm_ends_vde_plug_within_a_second_when_the_command_ignores_it(tmp_path):
+    pidfile = tmp_path / "cmd.pid"
+    stubborn = f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.05; done"
+    proc = subprocess.Popen([VDE_PLUG, "null://", "=", "sh", "-c", stubborn], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="command started")
+        pid = int(pidfile.read_text())
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        took = time.monotonic() - t0
+        assert took < 1.0, f"vde_plug took {took:.2f} s"
+        assert _gone(pid), "the command was killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+# ---------------------------------------------------------------- issue 28, item 7: signals work while input is garbage
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_and_the_other_direction_work_while_stdin_is_garbage(tmp_path, sig):
+    """``vde_plug ptp://… </dev/zero`` (length-0 records forever): frames
+    from the ptp peer still come out, SIGUSR1 reports, ``sig`` ends it
+    within a second. (A command's pipe is the same Stream, but a writer
+    cannot keep it readable all the time as /dev/zero is.)"""
+    link, err_path = tmp_path / "link", tmp_path / "err"
+    with open(err_path, "w") as err, open("/dev/zero", "rb") as zero:
+        proc = subprocess.Popen([VDE_PLUG, f"ptp://{link}"], stdin=zero, stdout=subprocess.PIPE, stderr=err)
+    try:
+        wait_for(link.exists, what="ptp socket")
+        f = frame(60)
+        with vdeplug.open(f"ptp://{link}") as peer:
+            peer.send(f)
+            assert proc.stdout
+            assert read_exact(proc.stdout, 62, timeout=2) == struct.pack(">H", 60) + f, "the other direction"
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: "stdio: Stats(" in err_path.read_text(), timeout=1, what="SIGUSR1 report")
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(3) == 0
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_python_recv_from_a_garbage_stream_times_out_and_sees_signals():
+    """``recv``/``recv_many``/``recv_nowait`` on a connection that only
+    yields garbage return on time and let signal handlers run (in a child
+    interpreter: a recv that never returns would hold this one)."""
+    script = textwrap.dedent("""
+        import signal, time, vdeplug
+
+        class Alarm(Exception):
+            pass
+
+        def ring(sig, frame):
+            raise Alarm
+
+        with vdeplug.open("cmd://cat /dev/zero") as c:
+            for recv in (c.recv, c.recv_many):
+                t0 = time.monotonic()
+                try:
+                    recv(timeout=0.3)
+                except TimeoutError:
+                    pass
+                assert time.monotonic() - t0 < 1.0, recv
+            assert c.recv_nowait() is None
+            signal.signal(signal.SIGALRM, ring)
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            t0 = time.monotonic()
+            try:
+                c.recv()
+            except Alarm:
+                print("alarm", round(time.monotonic() - t0, 2))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("alarm") and float(r.stdout.split()[1]) < 1.0, r.stdout

@@ -73,6 +73,13 @@ impl Batch {
     pub fn capacity(&self) -> usize {
         self.bufs.len()
     }
+    /// A receiver filling this batch stops here: it is full, or as many
+    /// non-frames (garbage, echoes, control events) were consumed as it
+    /// holds frames. A source of endless garbage then costs one bounded
+    /// batch per wakeup, never the loop's signals or its other side.
+    pub fn done(&self) -> bool {
+        self.count >= self.capacity() || self.skipped >= self.capacity()
+    }
     pub fn clear(&mut self) {
         if !self.shared.is_empty() {
             self.view[..self.count].fill((0, 0));

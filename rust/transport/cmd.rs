@@ -1,8 +1,9 @@
 //! cmd://command args — runs a command and talks to it with the stream
 //! framing over its stdin/stdout (also `vde_plug URL = command args`).
 //! At close the command and every process it started get SIGTERM (vdeplug4
-//! means to, but swaps kill's arguments), SIGKILL 2 s later, and it is
-//! reaped. Descendants are found through /proc rather than by giving the
+//! means to, but swaps kill's arguments), SIGKILL after `GRACE` if still
+//! running, and it is reaped: a command that ignores SIGTERM delays the end
+//! of `vde_plug` by half a second, never beyond the second it promises. Descendants are found through /proc rather than by giving the
 //! command its own process group, which would stop `ssh` asking for a
 //! password on the terminal (SIGTTIN).
 
@@ -14,6 +15,10 @@ use std::time::{Duration, Instant};
 use super::stream::{self, Stream};
 use super::{ctx, err, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys;
+
+/// How long a command and its descendants have to exit after SIGTERM
+/// before they get SIGKILL.
+pub const GRACE: Duration = Duration::from_millis(500);
 
 pub struct Cmd {
     stream: Stream,
@@ -127,7 +132,7 @@ impl Drop for Cmd {
         for &p in &family {
             sys::kill(p, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + GRACE;
         let mut done = false;
         while Instant::now() < deadline {
             let child_gone = !matches!(self.child.try_wait(), Ok(None));
@@ -138,8 +143,10 @@ impl Drop for Cmd {
             std::thread::sleep(Duration::from_millis(10));
         }
         if !done {
+            // Also what the command started meanwhile (a shell loop ignoring TERM).
+            let late = if matches!(self.child.try_wait(), Ok(None)) { descendants(pid) } else { Vec::new() };
             let _ = self.child.kill();
-            for &p in family.iter().filter(|&&p| alive(p)) {
+            for &p in family.iter().chain(&late).filter(|&&p| alive(p)) {
                 sys::kill(p, libc::SIGKILL);
             }
         }

@@ -34,6 +34,9 @@ pub struct Endpoint {
     last_tick: std::time::Instant,
 }
 
+/// Non-frames `recv_frame` consumes before it gives up for now.
+const MAX_SKIPS: usize = 256;
+
 /// How often `Transport::tick` runs while an endpoint is driven.
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -52,9 +55,10 @@ impl Endpoint {
 
     /// The next valid frame's length, skipping what is not a frame for us
     /// (malformed frames are counted); `None` once the peer closed;
-    /// `WouldBlock` when nothing is ready.
+    /// `WouldBlock` when nothing is ready, or when `MAX_SKIPS` non-frames
+    /// in a row were consumed (a garbage source never holds the caller).
     pub fn recv_frame(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        loop {
+        for _ in 0..MAX_SKIPS {
             match self.transport.recv(buf)? {
                 Recv::Frame(n) if frame_ok(&buf[..n]) => {
                     self.stats.frames_in += 1;
@@ -66,6 +70,7 @@ impl Endpoint {
                 Recv::Closed => return Ok(None),
             }
         }
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
     /// Receive a batch (`batch`), keep the valid frames' indices in `idx`,

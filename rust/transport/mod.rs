@@ -109,7 +109,7 @@ pub trait Transport: Send {
 /// transports whose batched path does not apply at the moment).
 pub fn recv_each<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch) -> io::Result<Link> {
     batch.clear();
-    while batch.count < batch.capacity() {
+    while !batch.done() {
         let i = batch.count;
         match t.recv(&mut batch.bufs[i]) {
             Ok(Recv::Frame(n)) => {
@@ -121,9 +121,6 @@ pub fn recv_each<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch) -> io::Res
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        }
-        if batch.skipped > batch.capacity() {
-            break;
         }
     }
     Ok(Link::Open)

@@ -179,7 +179,12 @@ impl Stream {
 }
 
 impl Transport for Stream {
+    /// At most one read per call: bytes that decode to no frame yet (a
+    /// frame's head, length-0 records, the skipped rest of an oversized
+    /// frame) come back as `Skip`, so a caller's bound on skips also bounds
+    /// what endless garbage (`</dev/zero`) costs per wakeup.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
+        let mut read = false;
         loop {
             let res = match self.decoder.next_frame() {
                 Next::Frame(f) if f.len() <= buf.len() => {
@@ -194,6 +199,11 @@ impl Transport for Stream {
                 self.update_pending();
                 return Ok(r);
             }
+            if read {
+                self.update_pending();
+                return Ok(Recv::Skip);
+            }
+            read = true;
             if !self.fill()? {
                 self.update_pending();
                 return if self.eof { Ok(Recv::Closed) } else { Err(io::ErrorKind::WouldBlock.into()) };

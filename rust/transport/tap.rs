@@ -224,7 +224,7 @@ impl Transport for Tap {
         let pooled = off.cut.pick_free();
         let mut at = 0;
         off.views.clear();
-        'fill: while batch.count < batch.capacity() {
+        'fill: while !batch.done() {
             while off.seg.is_some() {
                 let n = if pooled {
                     let Some(n) = off.cut_segment(at, &prefix[..p]) else { break 'fill }; // the cut buffer is full

@@ -142,7 +142,7 @@ impl Transport for Udp {
         batch.clear();
         if self.gro.is_some() {
             let mut r = Ok(Link::Open);
-            while batch.count < batch.capacity() {
+            while !batch.done() {
                 match self.next_gro() {
                     Ok(None) => break,
                     Ok(Some(None)) => batch.skipped += 1,
@@ -237,3 +237,29 @@ pub const PLUGIN: Builtin =
 
 use crate::plugins::{Builtin, OpenArgs, OpenError, OpenResult, Target};
 use crate::vnl::Syntax;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_empty_datagrams_costs_one_bounded_batch_per_call() {
+        // Thousands of 0-byte datagrams from the peer (nothing to deliver):
+        // one recv_batch consumes at most a batch's worth, never the queue.
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut u = open("127.0.0.1:0".parse().unwrap(), peer.local_addr().unwrap()).unwrap();
+        let me = u.sock.local_addr().unwrap();
+        for _ in 0..2000 {
+            peer.send_to(&[], me).unwrap();
+        }
+        let mut batch = Batch::new(64);
+        let mut seen = 0;
+        for _ in 0..4 {
+            u.recv_batch(&mut batch).unwrap();
+            assert_eq!(batch.count, 0);
+            assert!(batch.skipped <= 64, "{} empty datagrams in one call", batch.skipped);
+            seen += batch.skipped;
+        }
+        assert!(seen > 0 && sys::poll_in(u.data_fd(), 0).unwrap(), "more left for the next wakeups");
+    }
+}
