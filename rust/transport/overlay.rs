@@ -472,7 +472,7 @@ impl Overlay {
         if let Some(mut g) = self.gro[slot].take() {
             let now = now_secs();
             let mut r = Ok(());
-            while batch.count < batch.capacity() {
+            while !batch.done() {
                 match self.take_gro(&mut g, fd, pktinfo, is_self, now) {
                     Ok(None) => break,
                     Ok(Some(None)) => batch.skipped += 1,

@@ -90,3 +90,28 @@ pub const PLUGIN: Builtin = Builtin {
 
 use crate::plugins::{opt, Builtin, Kind, OpenArgs, OpenResult, OptDefault, Target};
 use crate::vnl::Syntax;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_garbage_datagrams_costs_one_bounded_batch_per_call() {
+        // Thousands of datagrams that are not VXLAN (runts) from a listed
+        // peer: one recv_batch consumes at most a batch's worth of them.
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = Config { remote: Remote::Peers(vec![peer.local_addr().unwrap()]), port, vni: 5, ttl: None, ifname: None, rcvbuf: None, hashsize: 64, expiretime: 128, allow: Vec::new() };
+        let mut v = open(&cfg).unwrap();
+        for _ in 0..2000 {
+            peer.send_to(&[1, 2, 3], ("127.0.0.1", port)).unwrap();
+        }
+        let mut batch = Batch::new(64);
+        for _ in 0..4 {
+            v.recv_batch(&mut batch).unwrap();
+            assert_eq!(batch.count, 0);
+            assert!(batch.skipped <= 64, "{} garbage datagrams in one call", batch.skipped);
+        }
+        assert!(crate::sys::poll_in(v.data_fd(), 0).unwrap(), "more left for the next wakeups");
+    }
+}

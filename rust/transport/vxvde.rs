@@ -35,6 +35,9 @@ pub struct Vxvde {
     ov: Overlay,
     /// Readable while either socket is, or GRO trains are half handed out.
     ready: ReadyFd,
+    /// Which socket `recv_batch` reads first, alternating: garbage flooding
+    /// one socket never starves the other.
+    uni_first: bool,
 }
 
 pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
@@ -73,7 +76,7 @@ pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
         ov.enable_gro(0, m.as_raw_fd());
     }
     ov.enable_gro(1, uni.as_raw_fd());
-    Ok(Vxvde { multi, uni, uni_port, v6, local6, ov, ready })
+    Ok(Vxvde { multi, uni, uni_port, v6, local6, ov, ready, uni_first: false })
 }
 
 /// Is this datagram our own multicast coming back?
@@ -112,11 +115,12 @@ impl Transport for Vxvde {
         batch.clear();
         let (port, local6) = (self.uni_port, &self.local6);
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
-        let from_group = match &self.multi {
-            Some(m) => self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self),
-            None => Ok(()),
+        self.uni_first = !self.uni_first;
+        let r = match &self.multi {
+            Some(m) if self.uni_first => self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self).and_then(|()| self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self)),
+            Some(m) => self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self).and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self)),
+            None => self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self),
         };
-        let r = from_group.and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self));
         self.ready.queued(self.ov.queued());
         r.map(|()| Link::Open)
     }
