@@ -334,7 +334,7 @@ pub fn typed(items: &[(Vec<u8>, Option<Vec<u8>>)], options: &'static [Opt], bare
 
 pub fn builtins() -> &'static [&'static Builtin] {
     use transport::*;
-    static ALL: [&Builtin; 15] = [
+    static ALL: [&Builtin; 16] = [
         &null::PLUGIN,
         &ptp::PLUGIN,
         &udp::PLUGIN,
@@ -350,6 +350,7 @@ pub fn builtins() -> &'static [&'static Builtin] {
         &seqpacket::PLUGIN,
         &vlan::PLUGIN,
         &capture::PLUGIN,
+        &seal::PLUGIN,
     ];
     &ALL
 }

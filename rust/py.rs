@@ -581,6 +581,13 @@ fn vxlan_decap<'py>(py: Python<'py>, data: &[u8], vni: u32, strict: bool) -> PyR
     Ok(PyBytes::new(py, p.payload()))
 }
 
+/// Write a new random seal:// key to `path` (created 0600; never over an
+/// existing file or through a symlink).
+#[pyfunction]
+fn seal_keygen(py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+    detach(py, || crate::transport::seal::keygen(&path)).map_err(|e| PyOSError::new_err(format!("cannot create key file {}: {e}", path.display())))
+}
+
 /// The MAC learning table (values are ints), with time passed in.
 #[pyclass(module = "vdeplug._core", name = "MacTable")]
 struct PyMacTable(crate::mac_table::MacTable<u64>);
@@ -631,7 +638,7 @@ impl PyMacTable {
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use super::{_finalize, forward, frame_info, inherit_from, open, open_capture, open_cmd, open_stdio, open_stream, vxlan_decap, vxlan_encap, PyEndpoint, PyMacTable};
+    use super::{_finalize, forward, frame_info, inherit_from, open, open_capture, open_cmd, open_stdio, open_stream, seal_keygen, vxlan_decap, vxlan_encap, PyEndpoint, PyMacTable};
     #[pymodule_export]
     use crate::py_vnl::{
         builtin_plugins, c_plugins, full_descr, option_value, resolve_builtin, set_library, vnl_default, vnl_match, vnl_parse, vnl_size, vnl_split, vnl_split_nested, vnl_split_scheme,

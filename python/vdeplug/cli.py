@@ -61,7 +61,7 @@ usage: vde_plug [OPTIONS] [URL]                  plug URL into stdin/stdout (str
 
 URL is a VNL: vde:///tmp/sw[3], /tmp/sw, ptp:///tmp/link, udp://"5000->host:5001",
 tap://t0, vxlan://239.0.0.1/vni=5, vxvde://239.1.2.3, switch:///tmp/sw, null://,
-cmd://"command args", vlan://3{VNL}, capture:///tmp/x.pcap{VNL};
+cmd://"command args", vlan://3{VNL}, capture:///tmp/x.pcap{VNL}, seal://KEYFILE{VNL};
 '' or no URL means the default switch.
 
 options: -h/--help  -V/--version  -d/--daemon  -p/--pidfile FILE  -l/--log (syslog START/STOP)
@@ -71,7 +71,8 @@ options: -h/--help  -V/--version  -d/--daemon  -p/--pidfile FILE  -l/--log (sysl
                      capture every frame crossing the first URL (pcap, rotated)
          --stats SECONDS  every SECONDS, both ends' counters on stderr (one line;
                      a status line when stderr is a terminal)
-         --libdir    print the directory of libvdeplug.so.2 (for LD_LIBRARY_PATH)"""
+         --libdir    print the directory of libvdeplug.so.2 (for LD_LIBRARY_PATH)
+         --keygen FILE  write a new random key for seal://FILE{VNL} (mode 0600)"""
 
 
 class Terminated(Exception):
@@ -213,6 +214,7 @@ def parse_args(argv: Sequence[str]) -> Args:
     p.add_argument("--pcap-files", type=_typed(_option("capture", "files"), "file count"), default=DEFAULT_FILES)
     p.add_argument("--stats", type=_positive_seconds, metavar="SECONDS")
     p.add_argument("--libdir", action="store_true")
+    p.add_argument("--keygen", metavar="FILE")
     p.add_argument("urls", nargs="*")
     ns = p.parse_args(argv)
     if ns.help:
@@ -225,6 +227,12 @@ def parse_args(argv: Sequence[str]) -> Args:
         sys.exit(0)
     if ns.libdir:
         print(libdir())
+        sys.exit(0)
+    if ns.keygen:
+        try:
+            _core.seal_keygen(ns.keygen)
+        except OSError as e:
+            die(str(e), 1)
         sys.exit(0)
     if len(ns.urls) > 2 or (command is not None and len(ns.urls) > 1):
         die("too many URLs\n" + USAGE, 2)

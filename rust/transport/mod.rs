@@ -28,6 +28,8 @@ pub mod null;
 pub mod overlay;
 pub mod ptp;
 pub mod ready;
+pub mod replay;
+pub mod seal;
 pub mod seqpacket;
 pub mod stream;
 pub mod switch_core;

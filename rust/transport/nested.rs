@@ -18,6 +18,8 @@ pub trait Hook: Send {
     fn outgoing(&mut self, frame: &[u8], out: &mut [u8]) -> Option<usize>;
     /// Called after each batch (a capture file flushes here).
     fn flush(&mut self) {}
+    /// Called every few hundred ms (time-based housekeeping: a key file reread).
+    fn tick(&mut self) {}
     fn extra_stats(&self) -> Vec<(&'static str, u64)>;
 }
 
@@ -67,6 +69,7 @@ impl<H: Hook> Transport for Nested<H> {
     }
     fn tick(&mut self) {
         self.inner.tick();
+        self.hook.tick();
     }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.inner.extra_stats();
