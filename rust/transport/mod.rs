@@ -95,6 +95,13 @@ pub trait Transport: Send {
     fn frame_prefix(&self) -> &[u8] {
         &[]
     }
+    /// Learn nothing from received frames (MAC locations, members) until
+    /// `authentic` vouches for each: asked by a wrapper that authenticates
+    /// frames (seal://), so a forged frame teaches nothing. Default: nothing
+    /// to learn.
+    fn defer_learning(&mut self) {}
+    /// Frame `i` of the last `recv_batch` (0 after `recv`) proved authentic.
+    fn authentic(&mut self, _i: usize) {}
     /// Receive up to `batch.capacity()` frames. Default: repeated `recv`.
     /// Returns `Link::Closed` once the peer closed (frames already read are kept).
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {

@@ -20,6 +20,11 @@ pub trait Hook: Send {
     fn flush(&mut self) {}
     /// Called every few hundred ms (time-based housekeeping: a key file reread).
     fn tick(&mut self) {}
+    /// Does `incoming` authenticate frames? Then the inner transport learns
+    /// (MACs, members) only from frames it let through.
+    fn authenticates(&self) -> bool {
+        false
+    }
     fn extra_stats(&self) -> Vec<(&'static str, u64)>;
 }
 
@@ -28,11 +33,17 @@ pub struct Nested<H: Hook> {
     hook: H,
     scratch: Batch,
     idx: Vec<usize>,
+    /// For each frame of the last received batch, its position in the inner one.
+    kept_from: Vec<usize>,
 }
 
 impl<H: Hook> Nested<H> {
-    pub fn new(inner: Box<dyn Transport>, hook: H) -> Self {
-        Nested { inner, hook, scratch: Batch::new(crate::fwd::BATCH), idx: Vec::with_capacity(crate::fwd::BATCH) }
+    pub fn new(mut inner: Box<dyn Transport>, hook: H) -> Self {
+        if hook.authenticates() {
+            inner.defer_learning();
+        }
+        let n = crate::fwd::BATCH;
+        Nested { inner, hook, scratch: Batch::new(n), idx: Vec::with_capacity(n), kept_from: Vec::with_capacity(n) }
     }
 }
 
@@ -40,7 +51,12 @@ impl<H: Hook> Transport for Nested<H> {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let r = match self.inner.recv(buf)? {
             Recv::Frame(n) => match self.hook.incoming(buf, n) {
-                Some(m) => Recv::Frame(m),
+                Some(m) => {
+                    if self.hook.authenticates() {
+                        self.inner.authentic(0);
+                    }
+                    Recv::Frame(m)
+                }
                 None => Recv::Skip,
             },
             other => other,
@@ -71,6 +87,14 @@ impl<H: Hook> Transport for Nested<H> {
         self.inner.tick();
         self.hook.tick();
     }
+    fn defer_learning(&mut self) {
+        self.inner.defer_learning();
+    }
+    fn authentic(&mut self, i: usize) {
+        if let Some(&k) = self.kept_from.get(i) {
+            self.inner.authentic(k);
+        }
+    }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.inner.extra_stats();
         v.extend(self.hook.extra_stats());
@@ -81,9 +105,15 @@ impl<H: Hook> Transport for Nested<H> {
         let open = self.inner.recv_batch(batch)?;
         batch.materialize(); // the hook changes frames in place
         let mut keep = 0;
+        let vouches = self.hook.authenticates();
+        self.kept_from.clear();
         for i in 0..batch.count {
             match self.hook.incoming(&mut batch.bufs[i], batch.lens[i]) {
                 Some(m) => {
+                    if vouches {
+                        self.inner.authentic(i);
+                    }
+                    self.kept_from.push(i);
                     batch.lens[i] = m;
                     if keep != i {
                         batch.bufs.swap(keep, i);

@@ -23,7 +23,7 @@ use super::gro::GroRx;
 use super::{ctx, now_secs, send_datagrams, send_patience, Batch, SendOutcome};
 use crate::mac_table::MacTable;
 use crate::sys::{self, Meta, MAX_BATCH};
-use crate::wire::ethernet::Frame;
+use crate::wire::ethernet::{Address, Frame};
 use crate::wire::vxlan::{self, Control, Packet, Repr, COOKIE_LEN};
 use ring::hmac;
 use subtle::ConstantTimeEq;
@@ -179,6 +179,13 @@ pub struct Overlay {
     gro: [Option<Box<GroRx>>; 2],
     /// Where the last source MAC was learned (see `MacTable::unchanged`).
     learned: Option<usize>,
+    /// Learning waits for a wrapper's word (`defer_learning`): a frame is
+    /// learned from only once `authentic` says it was (seal:// opened it).
+    defer: bool,
+    /// What the frame at each batch position would teach: (source MAC, peer, datagram bytes).
+    pending: Vec<Option<(Address, SocketAddr, usize)>>,
+    /// What the last accepted frame would teach, until placed in `pending`.
+    accepted: Option<(Address, SocketAddr, usize)>,
 }
 
 impl Overlay {
@@ -203,6 +210,9 @@ impl Overlay {
             gso: true,
             gro: [None, None],
             learned: None,
+            defer: false,
+            pending: Vec::new(),
+            accepted: None,
         })
     }
 
@@ -263,13 +273,48 @@ impl Overlay {
             return Rx::Drop;
         };
         let peer = self.peer_address(from);
+        if self.defer {
+            self.accepted = Some((eth.src_addr(), peer, total));
+            return Rx::Frame;
+        }
+        self.learn(eth.src_addr(), peer, total, now);
+        Rx::Frame
+    }
+
+    /// The frame from `peer` (a datagram of `total` bytes) is believed:
+    /// learn where its source MAC lives, and count it toward membership.
+    fn learn(&mut self, mac: Address, peer: SocketAddr, total: usize, now: u64) {
         // One table for every VLAN (key 1), as vdeplug4: overlays are trunks.
-        let (mac, at) = (eth.src_addr(), Peer(peer));
+        let at = Peer(peer);
         if !self.learned.is_some_and(|slot| self.table.unchanged(slot, mac, 1, at, now)) {
             self.learned = self.table.learn_at(mac, 1, at, now).1;
         }
         self.flood.heard(peer, total, now);
-        Rx::Frame
+    }
+
+    /// Learn nothing from received frames until `authentic` vouches for
+    /// them: a wrapper that authenticates frames (seal://) asks this, so a
+    /// forged or replayed datagram can neither move a MAC nor join.
+    pub fn defer_learning(&mut self) {
+        self.defer = true;
+    }
+
+    /// The frame at batch position `i` of the last receive (0 after a
+    /// single one) is authentic: learn from it now.
+    pub fn authentic(&mut self, i: usize) {
+        if let Some((mac, peer, total)) = self.pending.get_mut(i).and_then(Option::take) {
+            self.learn(mac, peer, total, now_secs());
+        }
+    }
+
+    /// The last accepted frame now sits at batch position `i`.
+    fn place(&mut self, i: usize) {
+        if self.defer {
+            if self.pending.len() <= i {
+                self.pending.resize(i + 1, None);
+            }
+            self.pending[i] = self.accepted.take();
+        }
     }
 
     /// Where `from` is reached: vxlan peers listen on `port=` (or the port
@@ -463,6 +508,9 @@ impl Overlay {
     /// keeping only accepted frames. `is_self` filters our own multicast echo.
     /// New members get their peer list from `fd`.
     pub fn recv_batch(&mut self, fd: RawFd, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: &dyn Fn(&SocketAddr, &Meta) -> bool) -> io::Result<()> {
+        if self.defer && batch.count == 0 {
+            self.pending.fill(None); // nothing vouched for from an earlier batch
+        }
         let r = self.recv_batch_from(fd, slot, batch, pktinfo, is_self);
         self.send_control(fd);
         r
@@ -478,6 +526,7 @@ impl Overlay {
                     Ok(Some(None)) => batch.skipped += 1,
                     Ok(Some(Some((a, b)))) => {
                         batch.push_view(g.arena(), a, b - a);
+                        self.place(batch.count - 1);
                     }
                     Err(e) if is_icmp_report(&e) => batch.skipped += 1,
                     Err(e) => {
@@ -521,6 +570,7 @@ impl Overlay {
                 batch.bufs.swap(keep, start + i);
             }
             batch.lens[keep] = flen;
+            self.place(keep);
             keep += 1;
         }
         batch.count = keep;
@@ -647,6 +697,7 @@ impl Overlay {
                 Ok(Some(Some((a, b)))) => {
                     let n = (b - a).min(buf.len());
                     buf[..n].copy_from_slice(&g.arena()[a..a + n]);
+                    self.place(0);
                     Ok(Some(n))
                 }
                 Err(e) if is_icmp_report(&e) => Ok(None),
@@ -670,7 +721,10 @@ impl Overlay {
         }
         let flen = m.len.saturating_sub(vxlan::HEADER_LEN).min(buf.len());
         match self.accept(&hdr, &buf[..flen], m.len, from, now_secs()) {
-            Rx::Frame => Ok(Some(flen)),
+            Rx::Frame => {
+                self.place(0);
+                Ok(Some(flen))
+            }
             _ => Ok(None),
         }
     }
@@ -1122,6 +1176,29 @@ mod tests {
         assert!(ov.acks.iter().all(|a| a.1 == [3; 8]), "the cookie echoed");
         let other = Repr { vni: 6 }.control_header(Control::ProbeAck);
         assert_eq!(ov.accept(&other, &ov.cookie(&y, 10), 16, y, 600), Rx::Drop, "another VNI");
+    }
+
+    /// Under an authenticating wrapper, a frame teaches nothing (where its
+    /// source MAC lives, membership) until it is vouched for.
+    #[test]
+    fn deferred_learning_waits_for_authentic() {
+        let mut c = cfg();
+        c.remote = Remote::Peers(vec!["10.0.0.2:4789".parse().unwrap()]);
+        c.allow = vec![Prefix::parse("10.0.0.0/24").unwrap()];
+        let mut ov = Overlay::new(&c, c.flood_list(4789), true, None).unwrap();
+        ov.defer_learning();
+        let hdr = Repr { vni: 5 }.to_bytes();
+        let (x, y): (SocketAddr, SocketAddr) = ("10.0.0.7:4789".parse().unwrap(), "10.0.0.8:4789".parse().unwrap());
+        assert_eq!(ov.accept(&hdr, &eth([0xff; 6], A), 68, x, 10), Rx::Frame);
+        ov.place(0);
+        assert_eq!(ov.accept(&hdr, &eth([0xff; 6], B), 68, y, 10), Rx::Frame);
+        ov.place(1);
+        assert_eq!((ov.destination(&eth(A, B), 10), ov.flood.members()), (None, 0), "nothing learned yet");
+        ov.authentic(1);
+        ov.authentic(1);
+        assert_eq!(ov.destination(&eth(B, A), now_secs()), Some(y), "the authentic one");
+        assert_eq!(ov.destination(&eth(A, B), now_secs()), None, "not the other");
+        assert_eq!(ov.flood.members(), 1);
     }
 
     /// A destination that fails for a reason about itself (a member of the

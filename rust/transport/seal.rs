@@ -424,6 +424,9 @@ impl Hook for Seal {
     fn outgoing(&mut self, frame: &[u8], out: &mut [u8]) -> Option<usize> {
         self.sealer.seal(frame, out)
     }
+    fn authenticates(&self) -> bool {
+        true
+    }
     fn tick(&mut self) {
         let Ok(m) = std::fs::symlink_metadata(&self.path) else { return };
         if stamp(&m) == self.stamp {

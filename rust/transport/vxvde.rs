@@ -133,6 +133,12 @@ impl Transport for Vxvde {
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         self.ov.stats_pairs()
     }
+    fn defer_learning(&mut self) {
+        self.ov.defer_learning();
+    }
+    fn authentic(&mut self, i: usize) {
+        self.ov.authentic(i);
+    }
 }
 
 impl Drop for Vxvde {
