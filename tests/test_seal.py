@@ -6,8 +6,11 @@ over while frames flow; C programs on our library."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +20,12 @@ from pathlib import Path
 import pytest
 import vdeplug
 from conftest import VDE_PLUG, frame, free_udp_port
+from netns import needs_netns
 from test_libvdeplug import finish, needs_cc, needs_lib, peer, vdepeer  # noqa: F401 (vdepeer: a fixture)
 
 SEALED_TYPE = b"\x88\xb6"
+ATTACKER = str(Path(__file__).with_name("seal_attacker.py"))
+XFER = str(Path(__file__).with_name("tcp_xfer.py"))
 OVERHEAD = 47
 
 
@@ -271,3 +277,46 @@ def test_c_programs_on_our_library_talk_sealed(vdepeer, tmp_path):  # noqa: F811
     b = peer(vdepeer, f"seal://{key}{{udp://127.0.0.1:{pb}->127.0.0.1:{pa}}}", "pingpong", "2", "40", "20", ours=True)
     (rc1, out1), (rc2, out2) = finish(a), finish(b)
     assert rc1 == 0 and rc2 == 0, out1 + out2
+
+
+@needs_netns
+def test_tcp_over_sealed_vxvde_survives_an_attacker_on_the_segment(lan_factory, tmp_path):
+    """Two hosts with taps on seal{vxvde}; a third joins the group and
+    injects tampered, replayed, wrong-key and forged-sender datagrams as
+    fast as it can while 50 MB of TCP cross: the transfer is intact, and
+    the counters show each kind."""
+    h1, h2, h3 = lan_factory(3, mtu=9000).hosts
+    key = keygen(tmp_path / "k")
+    vnl = f"seal://{key}{{vxvde://239.1.5.1}}"
+    plugs = []
+    for h, ip in ((h1, "192.168.55.1/24"), (h2, "192.168.55.2/24")):
+        plugs.append(h.popen(VDE_PLUG, vnl, "tap://t0", stderr=subprocess.PIPE))
+        h.wait_link("t0")
+        h.run("ip", "link", "set", "t0", "mtu", "1400")
+        h.addr("t0", ip)
+    assert h1.ping("192.168.55.2")
+    attacker = h3.popen(sys.executable, ATTACKER, "239.1.5.1", "14789", "8", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Broadcasts go to the group, where the attacker records them.
+    pinger = h1.popen("ping", "-b", "-i", "0.01", "-c", "300", "192.168.55.255", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)  # the attacker has recorded traffic and is sending
+    pinger.terminate()
+    pinger.wait(5)
+    server = h2.popen(sys.executable, XFER, "serve", "192.168.55.2", "5010", stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    sent = h1.run(sys.executable, XFER, "send", "192.168.55.2", "5010", str(50 << 20), "5", timeout=120).stdout.strip()
+    got, _ = server.communicate(timeout=60)
+    assert sent == got.strip() and sent.startswith(str(50 << 20)), (sent, got)
+    out, _ = attacker.communicate(timeout=30)
+    assert "tampered=" in out and " forged=0" not in out, out
+    assert "stolen=0" in out, f"an attacker's datagram moved a MAC to it: {out}"
+    for p in plugs:
+        p.send_signal(signal.SIGUSR1)
+    time.sleep(0.3)
+    stats = []
+    for p in plugs:
+        p.terminate()
+        _, err = p.communicate(timeout=10)
+        stats.append(err.decode())
+    for kind in ("bad_tag", "replayed", "wrong_key"):
+        assert all(re.search(rf"'seal_{kind}': [1-9]", s) for s in stats), (kind, stats)
+    assert all(re.search(r"'seal_sessions': [12],", s) for s in stats), stats
