@@ -29,6 +29,7 @@ H1, H2 = f"vdptcp{PID}a", f"vdptcp{PID}b"
 UNDER = ("192.168.77.1", "192.168.77.2")
 OVER = ("10.77.0.1", "10.77.0.2")
 GROUP = "239.77.77.77"
+KEY = Path(f"/tmp/vdptcp{PID}.key")  # seal://'s key (vde_plug --keygen)
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -48,6 +49,8 @@ def setup() -> None:
         sh("ip", "-n", n, "link", "set", dev, "mtu", "9000", "up")
         sh("ip", "-n", n, "addr", "add", f"{addr}/24", "dev", dev)
         sh("ip", "-n", n, "route", "add", "224.0.0.0/4", "dev", dev)
+    if not KEY.exists() and os.path.exists(OURS):
+        sh(OURS, "--keygen", str(KEY))
 
 
 def teardown() -> None:
@@ -60,6 +63,7 @@ def teardown() -> None:
             except (ProcessLookupError, ValueError):
                 pass
         sh("ip", "netns", "del", n, check=False)
+    KEY.unlink(missing_ok=True)
 
 
 @dataclass
@@ -73,6 +77,7 @@ class Path_:
 
 PATHS = [
     Path_("ours vxvde", OURS, f"vxvde://{GROUP}"),
+    Path_("ours sealed vxvde", OURS, f"seal://{KEY}{{vxvde://{GROUP}}}"),
     Path_("C vxvde", C_PLUG, f"vxvde://{GROUP}"),
     Path_("ours vxlan", OURS, f"vxlan://{GROUP}/port=4790"),
     Path_("C vxlan", C_PLUG, f"vxlan://{GROUP}/port=4790"),
