@@ -82,6 +82,7 @@ def glibc_versions(so: Path) -> list[tuple[int, ...]]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
+@pytest.mark.timeout(600)  # builds the release wheel from nothing (ring's C and assembly with zig cc)
 def test_release_wheel_is_abi3_manylinux_2_28_and_every_library_in_it(manylinux_wheel: Path, tmp_path: Path) -> None:
     assert manylinux_wheel.name.endswith("-cp39-abi3-manylinux_2_28_x86_64.whl"), manylinux_wheel.name
     with zipfile.ZipFile(manylinux_wheel) as z:
