@@ -564,3 +564,46 @@ def test_ptp_refuses_a_peer_socket_of_another_user(shared_dir):
         assert c.send(frame(60)) == 60
     assert spy.stdout.readline().strip() == "GOT"
     spy.wait(5)
+
+
+# ---------------------------------------------------------------- issue 28, item 8: two ptp ends starting together
+# ptp as vdeplug4 4.0.1: the first end binds PATH, the second PATH+. Ends
+# that start at the same moment race for PATH; the loser must become the
+# second end, and a peer's file that changes or is still being bound must
+# not be taken for a dead or replaced peer.
+
+
+def test_ptp_peer_changing_its_mode_after_we_linked_stays_our_peer(tmp_path):
+    """vdeplug4 4.0.1 binds its file, then chmods it. An end of ours that
+    linked in between took the new change time for a new peer: it dropped
+    the association, the frames queued for it, and the peer's next send
+    failed with ECONNRESET (the flaky C-program test, ours first)."""
+    import ctypes
+
+    lib = ctypes.CDLL(os.path.join(vdeplug.libdir(), "libvdeplug.so.2"), use_errno=True)
+    lib.vde_open_real.restype = ctypes.c_void_p
+    lib.vde_open_real.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+    for fn in ("vde_recv", "vde_send"):
+        getattr(lib, fn).restype = ctypes.c_ssize_t
+        getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    lib.vde_close.argtypes = [ctypes.c_void_p]
+    link = tmp_path / "link"
+    conn = lib.vde_open_real(f"ptp://{link}".encode(), b"test", 1, None)
+    assert conn, os.strerror(ctypes.get_errno())
+    c_end = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # the second end, as vdeplug4 4.0.1 opens it
+    try:
+        c_end.bind(f"{link}+")
+        c_end.connect(str(link))
+        c_end.settimeout(2)
+        assert lib.vde_send(conn, frame(60), 60, 0) == 60  # we link to PATH+ now
+        assert c_end.recv(9000) == frame(60)
+        os.chmod(f"{link}+", 0o700)  # ... and vdeplug4 chmods it
+        buf = ctypes.create_string_buffer(9234)
+        for i in range(3):
+            c_end.send(frame(61 + i, src=3))  # ECONNRESET here once the link was dropped
+            time.sleep(0.3)  # our end's housekeeping (every 200 ms) runs with the frame queued
+            n = lib.vde_recv(conn, buf, len(buf), 0)
+            assert buf.raw[: max(n, 0)] == frame(61 + i, src=3), (n, os.strerror(ctypes.get_errno()))
+    finally:
+        c_end.close()
+        lib.vde_close(conn)

@@ -6,7 +6,7 @@
 //! users in: another user who binds PATH+ first does not get our frames.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
@@ -17,23 +17,25 @@ pub struct Ptp {
     sock: UnixDatagram,
     mine: PathBuf,
     peer: PathBuf,
-    connected: bool,
-    /// The inode of the peer's socket file we are connected to: when the
-    /// peer is replaced, a connected unix datagram socket would refuse the
-    /// newcomer (EPERM) until we send, so `tick` notices and re-associates.
-    peer_ino: Option<(u64, i64, i64)>,
+    /// The peer's socket file we are connected to, held open (O_PATH);
+    /// None: not connected. When the peer is replaced, a connected unix
+    /// datagram socket would refuse the newcomer (EPERM) until we send, so
+    /// `tick` notices a new file at the peer's path and re-associates. Held,
+    /// the inode cannot be reused for a new file; its mode and owner may
+    /// change (vdeplug4 chmods after bind) without counting as a new peer.
+    peer_file: Option<OwnedFd>,
     /// Our mode gives others write access: a peer of another user is fine.
     shared: bool,
     /// The process that opened the link: only it removes our file.
     owner: u32,
 }
 
-/// Connect `sock` to the socket at `peer` if its owner may be our peer.
-/// Ok(false): nobody there (yet).
-fn connect_peer(sock: &UnixDatagram, peer: &Path, shared: bool) -> io::Result<bool> {
+/// Connect `sock` to the socket at `peer` if its owner may be our peer:
+/// the file connected to, held open. Ok(None): nobody there (yet).
+fn connect_peer(sock: &UnixDatagram, peer: &Path, shared: bool) -> io::Result<Option<OwnedFd>> {
     let handle = match sys::open_path_nofollow(None, peer) {
         Ok(h) => h,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ctx(e, format!("ptp: {}", peer.display()))),
     };
     let st = sys::fstat(handle.as_raw_fd())?;
@@ -48,17 +50,19 @@ fn connect_peer(sock: &UnixDatagram, peer: &Path, shared: bool) -> io::Result<bo
     }
     // Through the handle: the socket checked is the socket connected.
     match sock.connect(sys::proc_path(handle.as_raw_fd())) {
-        Ok(()) => Ok(true),
-        Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::EPERM) => Ok(false),
+        Ok(()) => Ok(Some(handle)),
+        Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::EPERM) => Ok(None),
         Err(e) => Err(ctx(e, format!("ptp: {}", peer.display()))),
     }
 }
 
-/// Identity of a socket file: inode and change time (tmpfs reuses inode
-/// numbers at once, so the inode alone cannot tell a new file from the old).
-fn inode(path: &Path) -> Option<(u64, i64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
+/// Whether `path` still names the file open on `handle` (same device and
+/// inode; the handle keeps the inode number from being reused).
+fn still_at(handle: &OwnedFd, path: &Path) -> bool {
+    match (sys::fstat(handle.as_raw_fd()), sys::lstat_at(None, path)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    }
 }
 
 fn plus(path: &Path) -> PathBuf {
@@ -93,14 +97,14 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
     let mode = mode.unwrap_or(0o600);
     let shared = mode & 0o022 != 0;
     let probe = UnixDatagram::unbound()?;
-    let (sock, mine, peer, connected) = match probe.connect(path) {
+    let (sock, mine, peer, peer_file) = match probe.connect(path) {
         Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOENT) => {
             // Nobody at PATH (or a stale file): we are the first end.
             if is_errno(&e, libc::ECONNREFUSED) {
                 let _ = std::fs::remove_file(path);
             }
             let sock = UnixDatagram::bind(path).map_err(|e| ctx(e, format!("ptp: bind {}", path.display())))?;
-            (sock, path.to_path_buf(), plus(path), false)
+            (sock, path.to_path_buf(), plus(path), None)
         }
         Err(e) if !is_errno(&e, libc::EPERM) => return Err(ctx(e, format!("ptp: {}", path.display()))),
         // Someone is at PATH: we are the second end. EPERM means the first
@@ -110,13 +114,13 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
         probed => {
             let mine = plus(path);
             let sock = bind_or_replace_stale(&mine).map_err(|e| ctx(e, format!("ptp: bind {}", mine.display())))?;
-            let connected = match probed {
+            let peer_file = match probed {
                 Ok(()) => connect_peer(&sock, path, shared).inspect_err(|_| {
                     let _ = std::fs::remove_file(&mine);
                 })?,
-                Err(_) => false,
+                Err(_) => None,
             };
-            (sock, mine, path.to_path_buf(), connected)
+            (sock, mine, path.to_path_buf(), peer_file)
         }
     };
     sys::set_cloexec(sock.as_raw_fd())?;
@@ -125,23 +129,25 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
         sys::chown_group(&mine, g).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
     }
     sys::chmod(&mine, mode).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
-    let peer_ino = if connected { inode(&peer) } else { None };
-    Ok(Ptp { sock, mine, peer, connected, peer_ino, shared, owner: std::process::id() })
+    Ok(Ptp { sock, mine, peer, peer_file, shared, owner: std::process::id() })
 }
 
 impl Ptp {
     /// A 0-byte datagram from the peer dissolves the association (vdeplug4).
     fn disconnect(&mut self) {
         let _ = sys::connect_unspec(self.sock.as_raw_fd());
-        self.connected = false;
+        self.peer_file = None;
+    }
+
+    fn connected(&self) -> bool {
+        self.peer_file.is_some()
     }
 
     /// Connect to the peer's file if it is there now (it may have
     /// (re)started). An error: a socket there we must not talk to.
     fn reconnect(&mut self) -> io::Result<bool> {
-        self.connected = connect_peer(&self.sock, &self.peer, self.shared)?;
-        self.peer_ino = if self.connected { inode(&self.peer) } else { None };
-        Ok(self.connected)
+        self.peer_file = connect_peer(&self.sock, &self.peer, self.shared)?;
+        Ok(self.connected())
     }
 }
 
@@ -156,7 +162,7 @@ impl Transport for Ptp {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        if !self.connected && !self.reconnect()? {
+        if !self.connected() && !self.reconnect()? {
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         }
         match send_bounded(self.sock.as_raw_fd(), frame) {
@@ -177,7 +183,7 @@ impl Transport for Ptp {
     }
 
     fn tick(&mut self) {
-        if self.connected && inode(&self.peer) != self.peer_ino {
+        if self.peer_file.as_ref().is_some_and(|f| !still_at(f, &self.peer)) {
             // Our peer's file is gone or belongs to a new peer now.
             self.disconnect();
             let _ = self.reconnect(); // a refused peer is reported by the next send
@@ -192,7 +198,7 @@ impl Transport for Ptp {
     }
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        if !self.connected {
+        if !self.connected() {
             match self.reconnect() {
                 Ok(true) => {}
                 Ok(false) => return SendOutcome { dropped: idx.len(), ..Default::default() },
