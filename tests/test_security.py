@@ -572,6 +572,62 @@ def test_ptp_refuses_a_peer_socket_of_another_user(shared_dir):
 # second end, and a peer's file that changes or is still being bound must
 # not be taken for a dead or replaced peer.
 
+PTP_END = textwrap.dedent("""
+    import os, select, sys, time, vdeplug
+    me = int(sys.argv[1])
+    f = bytes([255] * 6 + [2, 0, 0, 0, 0, me]) + b"\\x88\\xb5" + bytes(46)
+    print("ready", flush=True)
+    while (cmd := os.read(0, 4096).decode().split()):  # "go PATH", later "close"
+        try:
+            e = vdeplug.open("ptp://" + cmd[1])
+        except OSError as x:
+            print("open failed:", x, flush=True)
+            os.read(0, 4096)
+            print("closed", flush=True)
+            continue
+        said, deadline = False, time.monotonic() + 5
+        while not select.select([0], [], [], 0)[0]:  # until "close": frames both ways
+            e.send(f)
+            try:
+                got = e.recv(timeout=0.01)[11] != me
+            except TimeoutError:
+                got = False
+            if not said and (got or time.monotonic() > deadline):
+                print("linked" if got else "no link", flush=True)
+                said = True
+        os.read(0, 4096)
+        e.close()
+        print("closed", flush=True)
+""")
+
+
+def test_two_ptp_ends_opened_at_the_same_moment_always_link(tmp_path):
+    """50 rounds: two ends released together open the same link. The one
+    that loses the bind of PATH used to fail (EADDRINUSE, about one round in
+    eight); it must become the second end, and the link must carry frames."""
+    ends = [subprocess.Popen([sys.executable, "-c", PTP_END, str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in (1, 2)]
+    try:
+
+        def line(p: subprocess.Popen) -> str:
+            assert p.stdout
+            return p.stdout.readline().strip()
+
+        assert [line(p) for p in ends] == ["ready", "ready"]
+        fds = [p.stdin.fileno() for p in ends if p.stdin]
+        for r in range(50):
+            go = f"go {tmp_path / f'l{r}'}\n".encode()
+            for fd in fds:
+                os.write(fd, go)
+            said = [line(p) for p in ends]
+            assert said == ["linked", "linked"], f"round {r}: {said}"
+            for fd in fds:
+                os.write(fd, b"close\n")
+            assert [line(p) for p in ends] == ["closed", "closed"]
+    finally:
+        for p in ends:
+            p.kill()
+            p.wait()
+
 
 def test_ptp_peer_changing_its_mode_after_we_linked_stays_our_peer(tmp_path):
     """vdeplug4 4.0.1 binds its file, then chmods it. An end of ours that
@@ -607,3 +663,28 @@ def test_ptp_peer_changing_its_mode_after_we_linked_stays_our_peer(tmp_path):
     finally:
         c_end.close()
         lib.vde_close(conn)
+
+
+def test_ptp_young_file_not_answering_yet_is_not_taken_for_stale(tmp_path):
+    """A peer inside bind(2) has its file a moment before its socket
+    answers. An end starting at that moment took the file for stale,
+    removed it and bound PATH too: two first ends, each talking to nobody.
+    It must give a young file a moment and become the second end."""
+    link = tmp_path / "link"
+    early = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    early.bind(str(link))
+    early.close()  # the file is there, nobody answers yet...
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer.bind(str(tmp_path / "binding"))
+    answering = threading.Timer(0.02, os.rename, (tmp_path / "binding", link))  # ... now it does
+    answering.start()
+    try:
+        with vdeplug.open(f"ptp://{link}") as ours:
+            answering.join()
+            assert os.path.exists(f"{link}+"), "we are the second end"
+            assert ours.send(frame(60)) == 60
+            peer.settimeout(2)
+            assert peer.recv(9000) == frame(60)
+    finally:
+        answering.join()
+        peer.close()
