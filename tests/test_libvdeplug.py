@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -78,6 +79,23 @@ def finish(p: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
     return p.returncode, out + err
 
 
+def wait_open(p: subprocess.Popen[str], timeout: float = 20) -> str:
+    """vdepeer's output up to its "open" line (vde_open returned: a ptp end
+    is bound, a switch is listening), read from the pipe itself so that
+    communicate() gets the rest; prepend it to what finish() returns."""
+    assert p.stdout
+    seen, deadline = b"", time.monotonic() + timeout
+    while b"\nopen\n" not in b"\n" + seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([p.stdout], [], [], left)[0]:
+            raise AssertionError(f"{p.args} not open after {timeout} s: {seen.decode(errors='replace')}")
+        chunk = os.read(p.stdout.fileno(), 4096)
+        if not chunk:
+            break  # it ended: finish() says why
+        seen += chunk
+    return seen.decode()
+
+
 def lib_of(output: str) -> str:
     m = re.search(r"^lib=(.*)$", output, re.M)
     assert m, output
@@ -139,9 +157,10 @@ def test_c_program_on_our_library_talks_to_debian(vdepeer, tmp_path, kind, ours_
         a, b = f"switch://{d}", f"vde://{d}"
     try:
         first = peer(vdepeer, a, "pingpong", "1", "40", "15", ours=ours_first)
-        time.sleep(0.5)
+        early = wait_open(first)  # the first end is really first
         second = peer(vdepeer, b, "pingpong", "2", "40", "15", ours=not ours_first)
         (rc1, out1), (rc2, out2) = finish(first), finish(second)
+        out1 = early + out1
         assert rc1 == 0 and rc2 == 0, out1 + out2
         libs = {True: lib_of(out1 if ours_first else out2), False: lib_of(out2 if ours_first else out1)}
         assert libs[True] == os.path.realpath(OURS), libs
@@ -186,7 +205,7 @@ def test_two_threads_send_and_recv_on_one_connection(vdepeer, tmp_path, echo_on_
     numbered frames of 60-1514 bytes come back, none lost or corrupted."""
     link = f"ptp://{tmp_path / 'l'}"
     echo = peer(vdepeer, link, "echo", "3", ours=echo_on_ours)
-    time.sleep(0.3)
+    wait_open(echo)
     rc, out = finish(peer(vdepeer, link, "threads", "20000", ours=True), timeout=90)
     assert rc == 0 and "got=20000 bad=0" in out, out
     echo.kill()

@@ -974,3 +974,127 @@ def test_python_recv_from_a_garbage_stream_times_out_and_sees_signals():
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("alarm") and float(r.stdout.split()[1]) < 1.0, r.stdout
+
+
+# ---------------------------------------------------------------- issue 28, item 8: two ptp ends starting together
+# ptp as vdeplug4 4.0.1: the first end binds PATH, the second PATH+. Ends
+# that start at the same moment race for PATH; the loser must become the
+# second end, and a peer's file that changes or is still being bound must
+# not be taken for a dead or replaced peer.
+
+PTP_END = textwrap.dedent("""
+    import os, select, sys, time, vdeplug
+    me = int(sys.argv[1])
+    f = bytes([255] * 6 + [2, 0, 0, 0, 0, me]) + b"\\x88\\xb5" + bytes(46)
+    print("ready", flush=True)
+    while (cmd := os.read(0, 4096).decode().split()):  # "go PATH", later "close"
+        try:
+            e = vdeplug.open("ptp://" + cmd[1])
+        except OSError as x:
+            print("open failed:", x, flush=True)
+            os.read(0, 4096)
+            print("closed", flush=True)
+            continue
+        said, deadline = False, time.monotonic() + 5
+        while not select.select([0], [], [], 0)[0]:  # until "close": frames both ways
+            e.send(f)
+            try:
+                got = e.recv(timeout=0.01)[11] != me
+            except TimeoutError:
+                got = False
+            if not said and (got or time.monotonic() > deadline):
+                print("linked" if got else "no link", flush=True)
+                said = True
+        os.read(0, 4096)
+        e.close()
+        print("closed", flush=True)
+""")
+
+
+def test_two_ptp_ends_opened_at_the_same_moment_always_link(tmp_path):
+    """50 rounds: two ends released together open the same link. The one
+    that loses the bind of PATH used to fail (EADDRINUSE, about one round in
+    eight); it must become the second end, and the link must carry frames."""
+    ends = [subprocess.Popen([sys.executable, "-c", PTP_END, str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in (1, 2)]
+    try:
+
+        def line(p: subprocess.Popen) -> str:
+            assert p.stdout
+            return p.stdout.readline().strip()
+
+        assert [line(p) for p in ends] == ["ready", "ready"]
+        fds = [p.stdin.fileno() for p in ends if p.stdin]
+        for r in range(50):
+            go = f"go {tmp_path / f'l{r}'}\n".encode()
+            for fd in fds:
+                os.write(fd, go)
+            said = [line(p) for p in ends]
+            assert said == ["linked", "linked"], f"round {r}: {said}"
+            for fd in fds:
+                os.write(fd, b"close\n")
+            assert [line(p) for p in ends] == ["closed", "closed"]
+    finally:
+        for p in ends:
+            p.kill()
+            p.wait()
+
+
+def test_ptp_peer_changing_its_mode_after_we_linked_stays_our_peer(tmp_path):
+    """vdeplug4 4.0.1 binds its file, then chmods it. An end of ours that
+    linked in between took the new change time for a new peer: it dropped
+    the association, the frames queued for it, and the peer's next send
+    failed with ECONNRESET (the flaky C-program test, ours first)."""
+    import ctypes
+
+    lib = ctypes.CDLL(os.path.join(vdeplug.libdir(), "libvdeplug.so.2"), use_errno=True)
+    lib.vde_open_real.restype = ctypes.c_void_p
+    lib.vde_open_real.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+    for fn in ("vde_recv", "vde_send"):
+        getattr(lib, fn).restype = ctypes.c_ssize_t
+        getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    lib.vde_close.argtypes = [ctypes.c_void_p]
+    link = tmp_path / "link"
+    conn = lib.vde_open_real(f"ptp://{link}".encode(), b"test", 1, None)
+    assert conn, os.strerror(ctypes.get_errno())
+    c_end = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # the second end, as vdeplug4 4.0.1 opens it
+    try:
+        c_end.bind(f"{link}+")
+        c_end.connect(str(link))
+        c_end.settimeout(2)
+        assert lib.vde_send(conn, frame(60), 60, 0) == 60  # we link to PATH+ now
+        assert c_end.recv(9000) == frame(60)
+        os.chmod(f"{link}+", 0o700)  # ... and vdeplug4 chmods it
+        buf = ctypes.create_string_buffer(9234)
+        for i in range(3):
+            c_end.send(frame(61 + i, src=3))  # ECONNRESET here once the link was dropped
+            time.sleep(0.3)  # our end's housekeeping (every 200 ms) runs with the frame queued
+            n = lib.vde_recv(conn, buf, len(buf), 0)
+            assert buf.raw[: max(n, 0)] == frame(61 + i, src=3), (n, os.strerror(ctypes.get_errno()))
+    finally:
+        c_end.close()
+        lib.vde_close(conn)
+
+
+def test_ptp_young_file_not_answering_yet_is_not_taken_for_stale(tmp_path):
+    """A peer inside bind(2) has its file a moment before its socket
+    answers. An end starting at that moment took the file for stale,
+    removed it and bound PATH too: two first ends, each talking to nobody.
+    It must give a young file a moment and become the second end."""
+    link = tmp_path / "link"
+    early = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    early.bind(str(link))
+    early.close()  # the file is there, nobody answers yet...
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer.bind(str(tmp_path / "binding"))
+    answering = threading.Timer(0.02, os.rename, (tmp_path / "binding", link))  # ... now it does
+    answering.start()
+    try:
+        with vdeplug.open(f"ptp://{link}") as ours:
+            answering.join()
+            assert os.path.exists(f"{link}+"), "we are the second end"
+            assert ours.send(frame(60)) == 60
+            peer.settimeout(2)
+            assert peer.recv(9000) == frame(60)
+    finally:
+        answering.join()
+        peer.close()

@@ -1,14 +1,18 @@
 //! ptp://path — a point-to-point link over unix datagram sockets, as Debian's
 //! vdeplug4 4.0.1 does it: the first end binds PATH and talks to PATH+, the
-//! second binds PATH+ and talks to PATH; either end may start first. A stale
-//! socket file (nobody listening) is replaced. Files are removed at close.
-//! The peer's socket must be ours (or root's) unless our mode lets other
-//! users in: another user who binds PATH+ first does not get our frames.
+//! second binds PATH+ and talks to PATH; either end may start first, or both
+//! at once (whoever loses the bind of PATH becomes the second end). A stale
+//! socket file (nobody listening) is replaced; a young one is given a moment
+//! first, as a peer inside bind(2) has its file before it answers. Files are
+//! removed at close. The peer's socket must be ours (or root's) unless our
+//! mode lets other users in: another user who binds PATH+ first does not get
+//! our frames.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{bound_sends, ctx, err, send_bounded, send_connected, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys;
@@ -17,23 +21,25 @@ pub struct Ptp {
     sock: UnixDatagram,
     mine: PathBuf,
     peer: PathBuf,
-    connected: bool,
-    /// The inode of the peer's socket file we are connected to: when the
-    /// peer is replaced, a connected unix datagram socket would refuse the
-    /// newcomer (EPERM) until we send, so `tick` notices and re-associates.
-    peer_ino: Option<(u64, i64, i64)>,
+    /// The peer's socket file we are connected to, held open (O_PATH);
+    /// None: not connected. When the peer is replaced, a connected unix
+    /// datagram socket would refuse the newcomer (EPERM) until we send, so
+    /// `tick` notices a new file at the peer's path and re-associates. Held,
+    /// the inode cannot be reused for a new file; its mode and owner may
+    /// change (vdeplug4 chmods after bind) without counting as a new peer.
+    peer_file: Option<OwnedFd>,
     /// Our mode gives others write access: a peer of another user is fine.
     shared: bool,
     /// The process that opened the link: only it removes our file.
     owner: u32,
 }
 
-/// Connect `sock` to the socket at `peer` if its owner may be our peer.
-/// Ok(false): nobody there (yet).
-fn connect_peer(sock: &UnixDatagram, peer: &Path, shared: bool) -> io::Result<bool> {
+/// Connect `sock` to the socket at `peer` if its owner may be our peer:
+/// the file connected to, held open. Ok(None): nobody there (yet).
+fn connect_peer(sock: &UnixDatagram, peer: &Path, shared: bool) -> io::Result<Option<OwnedFd>> {
     let handle = match sys::open_path_nofollow(None, peer) {
         Ok(h) => h,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ctx(e, format!("ptp: {}", peer.display()))),
     };
     let st = sys::fstat(handle.as_raw_fd())?;
@@ -48,17 +54,19 @@ fn connect_peer(sock: &UnixDatagram, peer: &Path, shared: bool) -> io::Result<bo
     }
     // Through the handle: the socket checked is the socket connected.
     match sock.connect(sys::proc_path(handle.as_raw_fd())) {
-        Ok(()) => Ok(true),
-        Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::EPERM) => Ok(false),
+        Ok(()) => Ok(Some(handle)),
+        Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::EPERM) => Ok(None),
         Err(e) => Err(ctx(e, format!("ptp: {}", peer.display()))),
     }
 }
 
-/// Identity of a socket file: inode and change time (tmpfs reuses inode
-/// numbers at once, so the inode alone cannot tell a new file from the old).
-fn inode(path: &Path) -> Option<(u64, i64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
+/// Whether `path` still names the file open on `handle` (same device and
+/// inode; the handle keeps the inode number from being reused).
+fn still_at(handle: &OwnedFd, path: &Path) -> bool {
+    match (sys::fstat(handle.as_raw_fd()), sys::lstat_at(None, path)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    }
 }
 
 fn plus(path: &Path) -> PathBuf {
@@ -71,52 +79,123 @@ fn is_errno(e: &io::Error, n: i32) -> bool {
     e.raw_os_error() == Some(n)
 }
 
+/// A socket file that refuses connections and is younger than this may be
+/// a peer between the two halves of its bind(2) (the file is created, then
+/// the socket is made reachable): it is probed again for up to `GRACE`
+/// before it counts as stale. An older one is stale at once.
+const YOUNG: Duration = Duration::from_secs(2);
+const GRACE: Duration = Duration::from_millis(300);
+/// Role decisions lost to an end that started at the same moment, before
+/// giving up (each loss means the other end made progress).
+const ATTEMPTS: usize = 8;
+
+/// What a probe found at a path.
+enum Probe {
+    Missing,
+    /// A socket that answers (Ok) or is associated with another peer (EPERM).
+    Live {
+        answered: bool,
+    },
+    /// Nobody listens: the file, held open so only it is removed.
+    Stale(OwnedFd),
+}
+
+fn probe(path: &Path) -> io::Result<Probe> {
+    let handle = match sys::open_path_nofollow(None, path) {
+        Ok(h) => h,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Missing),
+        Err(e) => return Err(e),
+    };
+    let st = sys::fstat(handle.as_raw_fd())?;
+    if !sys::is_socket(&st) {
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, super::Context { errno: Some(libc::EADDRINUSE), msg: "exists and is not a socket".into() }));
+    }
+    let born = SystemTime::UNIX_EPOCH + Duration::new(st.st_ctime.max(0) as u64, st.st_ctime_nsec.clamp(0, 999_999_999) as u32);
+    let young = SystemTime::now().duration_since(born).map_or(true, |age| age < YOUNG);
+    let deadline = Instant::now() + if young { GRACE } else { Duration::ZERO };
+    let sock = UnixDatagram::unbound()?;
+    loop {
+        match sock.connect(sys::proc_path(handle.as_raw_fd())) {
+            Ok(()) => return Ok(Probe::Live { answered: true }),
+            Err(e) if is_errno(&e, libc::EPERM) => return Ok(Probe::Live { answered: false }),
+            Err(e) if is_errno(&e, libc::ECONNREFUSED) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) if is_errno(&e, libc::ECONNREFUSED) => return Ok(Probe::Stale(handle)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Remove the stale file on `handle` if `path` still names it (an end that
+/// replaced it meanwhile keeps its own).
+fn remove_stale(path: &Path, handle: &OwnedFd) -> io::Result<()> {
+    if still_at(handle, path) {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Bind `path`, replacing a stale socket file nobody listens on.
 fn bind_or_replace_stale(path: &Path) -> io::Result<UnixDatagram> {
-    match UnixDatagram::bind(path) {
-        Err(e) if is_errno(&e, libc::EADDRINUSE) => {
-            let probe = UnixDatagram::unbound()?;
-            match probe.connect(path) {
-                Err(ce) if is_errno(&ce, libc::ECONNREFUSED) => {
-                    std::fs::remove_file(path)?;
-                    UnixDatagram::bind(path)
-                }
-                _ => Err(err(io::ErrorKind::AddrInUse, format!("{} is in use: both ends of this link are taken", path.display()))),
-            }
+    for _ in 0..ATTEMPTS {
+        match UnixDatagram::bind(path) {
+            Err(e) if is_errno(&e, libc::EADDRINUSE) => match probe(path)? {
+                Probe::Stale(h) => remove_stale(path, &h)?,
+                Probe::Missing => {}
+                Probe::Live { .. } => break,
+            },
+            other => return other,
         }
-        other => other,
     }
+    Err(err(io::ErrorKind::AddrInUse, format!("{} is in use: both ends of this link are taken", path.display())))
+}
+
+/// Which end we are: the first (bound at PATH), or the second, with
+/// whether the first answered (EPERM: it is still associated with a
+/// previous second end that died; it re-associates with us the next time
+/// it sends, getting ECONNREFUSED, so we connect lazily).
+enum Role {
+    First(UnixDatagram),
+    Second { answered: bool },
+}
+
+/// Decide our role. Two ends starting together both find PATH missing (or
+/// stale): bind(2) lets one have it, the other becomes the second end.
+fn role(path: &Path) -> io::Result<Role> {
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match probe(path)? {
+            Probe::Missing => match UnixDatagram::bind(path) {
+                Ok(sock) => return Ok(Role::First(sock)),
+                Err(e) if is_errno(&e, libc::EADDRINUSE) => last = Some(e),
+                Err(e) => return Err(e),
+            },
+            Probe::Stale(h) => remove_stale(path, &h)?,
+            Probe::Live { answered } => return Ok(Role::Second { answered }),
+        }
+    }
+    Err(last.unwrap_or_else(|| err(io::ErrorKind::AddrInUse, format!("{}: another end keeps replacing it", path.display()))))
 }
 
 /// Open one end of the link at `path`; `mode`/`gid` apply to our socket file.
 pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp> {
     let mode = mode.unwrap_or(0o600);
     let shared = mode & 0o022 != 0;
-    let probe = UnixDatagram::unbound()?;
-    let (sock, mine, peer, connected) = match probe.connect(path) {
-        Err(e) if is_errno(&e, libc::ECONNREFUSED) || is_errno(&e, libc::ENOENT) => {
-            // Nobody at PATH (or a stale file): we are the first end.
-            if is_errno(&e, libc::ECONNREFUSED) {
-                let _ = std::fs::remove_file(path);
-            }
-            let sock = UnixDatagram::bind(path).map_err(|e| ctx(e, format!("ptp: bind {}", path.display())))?;
-            (sock, path.to_path_buf(), plus(path), false)
-        }
-        Err(e) if !is_errno(&e, libc::EPERM) => return Err(ctx(e, format!("ptp: {}", path.display()))),
-        // Someone is at PATH: we are the second end. EPERM means the first
-        // end is still associated with a previous second end that died; it
-        // re-associates with us the next time it sends (it then gets
-        // ECONNREFUSED), so we take PATH+ and connect lazily.
-        probed => {
+    let (sock, mine, peer, peer_file) = match role(path).map_err(|e| ctx(e, format!("ptp: {}", path.display())))? {
+        Role::First(sock) => (sock, path.to_path_buf(), plus(path), None),
+        Role::Second { answered } => {
             let mine = plus(path);
             let sock = bind_or_replace_stale(&mine).map_err(|e| ctx(e, format!("ptp: bind {}", mine.display())))?;
-            let connected = match probed {
-                Ok(()) => connect_peer(&sock, path, shared).inspect_err(|_| {
+            let peer_file = if answered {
+                connect_peer(&sock, path, shared).inspect_err(|_| {
                     let _ = std::fs::remove_file(&mine);
-                })?,
-                Err(_) => false,
+                })?
+            } else {
+                None
             };
-            (sock, mine, path.to_path_buf(), connected)
+            (sock, mine, path.to_path_buf(), peer_file)
         }
     };
     sys::set_cloexec(sock.as_raw_fd())?;
@@ -125,23 +204,25 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
         sys::chown_group(&mine, g).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
     }
     sys::chmod(&mine, mode).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
-    let peer_ino = if connected { inode(&peer) } else { None };
-    Ok(Ptp { sock, mine, peer, connected, peer_ino, shared, owner: std::process::id() })
+    Ok(Ptp { sock, mine, peer, peer_file, shared, owner: std::process::id() })
 }
 
 impl Ptp {
     /// A 0-byte datagram from the peer dissolves the association (vdeplug4).
     fn disconnect(&mut self) {
         let _ = sys::connect_unspec(self.sock.as_raw_fd());
-        self.connected = false;
+        self.peer_file = None;
+    }
+
+    fn connected(&self) -> bool {
+        self.peer_file.is_some()
     }
 
     /// Connect to the peer's file if it is there now (it may have
     /// (re)started). An error: a socket there we must not talk to.
     fn reconnect(&mut self) -> io::Result<bool> {
-        self.connected = connect_peer(&self.sock, &self.peer, self.shared)?;
-        self.peer_ino = if self.connected { inode(&self.peer) } else { None };
-        Ok(self.connected)
+        self.peer_file = connect_peer(&self.sock, &self.peer, self.shared)?;
+        Ok(self.connected())
     }
 }
 
@@ -156,7 +237,7 @@ impl Transport for Ptp {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        if !self.connected && !self.reconnect()? {
+        if !self.connected() && !self.reconnect()? {
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         }
         match send_bounded(self.sock.as_raw_fd(), frame) {
@@ -177,7 +258,7 @@ impl Transport for Ptp {
     }
 
     fn tick(&mut self) {
-        if self.connected && inode(&self.peer) != self.peer_ino {
+        if self.peer_file.as_ref().is_some_and(|f| !still_at(f, &self.peer)) {
             // Our peer's file is gone or belongs to a new peer now.
             self.disconnect();
             let _ = self.reconnect(); // a refused peer is reported by the next send
@@ -192,7 +273,7 @@ impl Transport for Ptp {
     }
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        if !self.connected {
+        if !self.connected() {
             match self.reconnect() {
                 Ok(true) => {}
                 Ok(false) => return SendOutcome { dropped: idx.len(), ..Default::default() },
