@@ -616,6 +616,44 @@ mod tests {
         assert!(open(&mut both_old_first, &sealed(&mut new_only, &f)).is_ok(), "set_keys seals with the new key");
     }
 
+    /// Not a test: how the AEAD crate was chosen. Seal and open of
+    /// 1448-byte segments, ring against RustCrypto, both ciphers.
+    /// `cargo test --release -- --ignored --nocapture aead_crates`
+    #[test]
+    #[ignore]
+    fn aead_crates_compared() {
+        use aes_gcm::aead::AeadInPlace;
+        use aes_gcm::KeyInit;
+        let rounds = 200_000u32;
+        let mut buf = vec![7u8; 1448];
+        let time = |name: &str, f: &mut dyn FnMut(u64)| {
+            let t = std::time::Instant::now();
+            for i in 0..u64::from(rounds) {
+                f(i);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / f64::from(rounds);
+            eprintln!("{name:32} {ns:6.0} ns per 1448-byte seal ({:.2} GB/s)", 1448.0 / ns);
+        };
+        for c in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
+            let k = LessSafeKey::new(UnboundKey::new(c.algorithm(), &[3; 32]).unwrap());
+            time(&format!("ring {c:?}"), &mut |i| {
+                std::hint::black_box(k.seal_in_place_separate_tag(nonce(i), Aad::from(&[1u8; 43][..]), &mut buf).unwrap());
+            });
+        }
+        let aes = aes_gcm::Aes256Gcm::new_from_slice(&[3; 32]).unwrap();
+        time("RustCrypto aes-gcm", &mut |i| {
+            let mut n = [0u8; 12];
+            n[4..].copy_from_slice(&i.to_be_bytes());
+            std::hint::black_box(aes.encrypt_in_place_detached(&n.into(), &[1u8; 43], &mut buf).unwrap());
+        });
+        let cc = chacha20poly1305::ChaCha20Poly1305::new_from_slice(&[3; 32]).unwrap();
+        time("RustCrypto chacha20poly1305", &mut |i| {
+            let mut n = [0u8; 12];
+            n[4..].copy_from_slice(&i.to_be_bytes());
+            std::hint::black_box(cc.encrypt_in_place_detached(&n.into(), &[1u8; 43], &mut buf).unwrap());
+        });
+    }
+
     #[test]
     fn key_files_parsed_and_refused() {
         let k = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
