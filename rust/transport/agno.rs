@@ -60,7 +60,7 @@ pub enum EthType {
 pub enum EthTypeError {
     #[error("not copy, ipv4, ipv6, rand or a number")]
     NotANumber,
-    #[error("{0:#x} is not an EtherType (0x600 to 0xfffe)")]
+    #[error("{0} ({0:#x}) is not an EtherType (0x600 to 0xfffe)")]
     OutOfRange(u64),
 }
 
@@ -520,7 +520,7 @@ pub const PLUGIN: Builtin = Builtin {
     options: OPTIONS,
     bare: None,
     nests: true,
-    summary: "Debian's agno encryption (no integrity) around a VNL: agno://~/.vde_agno_key{vxvde://}",
+    summary: "Debian's agno encryption (no integrity) around a VNL: agno:///etc/vde.agno{vxvde://}",
     open: open_vnl,
 };
 
