@@ -334,17 +334,27 @@ impl Codec {
         if pad > body {
             return Err(Reject::BadLength);
         }
-        // CBC decryption, each block moved one block down (over the header).
+        // CBC decryption, up to 8 blocks at a time (AES pipelines them),
+        // each block moved one block down (over the header).
         let mut prev = h;
         let mut last = [0u8; BLOCK];
-        for at in (HEADER..len).step_by(BLOCK) {
-            let mut c = [0u8; BLOCK];
-            c.copy_from_slice(&buf[at..at + BLOCK]);
-            let mut p = self.decrypt(c);
-            xor(&mut p, &prev);
-            prev = c;
-            buf[at - BLOCK..at].copy_from_slice(&p);
-            last = p;
+        let mut plain = [Block::default(); 8];
+        let mut at = HEADER;
+        while at < len {
+            let k = ((len - at) / BLOCK).min(plain.len());
+            for (i, p) in plain[..k].iter_mut().enumerate() {
+                p.copy_from_slice(&buf[at + i * BLOCK..at + (i + 1) * BLOCK]);
+            }
+            self.aes.decrypt_blocks(&mut plain[..k]);
+            for (i, p) in plain[..k].iter().enumerate() {
+                let mut c = [0u8; BLOCK];
+                c.copy_from_slice(&buf[at + i * BLOCK..at + (i + 1) * BLOCK]);
+                last.copy_from_slice(p);
+                xor(&mut last, &prev);
+                prev = c;
+                buf[at + i * BLOCK - BLOCK..at + i * BLOCK].copy_from_slice(&last);
+            }
+            at += k * BLOCK;
         }
         if last[BLOCK - pad..].iter().any(|&b| b != 0) {
             return Err(Reject::BadPadding);
