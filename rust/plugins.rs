@@ -334,7 +334,7 @@ pub fn typed(items: &[(Vec<u8>, Option<Vec<u8>>)], options: &'static [Opt], bare
 
 pub fn builtins() -> &'static [&'static Builtin] {
     use transport::*;
-    static ALL: [&Builtin; 16] = [
+    static ALL: [&Builtin; 17] = [
         &null::PLUGIN,
         &ptp::PLUGIN,
         &udp::PLUGIN,
@@ -351,6 +351,7 @@ pub fn builtins() -> &'static [&'static Builtin] {
         &vlan::PLUGIN,
         &capture::PLUGIN,
         &seal::PLUGIN,
+        &agno::PLUGIN,
     ];
     &ALL
 }

@@ -966,6 +966,24 @@ pub fn user_name() -> Option<String> {
     Some(unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned())
 }
 
+/// The home directory of our effective user in the password database
+/// (never $HOME), as vdeplug4's agno plugin finds `~/.vde_agno_key`.
+pub fn passwd_home() -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: passwd is plain old data filled by getpwuid_r.
+    let mut pw: libc::passwd = unsafe { mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the stated sizes.
+    let r = unsafe { libc::getpwuid_r(geteuid(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r != 0 || out.is_null() || pw.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: pw_dir points into buf, NUL-terminated.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pw.pw_dir) };
+    Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
+}
+
 #[cfg(test)]
 mod nofollow_tests {
     use super::*;

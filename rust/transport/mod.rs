@@ -17,6 +17,7 @@ pub use endpoint::{frame_ok, Endpoint, Stats, TICK};
 pub use error::{ctx, describe, err, errno_of, Context};
 pub use send::*;
 
+pub mod agno;
 pub mod capture;
 pub mod cmd;
 pub mod flood;
