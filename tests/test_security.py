@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import vdeplug
 from conftest import VDE_PLUG, frame, free_udp_port, needs_root, read_exact, wait_for
+from test_overlay_unicast import drain
 from test_reliability import Plug, rss_kb
 
 NOBODY = 65534
@@ -660,19 +661,19 @@ def test_an_unverified_source_gets_at_most_three_times_what_it_sent():
             with udp_at(f"127.0.1.{k + 1}") as m:
                 m.sendto(vx_header() + frame(60, src=50 + k), ("127.0.0.1", pa))
             if k % 50 == 49:
-                drain_conn(a)
-        drain_conn(a)
+                drain(a)
+        drain(a)
         victim = udp_at("127.0.0.5")
         sent = received = 0
         for k in range(30):
             join = vx_header() + frame(60, src=5, seed=k)
             victim.sendto(join, ("127.0.0.1", pa))
-            drain_conn(a, 0.05)
+            drain(a, 0.05)
             for j in range(3):
                 a.send(frame(100, src=1, seed=j))
             leave = vx_header()
             victim.sendto(leave, ("127.0.0.1", pa))
-            drain_conn(a, 0.05)
+            drain(a, 0.05)
             sent += len(join) + len(leave)
             received += recv_all(victim, 0.02)
         received += recv_all(victim, 0.3)
@@ -693,30 +694,20 @@ def test_spoofed_sources_never_lock_a_real_host_out():
             with udp_at(f"127.0.{2 + n // 250}.{1 + n % 250}") as s:
                 s.sendto(vx_header() + frame(60, src=7, seed=n), ("127.0.0.1", pa))
             if k % 100 == 99:
-                drain_conn(a, 0.01)
-        drain_conn(a, 0.05)
+                drain(a, 0.01)
+        drain(a, 0.05)
 
     with vdeplug.open(f"vxvde://127.0.0.1:{pf}/port={pa}/{allow}") as a, vdeplug.open(f"vxvde://127.0.0.1:{pa}/port={pc}/{allow}") as c:
         spoof(a)
         assert a.stats.extra["members"] == 1024
         for k in range(3):  # c keeps talking (and answers a's probe)
             c.send(frame(70, src=3, seed=k))
-            drain_conn(a, 0.05)
-            drain_conn(c, 0.05)
+            drain(a, 0.05)
+            drain(c, 0.05)
         spoof(a, 2000, base=2000)
         a.send(frame(90, src=1))
-        assert frame(90, src=1) in drain_conn(c, 0.5), f"the real host was locked out: {a.stats.extra}"
+        assert frame(90, src=1) in drain(c, 0.5), f"the real host was locked out: {a.stats.extra}"
         assert a.stats.extra["members_verified"] >= 1
-
-
-def drain_conn(c: vdeplug.Connection, wait: float = 0.1) -> list[bytes]:
-    """Receive (and so run the control exchange) until ``wait`` s pass idle."""
-    got = []
-    while True:
-        try:
-            got.append(c.recv(timeout=wait))
-        except TimeoutError:
-            return got
 
 
 # ---------------------------------------------------------------- issue 28, item 5: deep nesting does not crash
