@@ -30,6 +30,7 @@ UNDER = ("192.168.77.1", "192.168.77.2")
 OVER = ("10.77.0.1", "10.77.0.2")
 GROUP = "239.77.77.77"
 KEY = Path(f"/tmp/vdptcp{PID}.key")  # seal://'s key (vde_plug --keygen)
+AGNO_KEY = Path(f"/tmp/vdptcp{PID}.agno")  # agno://'s (16 bytes in hex, lowercase)
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -51,6 +52,8 @@ def setup() -> None:
         sh("ip", "-n", n, "route", "add", "224.0.0.0/4", "dev", dev)
     if not KEY.exists() and os.path.exists(OURS):
         sh(OURS, "--keygen", str(KEY))
+    AGNO_KEY.write_text(os.urandom(16).hex() + "\n")
+    AGNO_KEY.chmod(0o600)
 
 
 def teardown() -> None:
@@ -64,6 +67,7 @@ def teardown() -> None:
                 pass
         sh("ip", "netns", "del", n, check=False)
     KEY.unlink(missing_ok=True)
+    AGNO_KEY.unlink(missing_ok=True)
 
 
 @dataclass
@@ -78,6 +82,8 @@ class Path_:
 PATHS = [
     Path_("ours vxvde", OURS, f"vxvde://{GROUP}"),
     Path_("ours sealed vxvde", OURS, f"seal://{KEY}{{vxvde://{GROUP}}}"),
+    Path_("ours agno vxvde", OURS, f"agno://{AGNO_KEY}{{vxvde://{GROUP}}}"),
+    Path_("C agno vxvde", C_PLUG, f"agno://{AGNO_KEY}{{vxvde://{GROUP}}}"),
     Path_("C vxvde", C_PLUG, f"vxvde://{GROUP}"),
     Path_("ours vxlan", OURS, f"vxlan://{GROUP}/port=4790"),
     Path_("C vxlan", C_PLUG, f"vxlan://{GROUP}/port=4790"),
