@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import pytest
 import vdeplug
 from conftest import VDE_PLUG, frame, free_udp_port
 from netns import needs_netns
+from relay import Relay
 from test_libvdeplug import finish, needs_cc, needs_lib, peer, vdepeer  # noqa: F401 (vdepeer: a fixture)
 
 SEALED_TYPE = b"\x88\xb6"
@@ -35,64 +35,25 @@ def keygen(path: Path) -> Path:
     return path
 
 
-class Middle:
-    """A UDP relay between two ends that can change what it forwards."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.ends: dict[int, int] = {}  # source port -> the other end's port
-        self.seen: list[bytes] = []
-        self.hold = False  # record, do not forward
-        self.stop = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def link(self, pa: int, pb: int) -> None:
-        self.ends = {pa: pb, pb: pa}
-        self.thread.start()
-
-    def run(self) -> None:
-        while not self.stop:
-            try:
-                data, (_, port) = self.sock.recvfrom(65536)
-            except (TimeoutError, OSError):
-                continue
-            self.seen.append(data)
-            if port in self.ends and not self.hold:
-                self.sock.sendto(data, ("127.0.0.1", self.ends[port]))
-
-    def inject(self, data: bytes, to: int) -> None:
-        self.sock.sendto(data, ("127.0.0.1", to))
-
-    def close(self) -> None:
-        self.stop = True
-        self.thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[vdeplug.Connection, vdeplug.Connection, Middle, int, int]]:
-    """Two sealed ends a and b, whose datagrams all cross a Middle."""
+def pair(tmp_path: Path) -> Iterator[tuple[vdeplug.Connection, vdeplug.Connection, Relay]]:
+    """Two sealed ends a and b, whose datagrams all cross a Relay."""
     key = keygen(tmp_path / "k")
-    pa, pb = free_udp_port(), free_udp_port()
-    mid = Middle()
+    mid = Relay()
     with ExitStack() as st:
-        a = st.enter_context(vdeplug.open(f"seal://{key}{{udp://{pa}->127.0.0.1:{mid.port}}}"))
-        b = st.enter_context(vdeplug.open(f"seal://{key}{{udp://{pb}->127.0.0.1:{mid.port}}}"))
-        mid.link(pa, pb)
-        yield a, b, mid, pa, pb
+        a = st.enter_context(vdeplug.open(f"seal://{key}{{{mid.vnl('a')}}}"))
+        b = st.enter_context(vdeplug.open(f"seal://{key}{{{mid.vnl('b')}}}"))
+        yield a, b, mid
         mid.close()
 
 
 def test_frames_cross_sealed_with_the_macs_in_clear(pair):
-    a, b, mid, _, _ = pair
+    a, b, mid = pair
     for k, size in enumerate([60, 61, 500, 1400]):
         f = frame(size, src=3, seed=k)
         a.send(f)
         assert b.recv(timeout=2) == f
-    wire = mid.seen[-1]
+    wire = mid.seen[-1][1]
     f = frame(1400, src=3, seed=3)
     assert len(wire) == 1400 + OVERHEAD
     assert wire[:12] == f[:12] and wire[12:14] == SEALED_TYPE, "MACs in clear, then the sealed type"
@@ -101,29 +62,29 @@ def test_frames_cross_sealed_with_the_macs_in_clear(pair):
 
 
 def test_tampered_truncated_replayed_wrong_key_and_clear_frames_are_counted_and_dropped(pair, tmp_path):
-    a, b, mid, _, pb = pair
+    a, b, mid = pair
     mid.hold = True
     a.send(frame(100, src=3, seed=1))
     time.sleep(0.2)
     mid.hold = False
-    good = mid.seen[-1]  # sealed, never delivered
+    good = mid.seen[-1][1]  # sealed, never delivered
     tampered = bytearray(good)
     tampered[60] ^= 0x40
-    mid.inject(bytes(tampered), pb)  # tampered payload
+    mid.inject(bytes(tampered), "b")  # tampered payload
     mac_changed = bytearray(good)
     mac_changed[5] ^= 1
-    mid.inject(bytes(mac_changed), pb)  # the destination MAC is authenticated too
-    mid.inject(good[:40], pb)  # truncated
-    mid.inject(good, pb)  # the genuine frame: it gets through
+    mid.inject(bytes(mac_changed), "b")  # the destination MAC is authenticated too
+    mid.inject(good[:40], "b")  # truncated
+    mid.inject(good, "b")  # the genuine frame: it gets through
     assert b.recv(timeout=2) == frame(100, src=3, seed=1)
-    mid.inject(good, pb)  # replayed
-    mid.inject(frame(80, src=9), pb)  # a frame in clear
+    mid.inject(good, "b")  # replayed
+    mid.inject(frame(80, src=9), "b")  # a frame in clear
     other = keygen(tmp_path / "other")
     po = free_udp_port()
-    with vdeplug.open(f"seal://{other}{{udp://{po}->127.0.0.1:{mid.port}}}") as stranger:
+    with vdeplug.open(f"seal://{other}{{udp://127.0.0.1:{po}->127.0.0.1:{mid.port}}}") as stranger:
         stranger.send(frame(90, src=8))
     time.sleep(0.2)
-    mid.inject(mid.seen[-1], pb)  # sealed with another key
+    mid.inject(mid.seen[-1][1], "b")  # sealed with another key
     a.send(frame(120, src=3, seed=2))
     assert b.recv(timeout=2) == frame(120, src=3, seed=2), "the next valid frame gets through"
     with pytest.raises(TimeoutError):
@@ -134,17 +95,17 @@ def test_tampered_truncated_replayed_wrong_key_and_clear_frames_are_counted_and_
 
 
 def test_forged_senders_at_a_high_rate_cost_no_memory_and_block_nothing(pair):
-    a, b, mid, _, pb = pair
+    a, b, mid = pair
     a.send(frame(100, src=3, seed=1))
     b.recv(timeout=2)
-    good = bytearray(mid.seen[-1])
+    good = bytearray(mid.seen[-1][1])
     stop = threading.Event()
 
     def forge() -> None:
         n = 0
         while not stop.is_set():
             good[19:23] = n.to_bytes(4, "big")  # a new session id each time
-            mid.inject(bytes(good), pb)
+            mid.inject(bytes(good), "b")
             n += 1
 
     t = threading.Thread(target=forge, daemon=True)
