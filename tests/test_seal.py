@@ -26,7 +26,7 @@ from test_libvdeplug import finish, needs_cc, needs_lib, peer, vdepeer  # noqa: 
 SEALED_TYPE = b"\x88\xb6"
 ATTACKER = str(Path(__file__).with_name("seal_attacker.py"))
 XFER = str(Path(__file__).with_name("tcp_xfer.py"))
-OVERHEAD = 47
+OVERHEAD = 51
 
 
 def keygen(path: Path) -> Path:

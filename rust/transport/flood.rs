@@ -118,7 +118,7 @@ impl HostRule {
 
     /// Is `a` this endpoint: our port at one of this host's addresses?
     pub fn is_self(&self, a: &SocketAddr) -> bool {
-        a.port() == self.own_port && (a.ip().is_loopback() || a.ip().is_unspecified() || self.local.contains(&a.ip()))
+        a.port() == self.own_port && (a.ip().is_unspecified() || self.local.contains(&a.ip()))
     }
 }
 
@@ -198,12 +198,17 @@ pub struct FloodList {
     swept: u64,
     /// The last (fixed peer or verified member, second) refreshed: skips the lookup for a burst.
     last: Option<(SocketAddr, u64)>,
+    /// The last destination found a fixed peer or verified member (`may_send`'s fast path).
+    last_sent: Option<SocketAddr>,
     /// The usual port, if some fixed peer has another (see `listed_port`).
     odd_ports: Option<u16>,
     /// Addresses sent a peer list → when.
     listed: HashMap<SocketAddr, u64>,
     /// Control messages owed, drained by the socket side (`take_due`).
     due: Vec<(SocketAddr, Due)>,
+    /// Members removed (left, evicted, unreachable) whose MACs the overlay
+    /// should forget (`take_gone`); bounded by what is removed between drains.
+    gone: Vec<SocketAddr>,
     pub stats: MemberStats,
 }
 
@@ -226,9 +231,11 @@ impl FloodList {
             targets,
             swept: 0,
             last: None,
+            last_sent: None,
             odd_ports,
             listed: HashMap::new(),
             due: Vec::new(),
+            gone: Vec::new(),
             stats: MemberStats::default(),
         }
     }
@@ -258,8 +265,11 @@ impl FloodList {
 
     /// May a datagram of `bytes` go to `to`? Always, but to an unverified
     /// member over its budget; charges that budget.
+    /// With `allow=`, only fixed peers and members are destinations: a
+    /// source outside them (or one evicted) gets nothing, whatever MAC it
+    /// taught the table.
     pub fn may_send(&mut self, to: SocketAddr, bytes: usize) -> bool {
-        if self.unverified == 0 {
+        if self.allow.is_empty() || (self.unverified == 0 && self.last_sent == Some(to)) {
             return true;
         }
         match self.members.get_mut(&to) {
@@ -271,7 +281,18 @@ impl FloodList {
                 m.sent += bytes as u64;
                 true
             }
-            _ => true,
+            Some(_) => {
+                self.last_sent = Some(to);
+                true
+            }
+            None if self.fixed.contains(&to) => {
+                self.last_sent = Some(to);
+                true
+            }
+            None => {
+                self.stats.held += 1;
+                false
+            }
         }
     }
 
@@ -287,6 +308,7 @@ impl FloodList {
                 self.stats.expired += (before - self.members.len()) as u64;
                 self.unverified = self.members.values().filter(|m| !m.verified).count();
                 self.last = None;
+                self.last_sent = None;
                 self.rebuild();
             }
         }
@@ -331,7 +353,7 @@ impl FloodList {
     /// send there. A member becomes verified, an allowed newcomer joins
     /// verified; either is owed a peer list. Returns true when it changed.
     pub fn acked(&mut self, from: SocketAddr, now: u64) -> bool {
-        if self.allow.is_empty() || self.fixed.contains(&from) {
+        if self.allow.is_empty() || self.fixed.contains(&from) || self.rule.is_self(&from) {
             return false;
         }
         match self.members.get_mut(&from) {
@@ -389,6 +411,11 @@ impl FloodList {
         self.targets.iter().copied().filter(|&a| a != to && verified(&a)).collect()
     }
 
+    /// A member removed since the last call, if any (its MACs should go).
+    pub fn take_gone(&mut self) -> Option<SocketAddr> {
+        self.gone.pop()
+    }
+
     /// The next control message owed, if any.
     pub fn take_due(&mut self) -> Option<(SocketAddr, Due)> {
         self.due.pop()
@@ -412,7 +439,7 @@ impl FloodList {
     }
 
     fn join(&mut self, from: SocketAddr, now: u64, verified: bool) -> bool {
-        if !self.rule.admits(&from) || self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
+        if !self.rule.admits(&from) || self.rule.is_self(&from) || self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
             return false;
         }
         if self.members.len() >= MAX_MEMBERS && !self.evict_unverified() {
@@ -452,6 +479,10 @@ impl FloodList {
         let Some(m) = self.members.remove(&a) else { return false };
         self.unverified -= usize::from(!m.verified);
         self.last = None;
+        self.last_sent = None;
+        if self.gone.len() < MAX_DUE {
+            self.gone.push(a); // else its MACs just expire
+        }
         self.rebuild();
         true
     }
@@ -686,6 +717,24 @@ mod tests {
         f.heard(addr(20_000), 100, 2003);
         assert!(f.stats.refused > 0, "only a table of verified members refuses");
         assert_eq!(f.targets(2003).len(), MAX_MEMBERS);
+    }
+
+    /// With allow=, unicast goes only to fixed peers and members; removed
+    /// members are reported so their MACs go too; we never join ourselves.
+    #[test]
+    fn with_allow_only_peers_and_members_are_destinations() {
+        let mut f = list(&["10.0.0.2:4789"], "10.0.0.0/24");
+        assert!(f.may_send(sa("10.0.0.2:4789"), 1000) && f.may_send(sa("10.0.0.2:4789"), 1000));
+        assert!(!f.may_send(sa("10.9.9.9:4789"), 60), "a source outside allow gets nothing");
+        verified(&mut f, "10.0.0.5:4789", 0);
+        assert!(f.may_send(sa("10.0.0.5:4789"), 100_000));
+        f.forget(sa("10.0.0.5:4789"));
+        assert!(!f.may_send(sa("10.0.0.5:4789"), 60), "gone: nothing more");
+        assert_eq!((f.take_gone(), f.take_gone()), (Some(sa("10.0.0.5:4789")), None));
+        f.heard(sa("10.0.0.9:4789"), 100, 1);
+        assert!(!f.acked(sa("10.0.0.9:4789"), 1) && f.members() == 0, "ourselves (our address, our port) never joins");
+        f.heard(sa("10.0.0.9:4790"), 100, 1);
+        assert_eq!(f.members(), 1, "our address at another port is another endpoint");
     }
 
     #[test]

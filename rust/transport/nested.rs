@@ -50,15 +50,19 @@ impl<H: Hook> Nested<H> {
 impl<H: Hook> Transport for Nested<H> {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let r = match self.inner.recv(buf)? {
-            Recv::Frame(n) => match self.hook.incoming(buf, n) {
-                Some(m) => {
-                    if self.hook.authenticates() {
-                        self.inner.authentic(0);
+            Recv::Frame(n) => {
+                self.kept_from.clear();
+                match self.hook.incoming(buf, n) {
+                    Some(m) => {
+                        if self.hook.authenticates() {
+                            self.inner.authentic(0);
+                        }
+                        self.kept_from.push(0);
+                        Recv::Frame(m)
                     }
-                    Recv::Frame(m)
+                    None => Recv::Skip,
                 }
-                None => Recv::Skip,
-            },
+            }
             other => other,
         };
         self.hook.flush();

@@ -263,6 +263,12 @@ impl Overlay {
             return Rx::Drop;
         }
         if total == vxlan::HEADER_LEN && self.strict {
+            if self.defer {
+                // Under seal:// a leave is not authenticated: anyone could
+                // cut a member off with one. Expiry forgets it instead.
+                self.stats.bad_in += 1;
+                return Rx::Drop;
+            }
             self.stats.leaves += 1;
             self.table.forget_value(Peer(from));
             self.flood.forget(from);
@@ -374,6 +380,10 @@ impl Overlay {
     /// Send what is owed (from `fd`): probe answers, probes to unverified
     /// members (within their budget), peer lists to verified ones.
     pub fn send_control(&mut self, fd: RawFd) {
+        while let Some(gone) = self.flood.take_gone() {
+            self.table.forget_value(Peer(gone));
+            self.learned = None;
+        }
         while let Some((to, cookie)) = self.acks.pop() {
             let mut msg = Repr { vni: self.vni }.control_header(Control::ProbeAck).to_vec();
             msg.extend_from_slice(&cookie);
@@ -525,8 +535,9 @@ impl Overlay {
                     Ok(None) => break,
                     Ok(Some(None)) => batch.skipped += 1,
                     Ok(Some(Some((a, b)))) => {
-                        batch.push_view(g.arena(), a, b - a);
-                        self.place(batch.count - 1);
+                        if batch.push_view(g.arena(), a, b - a) {
+                            self.place(batch.count - 1);
+                        }
                     }
                     Err(e) if is_icmp_report(&e) => batch.skipped += 1,
                     Err(e) => {

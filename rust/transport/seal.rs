@@ -6,10 +6,10 @@
 //! authenticated with the header, and the rest is encrypted:
 //!
 //! ```text
-//! dst(6) src(6) | 0x88b6 | ver·cipher(1) | key id(4) | session(16) | counter(8) | E(type·payload) | tag(16)
+//! dst(6) src(6) | 0x88b6 | ver·cipher(1) | key id(4) | session(16) | counter(8) | time(4) | E(type·payload) | tag(16)
 //! ```
 //!
-//! 47 bytes more than the frame. The AEAD (AES-256-GCM where the CPU has
+//! 51 bytes more than the frame. The AEAD (AES-256-GCM where the CPU has
 //! AES instructions, else ChaCha20-Poly1305; `ring`, an audited crate) runs
 //! under a *session key*, HKDF-SHA256 of the shared key with a random
 //! 128-bit session id drawn when the endpoint opens; the nonce is the
@@ -19,6 +19,9 @@
 //! session is drawn. Receivers keep, per session, a sliding replay window
 //! (replay.rs); at most MAX_SESSIONS sessions are kept, and only a frame
 //! that authenticated creates one, so forged senders cannot grow memory.
+//! A session a receiver has not seen (it restarted, or forgot it) starts
+//! only from a frame stamped within MAX_SKEW of its clock: old captured
+//! traffic cannot be replayed into a new window.
 //!
 //! Keys: a key file of one or two lines of 64 hex digits (32 random bytes,
 //! `vde_plug --keygen FILE` makes one), ours, a regular file, and not
@@ -47,8 +50,11 @@ const OFF_VERSION: usize = 14;
 const OFF_KEY_ID: usize = 15;
 const OFF_SESSION: usize = 19;
 const OFF_COUNTER: usize = 35;
+const OFF_TIME: usize = 43;
 /// Clear header of a sealed frame, MACs included.
-pub const HEADER: usize = 43;
+pub const HEADER: usize = 47;
+/// How far (seconds) a frame's stamp may be from our clock to start a session.
+pub const MAX_SKEW: u32 = 60;
 pub const TAG: usize = 16;
 /// A sealed frame is this much longer than the frame.
 pub const OVERHEAD: usize = HEADER - MACS + TAG;
@@ -133,6 +139,9 @@ pub enum Reject {
     BadTag,
     /// Its counter was already accepted, or is older than the window.
     Replayed,
+    /// From a session we do not know, stamped too far from our clock (an
+    /// old frame replayed, or clocks apart by more than MAX_SKEW).
+    Stale,
 }
 
 /// A sender's session: its key and the counters seen.
@@ -166,6 +175,7 @@ pub struct SealStats {
     pub wrong_key: u64,
     pub bad_tag: u64,
     pub replayed: u64,
+    pub stale: u64,
     /// Outgoing frames too big to seal (the sealed frame would not fit).
     pub too_big: u64,
     /// New sessions drawn (start, counter exhausted, key change).
@@ -205,7 +215,7 @@ impl Sealer {
 
     /// Seal `frame` into `out`; returns the sealed length, or None when it
     /// cannot be sent (too big, or no session could be drawn).
-    pub fn seal(&mut self, frame: &[u8], out: &mut [u8]) -> Option<usize> {
+    pub fn seal(&mut self, frame: &[u8], out: &mut [u8], now: u32) -> Option<usize> {
         let total = frame.len() + OVERHEAD;
         if frame.len() < MACS || total > out.len() || total > ETH_BUFSIZE {
             self.stats.too_big += 1;
@@ -222,7 +232,8 @@ impl Sealer {
         out[OFF_VERSION] = VERSION << 4 | self.cipher as u8;
         out[OFF_KEY_ID..OFF_SESSION].copy_from_slice(&self.keys[0].id);
         out[OFF_SESSION..OFF_COUNTER].copy_from_slice(&self.session);
-        out[OFF_COUNTER..HEADER].copy_from_slice(&counter.to_be_bytes());
+        out[OFF_COUNTER..OFF_TIME].copy_from_slice(&counter.to_be_bytes());
+        out[OFF_TIME..HEADER].copy_from_slice(&now.to_be_bytes());
         let body = frame.len() - MACS;
         out[HEADER..HEADER + body].copy_from_slice(&frame[MACS..]);
         let (head, rest) = out.split_at_mut(HEADER);
@@ -232,9 +243,10 @@ impl Sealer {
         Some(total)
     }
 
-    /// Open the sealed frame in `buf[..len]` in place; returns the frame's length.
-    pub fn open(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Reject> {
-        let r = self.open_inner(buf, len);
+    /// Open the sealed frame in `buf[..len]` in place (`now`: our clock,
+    /// Unix seconds); returns the frame's length.
+    pub fn open(&mut self, buf: &mut [u8], len: usize, now: u32) -> Result<usize, Reject> {
+        let r = self.open_inner(buf, len, now);
         match r {
             Ok(_) => self.stats.opened += 1,
             Err(Reject::Truncated) => self.stats.truncated += 1,
@@ -243,11 +255,12 @@ impl Sealer {
             Err(Reject::WrongKey) => self.stats.wrong_key += 1,
             Err(Reject::BadTag) => self.stats.bad_tag += 1,
             Err(Reject::Replayed) => self.stats.replayed += 1,
+            Err(Reject::Stale) => self.stats.stale += 1,
         }
         r
     }
 
-    fn open_inner(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Reject> {
+    fn open_inner(&mut self, buf: &mut [u8], len: usize, now: u32) -> Result<usize, Reject> {
         let len = len.min(buf.len());
         if len >= MACS + 2 && u16::from_be_bytes([buf[MACS], buf[MACS + 1]]) != ETHERTYPE {
             return Err(Reject::NotSealed);
@@ -263,7 +276,7 @@ impl Sealer {
         let mut session = [0u8; 16];
         session.copy_from_slice(&head[OFF_SESSION..OFF_COUNTER]);
         let mut c = [0u8; 8];
-        c.copy_from_slice(&head[OFF_COUNTER..HEADER]);
+        c.copy_from_slice(&head[OFF_COUNTER..OFF_TIME]);
         let counter = u64::from_be_bytes(c);
         self.clock += 1;
         let slot = (id, session);
@@ -272,6 +285,10 @@ impl Sealer {
             let mut fresh = Session { key: key.session_key(&session, cipher), window: ReplayWindow::default(), used: self.clock };
             // Authenticate before it takes a place (forged senders cost no memory).
             let plain = fresh.key.open_in_place(nonce(counter), Aad::from(&head[..]), &mut buf[HEADER..len]).map_err(|_| Reject::BadTag)?.len();
+            let stamp = u32::from_be_bytes([head[OFF_TIME], head[OFF_TIME + 1], head[OFF_TIME + 2], head[OFF_TIME + 3]]);
+            if stamp.abs_diff(now) > MAX_SKEW {
+                return Err(Reject::Stale);
+            }
             fresh.window.accept(counter).map_err(|_| Reject::Replayed)?;
             self.remember(slot, fresh);
             buf.copy_within(HEADER..HEADER + plain, MACS);
@@ -300,6 +317,11 @@ impl Sealer {
     pub fn sessions(&self) -> usize {
         self.sessions.len()
     }
+}
+
+/// Our clock, Unix seconds (what frames are stamped with).
+fn unix_now() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
 }
 
 fn nonce(counter: u64) -> Nonce {
@@ -419,10 +441,10 @@ pub struct Seal {
 
 impl Hook for Seal {
     fn incoming(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
-        self.sealer.open(buf, len).ok()
+        self.sealer.open(buf, len, unix_now()).ok()
     }
     fn outgoing(&mut self, frame: &[u8], out: &mut [u8]) -> Option<usize> {
-        self.sealer.seal(frame, out)
+        self.sealer.seal(frame, out, unix_now())
     }
     fn authenticates(&self) -> bool {
         true
@@ -457,6 +479,7 @@ impl Hook for Seal {
             ("seal_wrong_key", s.wrong_key),
             ("seal_bad_tag", s.bad_tag),
             ("seal_replayed", s.replayed),
+            ("seal_stale", s.stale),
             ("seal_too_big", s.too_big),
             ("seal_sessions", self.sealer.sessions() as u64),
             ("seal_sessions_started", s.sessions_started),
@@ -498,6 +521,9 @@ use crate::vnl::Syntax;
 mod tests {
     use super::*;
 
+    /// The clock of every sealer and opener in these tests.
+    const T: u32 = 1_800_000_000;
+
     fn key(b: u8) -> Key {
         Key::new([b; 32])
     }
@@ -514,14 +540,14 @@ mod tests {
 
     fn sealed(tx: &mut Sealer, f: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; ETH_BUFSIZE];
-        let n = tx.seal(f, &mut out).unwrap();
+        let n = tx.seal(f, &mut out, T).unwrap();
         out.truncate(n);
         out
     }
 
     fn open(rx: &mut Sealer, s: &[u8]) -> Result<Vec<u8>, Reject> {
         let mut buf = s.to_vec();
-        let n = rx.open(&mut buf, s.len())?;
+        let n = rx.open(&mut buf, s.len(), T)?;
         buf.truncate(n);
         Ok(buf)
     }
@@ -596,10 +622,35 @@ mod tests {
         let old = a.session;
         let next = sealed(&mut a, &f);
         assert_ne!(a.session, old, "a new session at the counter's end");
-        assert_eq!(&next[OFF_COUNTER..HEADER], &0u64.to_be_bytes());
+        assert_eq!(&next[OFF_COUNTER..OFF_TIME], &0u64.to_be_bytes());
         assert_eq!(open(&mut b, &first).unwrap(), f);
         assert_eq!(open(&mut b, &next).unwrap(), f, "the new session opens too");
         assert_eq!(a.stats.sessions_started, 2);
+    }
+
+    /// Old traffic cannot open a session a receiver does not know (it
+    /// restarted): only frames stamped within MAX_SKEW start one; a known
+    /// session goes on whatever the stamps.
+    #[test]
+    fn an_unknown_session_starts_only_from_a_fresh_frame() {
+        let (mut tx, _) = pair(Cipher::best());
+        let f = frame(80, 5);
+        let mut out = vec![0u8; 2000];
+        let n = tx.seal(&f, &mut out, T - 3600).unwrap();
+        let old = out[..n].to_vec();
+        let n = tx.seal(&f, &mut out, T - 30).unwrap();
+        let recent = out[..n].to_vec();
+        let mut restarted = Sealer::new(vec![key(1)], Cipher::best()).unwrap();
+        assert_eq!(open(&mut restarted, &old), Err(Reject::Stale));
+        assert_eq!(restarted.sessions(), 0);
+        assert_eq!(open(&mut restarted, &recent).unwrap(), f);
+        let mut buf = old.clone();
+        assert_eq!(restarted.open(&mut buf, old.len(), T).map(|_| ()), Ok(()), "known now: the window decides");
+        let n = tx.seal(&f, &mut out, T + 3600).unwrap();
+        let mut ahead = out[..n].to_vec();
+        let l = ahead.len();
+        assert!(restarted.open(&mut ahead, l, T).is_ok(), "a known session's later stamps are fine");
+        assert_eq!(restarted.stats.stale, 1);
     }
 
     #[test]

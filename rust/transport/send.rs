@@ -181,12 +181,15 @@ pub fn dropped() -> io::Error {
 /// For a send with an explicit destination (unconnected UDP): is this error
 /// about that destination (no route, a broadcast without SO_BROADCAST, the
 /// other address family, a firewall …) rather than about our socket? Only
-/// a broken socket (EBADF, ENOTSOCK, EFAULT, ENOMEM) is not; such an error
+/// a broken socket (EBADF, ENOTSOCK, EFAULT, ENOMEM) and the transient
+/// ones are not; such an error
 /// is counted against the destination and never ends the endpoint.
 pub fn is_about_destination(e: &io::Error) -> bool {
     match e.raw_os_error() {
         Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::ENOMEM) | None => false,
-        Some(libc::EAGAIN | libc::EINTR | libc::ENOBUFS) => false,
+        // EPERM is often host-wide (a full conntrack table, an OUTPUT
+        // policy): it drops the frame, not the destination.
+        Some(libc::EAGAIN | libc::EINTR | libc::ENOBUFS | libc::EPERM) => false,
         Some(_) => true,
     }
 }

@@ -94,14 +94,20 @@ impl Transport for Vxvde {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let (port, local6) = (self.uni_port, &self.local6);
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
-        let from_group = match &self.multi {
-            Some(m) => self.ov.recv_one(m.as_raw_fd(), 0, buf, !self.v6, &is_self),
-            None => Err(io::ErrorKind::WouldBlock.into()),
-        };
-        let got = match from_group {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ov.recv_one(self.uni.as_raw_fd(), 1, buf, false, &overlay::never_self),
-            other => other,
-        };
+        // Alternate which socket goes first, as recv_batch does.
+        self.uni_first = !self.uni_first;
+        let (first, second) = if self.uni_first { (1, 0) } else { (0, 1) };
+        let mut got = Err(io::ErrorKind::WouldBlock.into());
+        for slot in [first, second] {
+            got = match (slot, &self.multi) {
+                (0, Some(m)) => self.ov.recv_one(m.as_raw_fd(), 0, buf, !self.v6, &is_self),
+                (0, None) => continue,
+                _ => self.ov.recv_one(self.uni.as_raw_fd(), 1, buf, false, &overlay::never_self),
+            };
+            if !matches!(&got, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                break;
+            }
+        }
         self.ready.queued(self.ov.queued());
         Ok(got?.map_or(Recv::Skip, Recv::Frame))
     }
