@@ -193,8 +193,9 @@ pub struct FloodList {
     joins: VecDeque<(SocketAddr, u64)>,
     next_seq: u64,
     expire: u64,
-    /// fixed + members, the order datagrams go out in.
+    /// fixed + members, the order datagrams go out in (rebuilt lazily).
     targets: Vec<SocketAddr>,
+    targets_stale: bool,
     swept: u64,
     /// The last (fixed peer or verified member, second) refreshed: skips the lookup for a burst.
     last: Option<(SocketAddr, u64)>,
@@ -229,6 +230,7 @@ impl FloodList {
             next_seq: 0,
             expire,
             targets,
+            targets_stale: false,
             swept: 0,
             last: None,
             last_sent: None,
@@ -244,6 +246,7 @@ impl FloodList {
     /// included (see `flood` for the copies that may really go out).
     pub fn targets(&mut self, now: u64) -> &[SocketAddr] {
         self.sweep(now);
+        self.refresh();
         &self.targets
     }
 
@@ -252,6 +255,7 @@ impl FloodList {
     /// charging the others). Returns how many copies go out.
     pub fn flood(&mut self, now: u64, bytes: usize, mut send: impl FnMut(SocketAddr)) -> usize {
         self.sweep(now);
+        self.refresh();
         let mut n = 0;
         for k in 0..self.targets.len() {
             let to = self.targets[k];
@@ -407,8 +411,8 @@ impl FloodList {
 
     /// Everyone we flood to but `to` and unverified members: what `to` is told.
     pub fn peers_for(&self, to: SocketAddr) -> Vec<SocketAddr> {
-        let verified = |a: &SocketAddr| self.members.get(a).is_none_or(|m| m.verified);
-        self.targets.iter().copied().filter(|&a| a != to && verified(&a)).collect()
+        let verified = self.members.iter().filter(|(_, m)| m.verified).map(|(a, _)| a);
+        self.fixed.iter().chain(verified).copied().filter(|&a| a != to).collect()
     }
 
     /// A member removed since the last call, if any (its MACs should go).
@@ -529,10 +533,19 @@ impl FloodList {
         self.unverified
     }
 
+    /// The members changed: `targets` is rebuilt when next needed (a flood
+    /// of spoofed joins and evictions costs no O(members) work each).
     fn rebuild(&mut self) {
-        self.targets.clear();
-        self.targets.extend_from_slice(&self.fixed);
-        self.targets.extend(self.members.keys());
+        self.targets_stale = true;
+    }
+
+    fn refresh(&mut self) {
+        if self.targets_stale {
+            self.targets_stale = false;
+            self.targets.clear();
+            self.targets.extend_from_slice(&self.fixed);
+            self.targets.extend(self.members.keys());
+        }
     }
 }
 
