@@ -549,14 +549,16 @@ pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
 
 /// Every address (IPv4 and IPv6) configured on this host's interfaces.
 pub fn local_addrs() -> Vec<std::net::IpAddr> {
-    interface_addrs().into_iter().map(|(a, _)| a).collect()
+    local_addrs_and_broadcasts().0
 }
 
-/// The broadcast address of each local IPv4 subnet (address | !netmask,
-/// prefixes up to /30; /31 and /32 have none).
-pub fn local_broadcasts() -> Vec<std::net::Ipv4Addr> {
+/// Every address of this host's interfaces, and the broadcast address of
+/// each local IPv4 subnet (address | !netmask, prefixes up to /30; /31 and
+/// /32 have none): one walk of getifaddrs.
+pub fn local_addrs_and_broadcasts() -> (Vec<std::net::IpAddr>, Vec<std::net::Ipv4Addr>) {
+    let all = interface_addrs();
     let mut out = Vec::new();
-    for (a, mask) in interface_addrs() {
+    for &(a, mask) in &all {
         if let (std::net::IpAddr::V4(a), Some(std::net::IpAddr::V4(m))) = (a, mask) {
             let m = u32::from(m);
             if m.leading_ones() <= 30 && m.count_ones() == m.leading_ones() {
@@ -567,7 +569,7 @@ pub fn local_broadcasts() -> Vec<std::net::Ipv4Addr> {
             }
         }
     }
-    out
+    (all.into_iter().map(|(a, _)| a).collect(), out)
 }
 
 /// An interface sockaddr as an address (IPv4 and IPv6 only).
@@ -953,35 +955,31 @@ pub fn user_name() -> Option<String> {
             }
         }
     }
-    // SAFETY: passwd is plain old data filled by getpwuid_r.
-    let mut pw: libc::passwd = unsafe { mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16384];
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the stated sizes.
-    let r = unsafe { libc::getpwuid_r(geteuid(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if r != 0 || out.is_null() || pw.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points into buf, NUL-terminated.
-    Some(unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned())
+    passwd_field(|pw| pw.pw_name).map(|name| String::from_utf8_lossy(&name).into_owned())
 }
 
 /// The home directory of our effective user in the password database
 /// (never $HOME), as vdeplug4's agno plugin finds `~/.vde_agno_key`.
 pub fn passwd_home() -> Option<std::path::PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::ffi::OsStringExt;
+    passwd_field(|pw| pw.pw_dir).map(|dir| std::path::PathBuf::from(std::ffi::OsString::from_vec(dir)))
+}
+
+/// One string field (`field` picks it) of our effective user's password
+/// database entry, None if there is no entry or the field is null.
+fn passwd_field(field: fn(&libc::passwd) -> *mut libc::c_char) -> Option<Vec<u8>> {
     // SAFETY: passwd is plain old data filled by getpwuid_r.
     let mut pw: libc::passwd = unsafe { mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16384];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the stated sizes.
     let r = unsafe { libc::getpwuid_r(geteuid(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if r != 0 || out.is_null() || pw.pw_dir.is_null() {
+    let p = field(&pw);
+    if r != 0 || out.is_null() || p.is_null() {
         return None;
     }
-    // SAFETY: pw_dir points into buf, NUL-terminated.
-    let dir = unsafe { std::ffi::CStr::from_ptr(pw.pw_dir) };
-    Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
+    // SAFETY: the field points into buf, NUL-terminated.
+    Some(unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes().to_vec())
 }
 
 #[cfg(test)]

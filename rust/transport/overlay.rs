@@ -76,7 +76,8 @@ impl Config {
     /// host's addresses and broadcasts are read once, here.
     pub fn flood_list(&self, port: u16) -> FloodList {
         let loopback = matches!(&self.remote, Remote::Peers(p) if p.iter().any(|a| a.ip().is_loopback()));
-        let rule = HostRule { v6: self.v6(), loopback, broadcasts: sys::local_broadcasts(), local: sys::local_addrs(), own_port: port };
+        let (local, broadcasts) = sys::local_addrs_and_broadcasts();
+        let rule = HostRule { v6: self.v6(), loopback, broadcasts, local, own_port: port };
         let fixed = match &self.remote {
             Remote::Group(g) => vec![SocketAddr::new(*g, self.port)],
             Remote::Peers(p) => p.iter().copied().filter(|a| !rule.is_self(a)).collect(),
