@@ -443,7 +443,7 @@ impl FloodList {
     }
 
     fn join(&mut self, from: SocketAddr, now: u64, verified: bool) -> bool {
-        if !self.rule.admits(&from) || self.rule.is_self(&from) || self.fixed.contains(&from) || !self.allow.iter().any(|p| p.contains(from.ip())) {
+        if !self.allowed(&from) || self.rule.is_self(&from) || self.fixed.contains(&from) {
             return false;
         }
         if self.members.len() >= MAX_MEMBERS && !self.evict_unverified() {
@@ -491,9 +491,9 @@ impl FloodList {
         true
     }
 
-    /// `from` left (vxvde's header-only datagram).
-    pub fn forget(&mut self, from: SocketAddr) {
-        self.remove(from);
+    /// `from` left (vxvde's header-only datagram). True if it was a member.
+    pub fn forget(&mut self, from: SocketAddr) -> bool {
+        self.remove(from)
     }
 
     /// A send to `to` failed for a reason about `to` (no route, a broadcast,
@@ -518,11 +518,12 @@ impl FloodList {
 
     /// Is `a` a fixed peer, a member, or an allowed address (whose probes we answer)?
     pub fn knows(&self, a: &SocketAddr) -> bool {
-        self.fixed.contains(a) || self.members.contains_key(a) || (self.rule.admits(a) && self.allow.iter().any(|p| p.contains(a.ip())))
+        self.fixed.contains(a) || self.members.contains_key(a) || self.allowed(a)
     }
 
-    pub fn is_self(&self, a: &SocketAddr) -> bool {
-        self.rule.is_self(a)
+    /// Could `a` be a member: a host `HostRule` admits, in an allowed prefix?
+    fn allowed(&self, a: &SocketAddr) -> bool {
+        self.rule.admits(a) && self.allow.iter().any(|p| p.contains(a.ip()))
     }
 
     pub fn members(&self) -> usize {

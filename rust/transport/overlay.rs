@@ -271,8 +271,8 @@ impl Overlay {
                 return Rx::Drop;
             }
             self.stats.leaves += 1;
-            self.table.forget_value(Peer(from));
-            self.flood.forget(from);
+            let member = self.flood.forget(from);
+            self.forget_macs(from, member);
             return Rx::Leave;
         }
         let Ok(eth) = Frame::new_checked(frame) else {
@@ -381,10 +381,7 @@ impl Overlay {
     /// Send what is owed (from `fd`): probe answers, probes to unverified
     /// members (within their budget), peer lists to verified ones.
     pub fn send_control(&mut self, fd: RawFd) {
-        while let Some(gone) = self.flood.take_gone() {
-            self.table.forget_value(Peer(gone));
-            self.learned = None;
-        }
+        self.forget_gone();
         while let Some((to, cookie)) = self.acks.pop() {
             let mut msg = Repr { vni: self.vni }.control_header(Control::ProbeAck).to_vec();
             msg.extend_from_slice(&cookie);
@@ -442,9 +439,27 @@ impl Overlay {
     /// next valid datagram, if it is a host).
     pub fn unreachable(&mut self, to: SocketAddr) {
         self.stats.dest_errors += 1;
-        self.flood.unreachable(to);
-        self.table.forget_value(Peer(to));
-        self.learned = None;
+        let member = self.flood.unreachable(to);
+        self.forget_macs(to, member);
+    }
+
+    /// Forget the MACs learned at `peer`: through the flood list's removals
+    /// when it was a member (so each is scanned for once), else directly.
+    fn forget_macs(&mut self, peer: SocketAddr, member: bool) {
+        if !member {
+            self.table.forget_value(Peer(peer));
+            self.learned = None;
+        }
+        self.forget_gone();
+    }
+
+    /// Forget the MACs of every member the flood list removed (left,
+    /// evicted, unreachable) since the last call.
+    fn forget_gone(&mut self) {
+        while let Some(gone) = self.flood.take_gone() {
+            self.table.forget_value(Peer(gone));
+            self.learned = None;
+        }
     }
 
     /// Where to send `frame`: Some(the learned peer), or None: flood it.
