@@ -182,8 +182,8 @@ pub fn dropped() -> io::Error {
 /// about that destination (no route, a broadcast without SO_BROADCAST, the
 /// other address family, a firewall …) rather than about our socket? Only
 /// a broken socket (EBADF, ENOTSOCK, EFAULT, ENOMEM) and the transient
-/// ones are not; such an error
-/// is counted against the destination and never ends the endpoint.
+/// errors are not. An error about the destination is counted against it
+/// and never ends the endpoint.
 pub fn is_about_destination(e: &io::Error) -> bool {
     match e.raw_os_error() {
         Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::ENOMEM) | None => false,
