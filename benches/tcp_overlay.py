@@ -2,11 +2,15 @@
 """TCP over an overlay: what users feel. Two hosts (network namespaces
 joined by a veth underlay, MTU 9000; overlay MTU 1500), each with
 `vde_plug OVERLAY tap://t0` and an address on the tap; iperf3 between them.
-Compared in one run: ours, Debian's C vde_plug, the kernel's own vxlan.
+Compared in one run: ours, Debian's C vde_plug, the kernel's own vxlan,
+and the encrypted tunnels users pick instead: tinc 1.0 in switch mode (an
+Ethernet VPN, Debian's defaults) and wireguard-go (an L3 reference, MTU
+1500 as the others' taps).
 
     python3 benches/tcp_overlay.py [--seconds 4] [--reps 3] [--only ours-vxvde,...]
 
-Needs root, iperf3, and (for the C rows) Debian's vdeplug.
+Needs root, iperf3, and (for their rows) Debian's vdeplug, tinc,
+wireguard-go and wireguard-tools; a row whose tool is missing is left out.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ OVER = ("10.77.0.1", "10.77.0.2")
 GROUP = "239.77.77.77"
 KEY = Path(f"/tmp/vdptcp{PID}.key")  # seal://'s key (vde_plug --keygen)
 AGNO_KEY = Path(f"/tmp/vdptcp{PID}.agno")  # agno://'s (16 bytes in hex, lowercase)
+WORK = Path(f"/tmp/vdptcp{PID}")  # tinc's and WireGuard's configuration
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
+def sh(*argv: str, check: bool = True, input_: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, input=input_)
 
 
 def ns(name: str, *argv: str) -> list[str]:
@@ -54,6 +59,28 @@ def setup() -> None:
         sh(OURS, "--keygen", str(KEY))
     AGNO_KEY.write_text(os.urandom(16).hex() + "\n")
     AGNO_KEY.chmod(0o600)
+    WORK.mkdir(mode=0o700)
+    if shutil.which("tincd"):
+        tinc_config()
+    if shutil.which("wg"):
+        for i in range(2):
+            (WORK / f"wg{i}.key").write_text(sh("wg", "genkey").stdout)
+            (WORK / f"wg{i}.key").chmod(0o600)
+
+
+def tinc_config() -> None:
+    """Two tinc 1.0 nodes in switch mode; h0 connects to h1. Keys from
+    `tincd -K`; each node holds both host files."""
+    for i in range(2):
+        d = WORK / f"tinc{i}"
+        (d / "hosts").mkdir(parents=True)
+        conf = f"Name = h{i}\nMode = switch\nDeviceType = tap\nInterface = t0\nAddressFamily = ipv4\n"
+        (d / "tinc.conf").write_text(conf + ("ConnectTo = h1\n" if i == 0 else ""))
+        (d / "hosts" / f"h{i}").write_text(f"Address = {UNDER[i]}\nPort = 655\n")
+        sh("tincd", "-c", str(d), "-K2048", check=True)
+    for i in range(2):
+        other = WORK / f"tinc{1 - i}" / "hosts" / f"h{1 - i}"
+        shutil.copy(other, WORK / f"tinc{i}" / "hosts" / f"h{1 - i}")
 
 
 def teardown() -> None:
@@ -68,15 +95,18 @@ def teardown() -> None:
         sh("ip", "netns", "del", n, check=False)
     KEY.unlink(missing_ok=True)
     AGNO_KEY.unlink(missing_ok=True)
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 @dataclass
 class Path_:
-    """One way of joining the two hosts' taps (or the kernel's vxlan)."""
+    """One way of joining the two hosts' taps (or the kernel's vxlan,
+    tinc's tap, WireGuard's tun)."""
 
     name: str
     plug: str | None  # the vde_plug executable, None for the kernel
     url: str = ""
+    kind: str = "vde"  # vde, kernel, tinc or wg
 
 
 PATHS = [
@@ -89,14 +119,24 @@ PATHS = [
     Path_("C vxlan", C_PLUG, f"vxlan://{GROUP}/port=4790"),
     Path_("ours udp", OURS, "udp"),
     Path_("C udp", C_PLUG, "udp"),
-    Path_("kernel vxlan", None),
+    Path_("tinc switch", shutil.which("tincd"), kind="tinc"),
+    Path_("wireguard-go", shutil.which("wireguard-go"), kind="wg"),
+    Path_("kernel vxlan", None, kind="kernel"),
 ]
 
 
 def bring_up(p: Path_) -> list[subprocess.Popen]:
     procs = []
     for i, n in enumerate((H1, H2)):
-        if p.plug is None:
+        if p.kind == "tinc":
+            d = WORK / f"tinc{i}"
+            procs.append(subprocess.Popen(ns(n, p.plug or "tincd", "-c", str(d), "-D", f"--pidfile={d}/pid"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        elif p.kind == "wg":
+            env = dict(os.environ, WG_PROCESS_FOREGROUND="1")
+            # Named apart: wg finds a daemon by /run/wireguard/NAME.sock,
+            # shared by both namespaces; renamed t0 once configured.
+            procs.append(subprocess.Popen(ns(n, p.plug or "wireguard-go", "-f", f"wgt{i}"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env))
+        elif p.plug is None:
             sh("ip", "-n", n, "link", "add", "t0", "type", "vxlan", "id", "42", "group", GROUP, "dev", ("vdptcpv0", "vdptcpv1")[i], "dstport", "4791")
         else:
             url = p.url
@@ -105,10 +145,14 @@ def bring_up(p: Path_) -> list[subprocess.Popen]:
             procs.append(subprocess.Popen(ns(n, p.plug, url, "tap://t0"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     deadline = time.monotonic() + 5
     for i, n in enumerate((H1, H2)):
-        while sh("ip", "-n", n, "link", "show", "t0", check=False).returncode:
+        dev = f"wgt{i}" if p.kind == "wg" else "t0"
+        while sh("ip", "-n", n, "link", "show", dev, check=False).returncode:
             if time.monotonic() > deadline or any(q.poll() is not None for q in procs):
                 raise RuntimeError(f"{p.name}: no t0: {[q.stderr.read() if q.stderr else '' for q in procs]}")
             time.sleep(0.05)
+        if p.kind == "wg":
+            wg_peer(n, i)
+            sh("ip", "-n", n, "link", "set", dev, "name", "t0")
         sh("ip", "-n", n, "link", "set", "t0", "mtu", "1500", "up")
         sh("ip", "-n", n, "addr", "add", f"{OVER[i]}/24", "dev", "t0")
     # ARP and learning settle; the first ping may be lost to learning.
@@ -116,6 +160,12 @@ def bring_up(p: Path_) -> list[subprocess.Popen]:
         if sh(*ns(H1, "ping", "-c1", "-W1", OVER[1]), check=False).returncode == 0:
             break
     return procs
+
+
+def wg_peer(n: str, i: int) -> None:
+    """Host i's WireGuard: its key, and the other host as its one peer."""
+    peer = sh("wg", "pubkey", input_=(WORK / f"wg{1 - i}.key").read_text()).stdout.strip()
+    sh(*ns(n, "wg", "set", f"wgt{i}", "private-key", str(WORK / f"wg{i}.key"), "listen-port", "51820", "peer", peer, "allowed-ips", f"{OVER[1 - i]}/32", "endpoint", f"{UNDER[1 - i]}:51820"))
 
 
 def tear_down(p: Path_, procs: list[subprocess.Popen]) -> None:
@@ -197,7 +247,9 @@ def run(paths: list[Path_], seconds: float, reps: int) -> dict:
     failed: dict[str, str] = {}
     for rep in range(reps):
         for p in paths:
-            if p.plug and not os.path.exists(p.plug):
+            if p.kind != "kernel" and not (p.plug and os.path.exists(p.plug)):
+                continue
+            if p.kind == "wg" and not shutil.which("wg"):
                 continue
             procs = []
             try:

@@ -26,7 +26,7 @@ use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use aes::{Aes128, Block};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::nested::Hook;
+use super::nested::{unix_now, Hook};
 use crate::plugins::{open_nested, opt, Builtin, Kind, OpenArgs, OpenError, OpenResult, Opt, OptDefault, Target, Value};
 use crate::vnl::Syntax;
 use crate::wire::ETH_BUFSIZE;
@@ -406,29 +406,29 @@ pub struct AgnoStats {
     pub no_random: u64,
 }
 
-/// The seconds since the epoch, low 32 bits (the C's `time(NULL)` on the wire).
-fn unix_now() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
-}
-
 /// The nested plugin. No integrity: `authenticates` stays false, so the
 /// inner transport learns from every frame, as under the C.
 pub struct Agno {
     codec: Codec,
     pool: RandomPool,
     pub stats: AgnoStats,
+    /// Unix seconds, read once per batch (`begin`).
+    now: u32,
 }
 
 impl Agno {
     pub fn new(key: &[u8; 16], ethtype: EthType) -> Agno {
-        Agno { codec: Codec::new(key, ethtype), pool: RandomPool::new(), stats: AgnoStats::default() }
+        Agno { codec: Codec::new(key, ethtype), pool: RandomPool::new(), stats: AgnoStats::default(), now: unix_now() }
     }
 }
 
 impl Hook for Agno {
+    fn begin(&mut self) {
+        self.now = unix_now();
+    }
     fn incoming(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
         let s = &mut self.stats;
-        match self.codec.decode(buf, len, unix_now()) {
+        match self.codec.decode(buf, len, self.now) {
             Ok(n) => {
                 s.decoded += 1;
                 Some(n)
@@ -452,7 +452,7 @@ impl Hook for Agno {
             return None;
         };
         let room = out.len().min(ETH_BUFSIZE);
-        match self.codec.encode(frame, &mut out[..room], unix_now(), &rand) {
+        match self.codec.encode(frame, &mut out[..room], self.now, &rand) {
             Ok(n) => {
                 self.stats.encoded += 1;
                 Some(n)

@@ -10,6 +10,9 @@ use super::{Batch, Link, Recv, SendOutcome, Transport};
 
 /// What a nested plugin does to frames.
 pub trait Hook: Send {
+    /// Called before each batch (or single frame) goes through the hook:
+    /// per-batch work, such as reading the clock once instead of per frame.
+    fn begin(&mut self) {}
     /// A frame from the inner network to our user, `len` bytes at the start
     /// of `buf` (which has room to grow). Returns the new length, or None to drop it.
     fn incoming(&mut self, buf: &mut [u8], len: usize) -> Option<usize>;
@@ -26,6 +29,12 @@ pub trait Hook: Send {
         false
     }
     fn extra_stats(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// The clock hooks stamp and check frames with: Unix seconds, low 32 bits
+/// (agno's wire carries the C's `time(NULL)` so).
+pub fn unix_now() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
 }
 
 pub struct Nested<H: Hook> {
@@ -51,6 +60,7 @@ impl<H: Hook> Transport for Nested<H> {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
         let r = match self.inner.recv(buf)? {
             Recv::Frame(n) => {
+                self.hook.begin();
                 self.kept_from.clear();
                 match self.hook.incoming(buf, n) {
                     Some(m) => {
@@ -70,6 +80,7 @@ impl<H: Hook> Transport for Nested<H> {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+        self.hook.begin();
         let n = self.hook.outgoing(frame, &mut self.scratch.bufs[0]);
         self.hook.flush();
         match n {
@@ -108,6 +119,7 @@ impl<H: Hook> Transport for Nested<H> {
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         let open = self.inner.recv_batch(batch)?;
         batch.materialize(); // the hook changes frames in place
+        self.hook.begin();
         let mut keep = 0;
         let vouches = self.hook.authenticates();
         self.kept_from.clear();
@@ -135,6 +147,7 @@ impl<H: Hook> Transport for Nested<H> {
 
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
         let mut out = SendOutcome::default();
+        self.hook.begin();
         for part in idx.chunks(self.scratch.capacity()) {
             self.idx.clear();
             self.scratch.clear();

@@ -38,7 +38,7 @@ use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hkdf, hmac};
 
-use super::nested::Hook;
+use super::nested::{unix_now, Hook};
 use super::replay::{Replay, ReplayWindow};
 use crate::wire::ETH_BUFSIZE;
 
@@ -284,23 +284,21 @@ impl Sealer {
             let key = self.keys.iter().find(|k| k.id == id).ok_or(Reject::WrongKey)?;
             let mut fresh = Session { key: key.session_key(&session, cipher), window: ReplayWindow::default(), used: self.clock };
             // Authenticate before it takes a place (forged senders cost no memory).
-            let plain = fresh.key.open_in_place(nonce(counter), Aad::from(&head[..]), &mut buf[HEADER..len]).map_err(|_| Reject::BadTag)?.len();
+            let plain = fresh.key.open_within(nonce(counter), Aad::from(&head[..]), &mut buf[MACS..len], HEADER - MACS..).map_err(|_| Reject::BadTag)?.len();
             let stamp = u32::from_be_bytes([head[OFF_TIME], head[OFF_TIME + 1], head[OFF_TIME + 2], head[OFF_TIME + 3]]);
             if stamp.abs_diff(now) > MAX_SKEW {
                 return Err(Reject::Stale);
             }
             fresh.window.accept(counter).map_err(|_| Reject::Replayed)?;
             self.remember(slot, fresh);
-            buf.copy_within(HEADER..HEADER + plain, MACS);
             return Ok(MACS + plain);
         }
         let clock = self.clock;
         let s = self.sessions.get_mut(&slot).ok_or(Reject::BadFormat)?;
         s.window.check(counter).map_err(|_: Replay| Reject::Replayed)?;
-        let plain = s.key.open_in_place(nonce(counter), Aad::from(&head[..]), &mut buf[HEADER..len]).map_err(|_| Reject::BadTag)?.len();
+        let plain = s.key.open_within(nonce(counter), Aad::from(&head[..]), &mut buf[MACS..len], HEADER - MACS..).map_err(|_| Reject::BadTag)?.len();
         s.window.accept(counter).map_err(|_| Reject::Replayed)?;
         s.used = clock;
-        buf.copy_within(HEADER..HEADER + plain, MACS);
         Ok(MACS + plain)
     }
 
@@ -317,11 +315,6 @@ impl Sealer {
     pub fn sessions(&self) -> usize {
         self.sessions.len()
     }
-}
-
-/// Our clock, Unix seconds (what frames are stamped with).
-fn unix_now() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
 }
 
 fn nonce(counter: u64) -> Nonce {
@@ -437,14 +430,19 @@ pub struct Seal {
     stamp: Stamp,
     reload_errors: u64,
     reloads: u64,
+    /// Unix seconds, read once per batch (`begin`).
+    now: u32,
 }
 
 impl Hook for Seal {
+    fn begin(&mut self) {
+        self.now = unix_now();
+    }
     fn incoming(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
-        self.sealer.open(buf, len, unix_now()).ok()
+        self.sealer.open(buf, len, self.now).ok()
     }
     fn outgoing(&mut self, frame: &[u8], out: &mut [u8]) -> Option<usize> {
-        self.sealer.seal(frame, out, unix_now())
+        self.sealer.seal(frame, out, self.now)
     }
     fn authenticates(&self) -> bool {
         true
@@ -508,7 +506,7 @@ fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
     let (keys, stamp) = read_key_file(&path).map_err(|e| t.error(e.to_string(), &t.address))?;
     let sealer = Sealer::new(keys, cipher)?;
     let inner = open_nested(t, args)?;
-    Ok(Box::new(super::nested::Nested::new(inner, Seal { sealer, path, stamp, reload_errors: 0, reloads: 0 })))
+    Ok(Box::new(super::nested::Nested::new(inner, Seal { sealer, path, stamp, reload_errors: 0, reloads: 0, now: unix_now() })))
 }
 
 pub const PLUGIN: Builtin =
