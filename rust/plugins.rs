@@ -312,7 +312,9 @@ pub fn typed(items: &[(Vec<u8>, Option<Vec<u8>>)], options: &'static [Opt], bare
     let names: Vec<&str> = options.iter().map(|o| o.name).collect();
     let mut values: Vec<Value> = options.iter().map(|o| o.default.into()).collect();
     let mut given = vec![false; options.len()];
-    for (key, value) in items {
+    let mut prev: Option<&(Vec<u8>, Option<Vec<u8>>)> = None;
+    for kv @ (key, value) in items {
+        let after = prev.replace(kv);
         let item = match value {
             Some(v) => [key.as_slice(), b"=", v].concat(),
             None => key.clone(),
@@ -320,7 +322,10 @@ pub fn typed(items: &[(Vec<u8>, Option<Vec<u8>>)], options: &'static [Opt], bare
         let (i, val) = match (value, vnl::match_option(key, &names), bare) {
             (_, Some(i), _) => (i, value.clone().unwrap_or_default()),
             (None, None, Some(b)) => (names.iter().position(|n| *n == b).unwrap_or(0), key.clone()),
-            _ => return Err(vnl::unknown_option(key, &names, scheme)),
+            _ => {
+                let cut = after.and_then(|(k, v)| vnl::cut_prefix(k, v.as_deref()?, key));
+                return Err(cut.unwrap_or_else(|| vnl::unknown_option(key, &names, scheme)));
+            }
         };
         let o = &options[i];
         values[i] =
@@ -356,6 +361,13 @@ pub fn builtins() -> &'static [&'static Builtin] {
     &ALL
 }
 
+impl Builtin {
+    /// The example VNL at the end of the summary ("…: vlan://3{vde:///tmp/sw}").
+    pub fn example(&self) -> &'static str {
+        self.summary.rsplit(": ").next().unwrap_or(self.summary)
+    }
+}
+
 pub fn builtin(scheme: &str) -> Option<&'static Builtin> {
     builtins().iter().copied().find(|b| b.scheme == scheme)
 }
@@ -363,7 +375,7 @@ pub fn builtin(scheme: &str) -> Option<&'static Builtin> {
 /// Parse `rest` (the text after `scheme://`) for plugin `b`.
 pub fn parse(b: &'static Builtin, vnl: &[u8], rest: &[u8]) -> Result<Target, VnlError> {
     let (head, nested) = if b.nests {
-        let (h, n) = vnl::split_nested(rest)?;
+        let (h, n) = vnl::split_nested(rest, b.example())?;
         (h, Some(n))
     } else {
         (rest.to_vec(), None)

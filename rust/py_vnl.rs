@@ -93,7 +93,9 @@ pub(crate) fn vnl_parse<'py>(py: Python<'py>, rest: &[u8], syntax: &str, vnl: &s
 /// (head, inner) of `head{inner}`.
 #[pyfunction]
 pub(crate) fn vnl_split_nested<'py>(py: Python<'py>, rest: &[u8], vnl: &str) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-    let (h, i) = vnl::split_nested(rest).map_err(|e| vnl_error(py, e, vnl))?;
+    let scheme = vnl.split("://").next().unwrap_or("");
+    let example = format!("{scheme}://{}{{vde:///tmp/sw}}", String::from_utf8_lossy(rest));
+    let (h, i) = vnl::split_nested(rest, &example).map_err(|e| vnl_error(py, e, vnl))?;
     Ok((b(py, &h), b(py, &i)))
 }
 

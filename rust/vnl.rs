@@ -282,11 +282,12 @@ pub fn parse_rest(rest: &[u8], syntax: Syntax) -> Result<Parsed> {
 
 /// `head{inner}` → (head, inner), as vde_parsenestparms: the inner VNL is
 /// the text between the first `{` and the last `}`, quotes kept (it is
-/// parsed again when opened).
-pub fn split_nested(rest: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+/// parsed again when opened). `example`: a VNL of this scheme, shown when
+/// the braces are missing.
+pub fn split_nested(rest: &[u8], example: &str) -> Result<(Vec<u8>, Vec<u8>)> {
     let Some((open, close)) = braces(rest)? else {
         return Err(match unquoted(rest, b'{')?.first() {
-            None => VnlError::new("needs a nested VNL in braces, e.g. vlan://3{vde:///tmp/sw}", lossy(rest)),
+            None => VnlError::new(format!("needs a nested VNL in braces, e.g. {example}"), lossy(rest)),
             Some(&open) => VnlError::new("unterminated '{'", lossy(&rest[open..])),
         });
     };
@@ -308,6 +309,22 @@ pub fn match_option<S: AsRef<str>>(key: &[u8], names: &[S]) -> Option<usize> {
         return None;
     }
     names.iter().position(|n| n.as_ref().as_bytes().starts_with(key))
+}
+
+/// The message for item `key` (no value) right after `prev_key=prev_value`
+/// when it is the prefix length of an unquoted address: `allow=10.0.0.0/8`
+/// splits at the '/' into `allow=10.0.0.0` and `8` (and `allow=a/8,b/16`
+/// into `allow=a`, `8,b` and `16`).
+pub fn cut_prefix(prev_key: &[u8], prev_value: &[u8], key: &[u8]) -> Option<VnlError> {
+    let digits = key.iter().take_while(|c| c.is_ascii_digit()).count();
+    let length = (1..=3).contains(&digits) && matches!(key.get(digits), None | Some(b','));
+    let address = std::str::from_utf8(prev_value).ok()?.parse::<std::net::IpAddr>().is_ok();
+    (length && address).then(|| {
+        let (k, v, n) = (lossy(prev_key), lossy(prev_value), lossy(&key[..digits]));
+        let more = if digits < key.len() { ",…" } else { "" };
+        let fixed = format!("{k}='{v}/{n}{more}'");
+        VnlError::new(format!("unknown option {:?}: it is the prefix length of {k}={v}; quote the value, {fixed} (in a shell, quote the whole VNL too: \"…/{fixed}\")", lossy(key)), lossy(key))
+    })
 }
 
 /// The message for a key that matches no option.
@@ -408,8 +425,17 @@ mod tests {
         assert_eq!(split_scheme(b"VXVDE://x").unwrap(), ("vxvde".into(), b"x".to_vec()));
         assert_eq!(split_scheme(b"/tmp/sw").unwrap(), ("vde".into(), b"/tmp/sw".to_vec()));
         assert_eq!(split_scheme(b"bad scheme://x").unwrap_err().part, "bad scheme");
-        assert_eq!(split_nested(b"3/untag=4{vde:///tmp/sw[2]}").unwrap(), (b"3/untag=4".to_vec(), b"vde:///tmp/sw[2]".to_vec()));
-        assert!(split_nested(b"3{x}y").is_err());
+        assert_eq!(split_nested(b"3/untag=4{vde:///tmp/sw[2]}", "").unwrap(), (b"3/untag=4".to_vec(), b"vde:///tmp/sw[2]".to_vec()));
+        assert!(split_nested(b"3{x}y", "").is_err());
+        let e = split_nested(b"/tmp/x.pcap", "capture:///tmp/x.pcap{vxvde://}").unwrap_err();
+        assert!(e.msg.ends_with("e.g. capture:///tmp/x.pcap{vxvde://}"), "{e}");
+        let e = cut_prefix(b"allow", b"10.0.0.0", b"8").unwrap();
+        assert!(e.msg.contains("quote the value, allow='10.0.0.0/8'"), "{e}");
+        let e = cut_prefix(b"allow", b"fd00::", b"16,10.0.0.0").unwrap();
+        assert!(e.msg.contains("allow='fd00::/16,…'"), "{e}");
+        assert!(cut_prefix(b"allow", b"10.0.0.0", b"8x").is_none());
+        assert!(cut_prefix(b"allow", b"10.0.0.0", b"1234").is_none());
+        assert!(cut_prefix(b"grp", b"vde", b"8").is_none(), "not after an address");
         assert_eq!(match_option(b"v", &["port", "vni", "v6"]), Some(1));
         assert_eq!(match_option(b"", &["port"]), None);
         assert_eq!(s(&shell_words(b"sh -c 'a b' \"c\\\"d\" e\\ f").unwrap()), ["sh", "-c", "a b", "c\"d", "e f"]);

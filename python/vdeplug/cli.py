@@ -43,6 +43,23 @@ class HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, width=max(width - 2, 20))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors that name the fix (exit status 2,
+    as argparse's own), for vde_plug and dpipe alike."""
+
+    def error(self, message: str) -> NoReturn:
+        bad = message.removeprefix("unrecognized arguments: ").split()
+        if message.startswith("unrecognized arguments: ") and bad[0].startswith("-"):
+            import difflib
+
+            opt = bad[0].split("=")[0]
+            known = [s for a in self._actions for s in a.option_strings]
+            close = difflib.get_close_matches(opt, known, n=1, cutoff=0.6)
+            message = f"unknown option {opt}" + (f": did you mean {close[0]}?" if close else "")
+        print(f"{self.prog}: {message} (`{self.prog} --help` shows the usage)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _option(scheme: str, name: str) -> Callable[[str], int]:
     """A CLI flag sharing a built-in URL option's rules (e.g. --pcap-limit
     is capture's limit=, -m is vde's mode=)."""
@@ -196,7 +213,7 @@ def parse_args(argv: Sequence[str]) -> Args:
         if not command:
             die("'=' must be followed by a command", 2)
     # argparse prints its own "usage: " before the text.
-    p = argparse.ArgumentParser(prog=PROG, usage=USAGE.removeprefix("usage: "), add_help=False, allow_abbrev=False, formatter_class=HelpFormatter)
+    p = Parser(prog=PROG, usage=USAGE.removeprefix("usage: "), add_help=False, allow_abbrev=False, formatter_class=HelpFormatter)
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-d", "--daemon", action="store_true")
@@ -237,6 +254,12 @@ def parse_args(argv: Sequence[str]) -> Args:
         sys.exit(0)
     if len(ns.urls) > 2 or (command is not None and len(ns.urls) > 1):
         die("too many URLs\n" + USAGE, 2)
+    if command is None and len(ns.urls) < 2:
+        # Stream mode moves frames over stdin/stdout: a closed one would be
+        # taken by the first socket we open (Python leaves sys.stdin None).
+        for name, f in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+            if f is None:
+                die(f"{name} is closed: with one URL, vde_plug moves frames over stdin/stdout; give a second URL (vde_plug URL URL) or a command (vde_plug URL = cmd)", 2)
     return Args(
         urls=ns.urls,
         command=command,
@@ -387,7 +410,7 @@ def _hint(e: OSError, urls: Sequence[str]) -> str:
         meant = missing_slashes(url)
         if meant and isinstance(e, FileNotFoundError):
             return f" (did you mean {meant}?)"
-    if isinstance(e, PermissionError) and any(u.startswith("tap://") for u in urls):
+    if isinstance(e, PermissionError) and any(u.startswith("tap://") for u in urls) and "/dev/net/tun" not in str(e):
         return " (tap:// needs CAP_NET_ADMIN: run as root, or give the interface to your user with `ip tuntap add NAME mode tap user $USER`)"
     if isinstance(e, FileNotFoundError) and "no switch at" in str(e):
         return " (start one with `vde_plug null:// switch:///path` or `vde_switch -s /path`)"

@@ -15,7 +15,11 @@ import sys
 from collections.abc import Sequence
 
 from ._record import field, record
-from .cli import HelpFormatter, write_pidfile
+from .cli import HelpFormatter, Parser, write_pidfile
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 PROG = "dpipe"
 USAGE = "usage: dpipe [-d] [-p PIDFILE] [-P PGRPFILE] [-n|-N] command [args] = command [args] [= ...]"
@@ -39,6 +43,12 @@ class Pipeline:
 CONNECTORS = ("=", "=}", "}=", "={", "{=", "}={")
 
 
+def usage_error(msg: str) -> NoReturn:
+    """A bad command line: the reason and the usage, exit status 2 (as vde_plug)."""
+    print(f"{PROG}: {msg}\n{USAGE}", file=sys.stderr)
+    sys.exit(2)
+
+
 def split_commands(words: Sequence[str]) -> Pipeline:
     """Parse ``a = b``, ``a =} f }= b``, ``a ={ g {= b``, ``a =} f }={ g {= b``."""
     mains: list[list[str]] = [[]]
@@ -57,7 +67,7 @@ def split_commands(words: Sequence[str]) -> Pipeline:
                 links.append(Link())
                 mode, cur = ("fwd" if w == "=}" else "bwd"), []
             else:
-                raise SystemExit(f"{PROG}: unexpected {w!r}\n{USAGE}")
+                usage_error(f"unexpected {w!r}")
         elif mode == "fwd" and w in ("}=", "}={"):
             links[-1].forward.append(cur)
             if w == "}=":
@@ -70,14 +80,14 @@ def split_commands(words: Sequence[str]) -> Pipeline:
             mode = "main"
             mains.append([])
         else:
-            raise SystemExit(f"{PROG}: unexpected {w!r}\n{USAGE}")
+            usage_error(f"unexpected {w!r}")
     if mode != "main" or len(mains) < 2 or any(not c for c in mains) or any(not c for lk in links for c in lk.forward + lk.backward):
-        raise SystemExit(PROG + ": need commands joined by '=' (or =} cmd }=, ={ cmd {=)\n" + USAGE)
+        usage_error("need commands joined by '=' (or =} cmd }=, ={ cmd {=)")
     return Pipeline(mains, links)
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Pipeline]:
-    p = argparse.ArgumentParser(prog=PROG, usage=USAGE.removeprefix("usage: "), allow_abbrev=False, formatter_class=HelpFormatter)
+    p = Parser(prog=PROG, usage=USAGE.removeprefix("usage: "), allow_abbrev=False, formatter_class=HelpFormatter)
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background (own session)")
     p.add_argument("-p", "--pidfile", metavar="FILE", help="write dpipe's pid to FILE")
     p.add_argument("-P", "--pgrpfile", metavar="FILE", help="write the commands' process group (as -pgid) to FILE")

@@ -180,8 +180,16 @@ class Lab:
             self.cable(a, b)
 
     def vnl(self, ref: str) -> str:
-        """A switch name → ``vde://`` to it; anything else is a VNL already."""
-        return f"vde://{self.switches[ref]}" if ref in self.switches else ref
+        """A switch name → ``vde://`` to it; anything else is a VNL already.
+        A bare word that names no switch is a typo, not a relative path."""
+        if ref in self.switches:
+            return f"vde://{self.switches[ref]}"
+        if ref and "/" not in ref:
+            known = ", ".join(sorted(self.switches)) or "none yet"
+            raise LabError(
+                f"{ref!r} is neither a declared switch (declared: {known}) nor a VNL: declare it under 'switches' (or with lab.switch({ref!r})), or give a VNL such as vde:///path or vxvde://239.1.2.3"
+            )
+        return ref
 
     def switch(self, name: str, options: str = "") -> str:
         """Start a stand-alone switch; returns its directory (``vde://`` path)."""

@@ -189,7 +189,7 @@ pub unsafe extern "C" fn vde_parsenestparms(s: *mut c_char) -> *mut c_char {
     guard(std::ptr::null_mut(), || {
         // SAFETY: the caller's contract.
         let Some(t) = (unsafe { text(s) }) else { return std::ptr::null_mut() };
-        let Ok((head, inner)) = vnl::split_nested(t) else { return std::ptr::null_mut() };
+        let Ok((head, inner)) = vnl::split_nested(t, "") else { return std::ptr::null_mut() };
         // head and inner are slices of t: head is t[..open], inner t[open+1..close].
         let open = head.len();
         let close = open + 1 + inner.len();

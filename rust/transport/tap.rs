@@ -67,7 +67,7 @@ struct OffloadStats {
 
 pub fn open(name: &str) -> io::Result<Tap> {
     let want = std::env::var("VDEPLUG_TAP_OFFLOAD").map_or(true, |v| v != "0");
-    let (fd, name) = sys::open_tap(name, want).map_err(|e| ctx(e, format!("tap://{name}")))?;
+    let (fd, name) = sys::open_tap(name, want).map_err(|e| ctx(explain(e, name), format!("tap://{name}")))?;
     if !want {
         return Ok(Tap { fd, name, off: None });
     }
@@ -89,6 +89,35 @@ pub fn open(name: &str) -> io::Result<Tap> {
     };
     Ok(Tap { fd, name, off: Some(Box::new(off)) })
 }
+
+/// A failed tap open, with what to do about it: the device file itself
+/// refused, or NAME taken by an interface that is not a tap.
+fn explain(e: io::Error, name: &str) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM | libc::ENOENT | libc::ENXIO | libc::ENODEV) => match std::fs::OpenOptions::new().read(true).write(true).open(TUN) {
+            Err(d) if d.kind() == io::ErrorKind::NotFound => format!("no {TUN}: load the tun module (`modprobe tun`); in a container, pass the device in"),
+            Err(d) if d.kind() == io::ErrorKind::PermissionDenied => {
+                format!("cannot open {TUN} (Permission denied): most distributions make it mode 0666 (as root: `chmod 0666 {TUN}`); tap:// then needs CAP_NET_ADMIN or an interface made for your user (`ip tuntap add NAME mode tap user $USER`)")
+            }
+            _ => return e,
+        },
+        Some(libc::EINVAL) if !name.is_empty() && std::path::Path::new("/sys/class/net").join(name).exists() => {
+            let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).ok().map(|f| i64::from_str_radix(f.trim().trim_start_matches("0x"), 16).unwrap_or(0));
+            let kind = match flags {
+                None => "an interface that is not a tap",
+                Some(f) if f & i64::from(libc::IFF_TUN) != 0 => "a tun (layer 3) interface, not a tap",
+                Some(f) if f & i64::from(libc::IFF_MULTI_QUEUE) != 0 => "a multi-queue tap (tap:// opens one queue)",
+                Some(_) => return e,
+            };
+            format!("{name} exists and is {kind}: choose another name, or remove it (`ip link del {name}`)")
+        }
+        Some(libc::EBUSY) => format!("{name} is a tap another process holds open (a tap has one reader): stop it, or choose another name"),
+        _ => return e,
+    };
+    io::Error::new(e.kind(), why)
+}
+
+const TUN: &str = "/dev/net/tun";
 
 /// EIO while the interface is down: a transient drop, as for a cable unplugged.
 fn down_is_transient(e: io::Error) -> io::Error {

@@ -223,6 +223,11 @@ fn resolve(t: &Target, host: &str, port: u16, v6: Option<bool>) -> Result<Socket
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     let text = t.address_str();
     let Some((src, dst)) = text.split_once("->") else {
+        if text.ends_with('-') {
+            // `vde_plug udp://5000->host:5001`: the shell redirected to a file "host:5001".
+            let msg = format!("udp://{text} ends at '-': a shell took the '>' of '->' as a redirection (and made a file named after the destination); quote the URL: 'udp://{text}>HOST:PORT'");
+            return Err(t.error(msg, &t.address));
+        }
         return Err(t.error("udp:// needs [src_addr:]src_port->dst_addr:dst_port", &t.address));
     };
     let (sh, sp) = host_port(t, src, false)?;
