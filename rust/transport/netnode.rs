@@ -712,17 +712,17 @@ fn open_kind(kind: Kind, t: &Target, args: &OpenArgs) -> OpenResult {
     let path = if t.address.is_empty() { default_path() } else { t.abs_path() };
     let grp = if t.given("grp") { t.text("grp") } else { args.group.clone() };
     let gid = grp.as_deref().map(group_id).transpose().map_err(|e| t.error(e, grp.as_deref().unwrap_or("")))?;
-    let mode = if t.given("mode") { t.int("mode") } else { args.mode.map(u64::from).or(t.int("mode")) };
-    let o = Options {
-        kind,
-        path,
-        mode: mode.unwrap_or(0o600) as u32,
-        dirmode: t.int("dirmode").map(|m| m as u32),
-        gid,
-        hashsize: t.int("hashsize").unwrap_or(256) as usize,
-        expiretime: t.int("expiretime").unwrap_or(120),
-        hashseed: t.int("hashseed").unwrap_or(0),
+    let mode = match args.mode {
+        Some(m) if !t.given("mode") => m,
+        _ => t.num("mode") as u32,
     };
+    // Only switch:// learns MACs (and has the table's options); the others
+    // get the smallest table, never used.
+    let (hashsize, expiretime, hashseed) = match kind {
+        Kind::Switch => (t.num("hashsize") as usize, t.num("expiretime"), t.num("hashseed")),
+        Kind::Hub | Kind::Multi | Kind::Bonding => (0, 0, 0),
+    };
+    let o = Options { kind, path, mode, dirmode: t.int("dirmode").map(|m| m as u32), gid, hashsize, expiretime, hashseed };
     Ok(Box::new(open(&o)?))
 }
 

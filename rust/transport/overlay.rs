@@ -51,7 +51,7 @@ pub struct Config {
     pub remote: Remote,
     pub port: u16,
     pub vni: u32,
-    /// `ttl=` if given: multicast defaults to 1, unicast to the system's.
+    /// The TTL / hop limit to set (see `ttl_of`); None: the system's.
     pub ttl: Option<u32>,
     pub ifname: Option<String>,
     pub rcvbuf: Option<usize>,
@@ -793,19 +793,23 @@ pub fn unicast_out(s: &Socket, v6: bool, ttl: Option<u32>) -> io::Result<()> {
     }
 }
 
-/// Outgoing multicast: interface, TTL/hops (default 1), loopback.
+/// Outgoing multicast: interface, TTL/hops (None: the system's), loopback.
 pub fn multicast_out(s: &Socket, v6: bool, ifindex: u32, ttl: Option<u32>, looped: bool) -> io::Result<()> {
-    let ttl = ttl.unwrap_or(1);
+    if let Some(ttl) = ttl {
+        if v6 {
+            s.set_multicast_hops_v6(ttl)?;
+            s.set_unicast_hops_v6(ttl)?;
+        } else {
+            s.set_multicast_ttl_v4(ttl)?;
+            s.set_ttl_v4(ttl)?;
+        }
+    }
     if v6 {
-        s.set_multicast_hops_v6(ttl)?;
-        s.set_unicast_hops_v6(ttl)?;
         s.set_multicast_loop_v6(looped)?;
         if ifindex != 0 {
             s.set_multicast_if_v6(ifindex)?;
         }
     } else {
-        s.set_multicast_ttl_v4(ttl)?;
-        s.set_ttl_v4(ttl)?;
         s.set_multicast_loop_v4(looped)?;
         if ifindex != 0 {
             sys::set_multicast_if_v4_index(s.as_raw_fd(), ifindex)?;
@@ -956,21 +960,19 @@ fn allow_of(t: &Target, remote: &Remote) -> Result<Vec<Prefix>, OpenError> {
 /// has already moved the group).
 pub fn config_of(t: &Target, remote: Remote, vni: u32) -> Result<Config, OpenError> {
     let allow = allow_of(t, &remote)?;
-    Ok(Config {
-        remote,
-        port: port_of(t),
-        vni,
-        ttl: t.int("ttl").filter(|_| t.given("ttl")).map(|v| v as u32),
-        ifname: t.text("if"),
-        rcvbuf: t.int("rcvbuf").map(|v| v as usize),
-        hashsize: t.int("hashsize").unwrap_or(1024) as usize,
-        expiretime: t.int("expiretime").unwrap_or(128),
-        allow,
-    })
+    let ttl = ttl_of(t, &remote);
+    Ok(Config { remote, port: port_of(t), vni, ttl, ifname: t.text("if"), rcvbuf: t.int("rcvbuf").map(|v| v as usize), hashsize: t.num("hashsize") as usize, expiretime: t.num("expiretime"), allow })
 }
 
 pub fn port_of(t: &Target) -> u16 {
-    t.int("port").unwrap_or(4789) as u16
+    t.num("port") as u16
+}
+
+/// `ttl=`: a group's TTL is the table's default unless given; unicast
+/// peers keep the system's unless given (None).
+fn ttl_of(t: &Target, remote: &Remote) -> Option<u32> {
+    let given = t.given("ttl") || matches!(remote, Remote::Group(_));
+    given.then(|| t.num("ttl") as u32)
 }
 
 use crate::plugins::{OpenError, Target};
@@ -1100,6 +1102,8 @@ mod tests {
         assert!(cfg("vxlan://10.0.0.1/allow='10.0.0.0/40'").unwrap_err().contains("quote prefixes"));
         assert_eq!(cfg("vxlan://10.0.0.1").unwrap().ttl, None, "unicast keeps the system TTL unless given");
         assert_eq!(cfg("vxlan://10.0.0.1/ttl=9").unwrap().ttl, Some(9));
+        assert_eq!(cfg("vxlan://").unwrap().ttl, Some(1), "a group's TTL is the table's default");
+        assert_eq!(cfg("vxvde:///ttl=3").unwrap().ttl, Some(3));
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl Transport for Vxlan {
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     let remote = overlay::remote_of(t)?;
-    let cfg = overlay::config_of(t, remote, t.int("vni").unwrap_or(1) as u32)?;
+    let cfg = overlay::config_of(t, remote, t.num("vni") as u32)?;
     Ok(Box::new(open(&cfg)?))
 }
 

@@ -174,7 +174,7 @@ pub fn with_gid(group: IpAddr, gid: u32) -> IpAddr {
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     let mut remote = overlay::remote_of(t)?;
-    let mut vni = t.int("vni").unwrap_or(1) as u32;
+    let mut vni = t.num("vni") as u32;
     if let Some(gid) = t.int("grp") {
         if let Remote::Group(g) = remote {
             remote = Remote::Group(with_gid(g, gid as u32));
