@@ -542,36 +542,6 @@ pub fn set_multicast_if_v4_index(fd: RawFd, ifindex: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Every IPv6 address configured on this host (for vxvde's self filter).
-pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
-    local_addrs().into_iter().filter_map(|a| if let std::net::IpAddr::V6(v6) = a { Some(v6) } else { None }).collect()
-}
-
-/// Every address (IPv4 and IPv6) configured on this host's interfaces.
-pub fn local_addrs() -> Vec<std::net::IpAddr> {
-    local_addrs_and_broadcasts().0
-}
-
-/// Every address of this host's interfaces, and the broadcast address of
-/// each local IPv4 subnet (address | !netmask, prefixes up to /30; /31 and
-/// /32 have none): one walk of getifaddrs.
-pub fn local_addrs_and_broadcasts() -> (Vec<std::net::IpAddr>, Vec<std::net::Ipv4Addr>) {
-    let all = interface_addrs();
-    let mut out = Vec::new();
-    for &(a, mask) in &all {
-        if let (std::net::IpAddr::V4(a), Some(std::net::IpAddr::V4(m))) = (a, mask) {
-            let m = u32::from(m);
-            if m.leading_ones() <= 30 && m.count_ones() == m.leading_ones() {
-                let b = std::net::Ipv4Addr::from(u32::from(a) | !m);
-                if !out.contains(&b) {
-                    out.push(b);
-                }
-            }
-        }
-    }
-    (all.into_iter().map(|(a, _)| a).collect(), out)
-}
-
 /// An interface sockaddr as an address (IPv4 and IPv6 only).
 ///
 /// # Safety
@@ -591,7 +561,7 @@ unsafe fn ifa_ip(a: *const libc::sockaddr) -> Option<std::net::IpAddr> {
 }
 
 /// (address, netmask) of every IPv4 and IPv6 address on this host's interfaces.
-fn interface_addrs() -> Vec<(std::net::IpAddr, Option<std::net::IpAddr>)> {
+pub fn interface_addrs() -> Vec<(std::net::IpAddr, Option<std::net::IpAddr>)> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills ifap with a list we free below.

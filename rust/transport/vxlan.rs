@@ -35,7 +35,7 @@ pub fn open(cfg: &Config) -> io::Result<Vxlan> {
     }
     overlay::set_rcvbuf(&s, cfg)?;
     let sock: UdpSocket = s.into();
-    let mut ov = Overlay::new(cfg, cfg.flood_list(cfg.port), false, Some(cfg.port))?;
+    let mut ov = Overlay::new(cfg, cfg.flood_list(cfg.port, overlay::local_addrs()), false, Some(cfg.port))?;
     ov.enable_gro(0, sock.as_raw_fd());
     let ready = ReadyFd::new(&[sock.as_raw_fd()])?;
     Ok(Vxlan { sock, ov, ready })
@@ -63,7 +63,7 @@ impl Transport for Vxlan {
         self.ov.send_batch(self.sock.as_raw_fd(), batch, idx)
     }
     fn frame_prefix(&self) -> &[u8] {
-        &self.ov.header
+        self.ov.header()
     }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         self.ov.stats_pairs()

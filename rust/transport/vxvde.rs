@@ -70,8 +70,9 @@ pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
 
     let fds: Vec<RawFd> = multi.iter().chain([&uni]).map(AsRawFd::as_raw_fd).collect();
     let ready = ReadyFd::new(&fds)?;
-    let local6 = if v6 { sys::local_ipv6_addrs() } else { Vec::new() };
-    let mut ov = Overlay::new(cfg, cfg.flood_list(uni_port), true, None)?;
+    let here = overlay::local_addrs();
+    let local6 = if v6 { here.addrs.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect() } else { Vec::new() };
+    let mut ov = Overlay::new(cfg, cfg.flood_list(uni_port, here), true, None)?;
     if let Some(m) = &multi {
         ov.enable_gro(0, m.as_raw_fd());
     }
@@ -134,7 +135,7 @@ impl Transport for Vxvde {
         self.ov.send_batch(self.uni.as_raw_fd(), batch, idx)
     }
     fn frame_prefix(&self) -> &[u8] {
-        &self.ov.header
+        self.ov.header()
     }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         self.ov.stats_pairs()
