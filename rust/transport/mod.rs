@@ -25,6 +25,7 @@ pub mod gro;
 pub mod gso_runs;
 pub mod nested;
 pub mod netnode;
+pub mod node_dir;
 pub mod null;
 pub mod overlay;
 pub mod ptp;
