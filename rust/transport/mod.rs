@@ -28,6 +28,7 @@ pub mod netnode;
 pub mod node_dir;
 pub mod null;
 pub mod overlay;
+pub mod owner;
 pub mod ptp;
 pub mod ready;
 pub mod replay;

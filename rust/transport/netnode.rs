@@ -201,7 +201,7 @@ impl NetNode {
                 // Silent clients cannot lock others out: the oldest one goes.
                 self.evict_pending(None);
             }
-            let _ = sys::set_cloexec(conn.as_raw_fd());
+            let _ = socket2::SockRef::from(&conn).set_cloexec(true);
             if conn.set_nonblocking(true).is_err() {
                 continue;
             }
@@ -263,7 +263,7 @@ impl NetNode {
         let data_name = PathBuf::from(format!("{id:03}.{}", conn.as_raw_fd()));
         let data = self.dir.bind(&data_name)?;
         let mut setup = || -> io::Result<()> {
-            sys::set_cloexec(data.as_raw_fd())?;
+            socket2::SockRef::from(&data).set_cloexec(true)?;
             data.set_nonblocking(true)?;
             connect_client(&data, &conn, &req.sock_path)?;
             self.dir.publish(&data_name)?;
@@ -515,7 +515,7 @@ const SWITCH_OPTIONS: &[Opt] = &[
 
 /// vdeplug4's default: /tmp/vdenode_<user> (or u<euid>).
 pub fn default_path() -> PathBuf {
-    let user = sys::user_name().unwrap_or_else(|| format!("u{}", sys::geteuid()));
+    let user = user_name().unwrap_or_else(|| format!("u{}", sys::geteuid()));
     PathBuf::from(format!("/tmp/vdenode_{user}"))
 }
 
@@ -535,6 +535,12 @@ fn open_kind(kind: Kind, t: &Target, args: &OpenArgs) -> OpenResult {
     };
     let o = Options { kind, path, mode, dirmode: t.int("dirmode").map(|m| m as u32), gid, hashsize, expiretime, hashseed };
     Ok(Box::new(open(&o)?))
+}
+
+/// Our user's name as vdeplug4 finds it: LOGNAME, USER, LNAME, USERNAME,
+/// then the password database.
+fn user_name() -> Option<String> {
+    ["LOGNAME", "USER", "LNAME", "USERNAME"].iter().filter_map(|v| std::env::var(v).ok()).find(|v| !v.is_empty()).or_else(sys::passwd_name)
 }
 
 const fn node(scheme: &'static str, options: &'static [Opt], summary: &'static str, open: fn(&Target, &OpenArgs) -> OpenResult) -> Builtin {

@@ -60,7 +60,7 @@ impl NodeDir {
         // From here on `ctl` is ours: dropping `dir` removes it.
         let dir = NodeDir { path: path.to_path_buf(), fd, created, mode, gid, owner: std::process::id() };
         listener.set_nonblocking(true)?;
-        sys::set_cloexec(listener.as_raw_fd())?;
+        socket2::SockRef::from(&listener).set_cloexec(true)?;
         dir.publish(ctl)?;
         Ok((dir, listener))
     }
@@ -87,14 +87,14 @@ impl NodeDir {
 
     /// Remove `name`, unless we are a forked child that did not inherit it.
     pub fn remove(&self, name: &Path) {
-        if sys::owns(self.owner) {
+        if super::owner::owns(self.owner) {
             let _ = sys::unlink_at(self.fd.as_raw_fd(), name);
         }
     }
 
     /// Whether this process may remove what the directory holds.
     pub fn ours(&self) -> bool {
-        sys::owns(self.owner)
+        super::owner::owns(self.owner)
     }
 }
 

@@ -43,24 +43,24 @@ pub fn open(cfg: &Config) -> io::Result<Vxlan> {
 
 impl Transport for Vxlan {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        let r = self.ov.recv_one(self.sock.as_raw_fd(), 0, buf, false, &overlay::never_self);
+        let r = self.ov.recv_one(&self.sock, 0, buf, false, &overlay::never_self);
         self.ready.queued(self.ov.queued());
         Ok(r?.map_or(Recv::Skip, Recv::Frame))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        self.ov.send_one(self.sock.as_raw_fd(), frame)
+        self.ov.send_one(&self.sock, frame)
     }
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
     }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
-        let r = self.ov.recv_batch(self.sock.as_raw_fd(), 0, batch, false, &overlay::never_self);
+        let r = self.ov.recv_batch(&self.sock, 0, batch, false, &overlay::never_self);
         self.ready.queued(self.ov.queued());
         r.map(|()| Link::Open)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        self.ov.send_batch(self.sock.as_raw_fd(), batch, idx)
+        self.ov.send_batch(&self.sock, batch, idx)
     }
     fn frame_prefix(&self) -> &[u8] {
         self.ov.header()

@@ -101,9 +101,9 @@ impl Transport for Vxvde {
         let mut got = Err(io::ErrorKind::WouldBlock.into());
         for slot in [first, second] {
             got = match (slot, &self.multi) {
-                (0, Some(m)) => self.ov.recv_one(m.as_raw_fd(), 0, buf, !self.v6, &is_self),
+                (0, Some(m)) => self.ov.recv_one(m, 0, buf, !self.v6, &is_self),
                 (0, None) => continue,
-                _ => self.ov.recv_one(self.uni.as_raw_fd(), 1, buf, false, &overlay::never_self),
+                _ => self.ov.recv_one(&self.uni, 1, buf, false, &overlay::never_self),
             };
             if !matches!(&got, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 break;
@@ -113,7 +113,7 @@ impl Transport for Vxvde {
         Ok(got?.map_or(Recv::Skip, Recv::Frame))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        self.ov.send_one(self.uni.as_raw_fd(), frame)
+        self.ov.send_one(&self.uni, frame)
     }
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
@@ -124,15 +124,15 @@ impl Transport for Vxvde {
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
         self.uni_first = !self.uni_first;
         let r = match &self.multi {
-            Some(m) if self.uni_first => self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self).and_then(|()| self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self)),
-            Some(m) => self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self).and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self)),
-            None => self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self),
+            Some(m) if self.uni_first => self.ov.recv_batch(&self.uni, 1, batch, false, &overlay::never_self).and_then(|()| self.ov.recv_batch(m, 0, batch, !self.v6, &is_self)),
+            Some(m) => self.ov.recv_batch(m, 0, batch, !self.v6, &is_self).and_then(|()| self.ov.recv_batch(&self.uni, 1, batch, false, &overlay::never_self)),
+            None => self.ov.recv_batch(&self.uni, 1, batch, false, &overlay::never_self),
         };
         self.ready.queued(self.ov.queued());
         r.map(|()| Link::Open)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        self.ov.send_batch(self.uni.as_raw_fd(), batch, idx)
+        self.ov.send_batch(&self.uni, batch, idx)
     }
     fn frame_prefix(&self) -> &[u8] {
         self.ov.header()
@@ -151,7 +151,7 @@ impl Transport for Vxvde {
 impl Drop for Vxvde {
     fn drop(&mut self) {
         // Header only: peers forget the MACs they learned at our address.
-        self.ov.send_leave(self.uni.as_raw_fd());
+        self.ov.send_leave(&self.uni);
     }
 }
 

@@ -7,7 +7,7 @@
 //! that destination, never the endpoint.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
@@ -146,21 +146,21 @@ impl Overlay {
     /// Receive a batch on `fd` into `batch` (appending after `batch.count`),
     /// keeping only accepted frames. `is_self` filters our own multicast echo.
     /// What the core owes (probe answers, probes, peer lists) leaves from `fd`.
-    pub fn recv_batch(&mut self, fd: RawFd, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: IsSelf) -> io::Result<()> {
+    pub fn recv_batch(&mut self, sock: &UdpSocket, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: IsSelf) -> io::Result<()> {
         if self.core.deferred() && batch.count == 0 {
             self.core.forget_pending();
         }
-        let r = self.receive(fd, slot, batch, pktinfo, is_self);
-        self.send_control(fd);
+        let r = self.receive(sock, slot, batch, pktinfo, is_self);
+        self.send_control(sock);
         r
     }
 
     /// Receive one datagram, its frame into `buf` (truncated to it), by the
     /// batch path with a batch of one. Ok(None): consumed, not a frame.
-    pub fn recv_one(&mut self, fd: RawFd, slot: usize, buf: &mut [u8], pktinfo: bool, is_self: IsSelf) -> io::Result<Option<usize>> {
+    pub fn recv_one(&mut self, sock: &UdpSocket, slot: usize, buf: &mut [u8], pktinfo: bool, is_self: IsSelf) -> io::Result<Option<usize>> {
         let mut one = std::mem::replace(&mut self.one, Batch::new(0));
         one.clear();
-        let r = self.recv_batch(fd, slot, &mut one, pktinfo, is_self).and_then(|()| match (one.count, one.skipped) {
+        let r = self.recv_batch(sock, slot, &mut one, pktinfo, is_self).and_then(|()| match (one.count, one.skipped) {
             (1, _) => {
                 let f = one.frame(0);
                 let n = f.len().min(buf.len());
@@ -176,12 +176,12 @@ impl Overlay {
     }
 
     /// Every datagram, from a GRO buffer or a recvmmsg, goes through `datagram`.
-    fn receive(&mut self, fd: RawFd, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: IsSelf) -> io::Result<()> {
+    fn receive(&mut self, sock: &UdpSocket, slot: usize, batch: &mut Batch, pktinfo: bool, is_self: IsSelf) -> io::Result<()> {
         let now = now_secs();
         if let Some(mut g) = self.gro[slot].take() {
             let mut r = Ok(());
             while !batch.done() {
-                match take_gro(&mut self.core, &mut g, fd, pktinfo, is_self, now) {
+                match take_gro(&mut self.core, &mut g, sock.as_raw_fd(), pktinfo, is_self, now) {
                     Ok(Got::Nothing) => break,
                     Ok(Got::Skip) => batch.skipped += 1,
                     Ok(Got::Frame(a, b)) => {
@@ -204,7 +204,7 @@ impl Overlay {
         if room == 0 {
             return Ok(());
         }
-        let n = match sys::recv_batch_prefixed(fd, &mut self.prefix[..room], &mut batch.bufs[start..], &mut self.meta[..room], pktinfo) {
+        let n = match sys::recv_batch_prefixed(sock.as_raw_fd(), &mut self.prefix[..room], &mut batch.bufs[start..], &mut self.meta[..room], pktinfo) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if is_icmp_report(&e) => {
@@ -236,11 +236,11 @@ impl Overlay {
 
     /// Send what the core owes, from `fd`; an error about a destination
     /// drops it (`Protocol::unreachable`).
-    fn send_control(&mut self, fd: RawFd) {
+    fn send_control(&mut self, sock: &UdpSocket) {
         let now = now_secs();
         let mut msg = std::mem::take(&mut self.msg);
         while let Some((to, what)) = self.core.poll_control(now, &mut msg) {
-            let sent = match sys::send_to(fd, &msg, &to) {
+            let sent = match sock.send_to(&msg, to) {
                 Ok(_) => true,
                 Err(e) => {
                     if crate::transport::is_about_destination(&e) {
@@ -259,7 +259,7 @@ impl Overlay {
     /// size to the same peer leave as one UDP GSO send (one trip through the
     /// IP stack per run). Counts are of frames: one whose copies were not all
     /// sent counts as dropped.
-    pub fn send_batch(&mut self, fd: RawFd, batch: &Batch, idx: &[usize]) -> SendOutcome {
+    pub fn send_batch(&mut self, sock: &UdpSocket, batch: &Batch, idx: &[usize]) -> SendOutcome {
         let mut out = SendOutcome::default();
         let now = now_secs();
         let mut nowhere = 0;
@@ -272,7 +272,7 @@ impl Overlay {
             if self.plan.len() >= MAX_BATCH || n + 1 == idx.len() {
                 let frames = n + 1 - planned;
                 planned = n + 1;
-                let o = self.send_plan(fd, &|i| batch.frame_ref(i));
+                let o = self.send_plan(sock, &|i| batch.frame_ref(i));
                 let dropped = (o.dropped + nowhere).min(frames);
                 nowhere = 0;
                 out.sent += frames - dropped;
@@ -291,10 +291,10 @@ impl Overlay {
     /// unverified members within their budget). An error about one
     /// destination drops that destination (`unreachable`), not the frame's
     /// other copies; only an error about the socket is returned.
-    pub fn send_one(&mut self, fd: RawFd, frame: &[u8]) -> io::Result<usize> {
+    pub fn send_one(&mut self, sock: &UdpSocket, frame: &[u8]) -> io::Result<usize> {
         let plan = &mut self.plan;
         self.core.route(frame, now_secs(), |d| plan.push((0, d)));
-        let o = self.send_plan(fd, &|_| frame.into());
+        let o = self.send_plan(sock, &|_| frame.into());
         match o.error {
             Some(e) => Err(e),
             None if o.sent > 0 => Ok(frame.len()),
@@ -305,7 +305,7 @@ impl Overlay {
     /// Send and empty the plan (`frame(i)`: the frame at batch index i).
     /// Destinations whose sends failed for a reason about them are dropped
     /// (`unreachable`); the rest go on.
-    fn send_plan<'a>(&mut self, fd: RawFd, frame: &dyn Fn(usize) -> FrameRef<'a>) -> SendOutcome {
+    fn send_plan<'a>(&mut self, sock: &UdpSocket, frame: &dyn Fn(usize) -> FrameRef<'a>) -> SendOutcome {
         let mut out = SendOutcome::default();
         let mut bad = Vec::new();
         for chunk in self.plan.chunks(MAX_BATCH) {
@@ -314,7 +314,16 @@ impl Overlay {
                 self.destlen[k] = sys::std_to_sockaddr(&d, &mut self.dest[k]);
             }
             let (dest, destlen, addrs) = (&self.dest, &self.destlen, &self.addrs);
-            let o = send_datagrams(fd, &self.core.header, chunk.len(), &|k| frame(chunk[k].0), Some(&|k| (&dest[k], destlen[k])), &|a, b| addrs[a] == addrs[b], &mut self.gso, send_patience());
+            let o = send_datagrams(
+                sock.as_raw_fd(),
+                &self.core.header,
+                chunk.len(),
+                &|k| frame(chunk[k].0),
+                Some(&|k| (&dest[k], destlen[k])),
+                &|a, b| addrs[a] == addrs[b],
+                &mut self.gso,
+                send_patience(),
+            );
             out.sent += o.sent;
             out.dropped += o.dropped;
             bad.extend(o.bad_dest.iter().map(|&(k, _)| chunk[k].1));
@@ -331,10 +340,10 @@ impl Overlay {
     }
 
     /// Send the vxvde leave message (a header alone) to every flood target.
-    pub fn send_leave(&mut self, fd: RawFd) {
+    pub fn send_leave(&mut self, sock: &UdpSocket) {
         let core = &mut self.core;
         for d in core.flood.targets(now_secs()) {
-            let _ = sys::send_to(fd, &core.header, d);
+            let _ = sock.send_to(&core.header, d);
         }
     }
 }
@@ -404,7 +413,7 @@ pub fn multicast_out(s: &Socket, v6: bool, ifindex: u32, ttl: Option<u32>, loope
 pub fn set_rcvbuf(s: &Socket, cfg: &Config) -> io::Result<()> {
     match cfg.rcvbuf {
         Some(n) => s.set_recv_buffer_size(n)?,
-        None => gro::default_rcvbuf(s.as_raw_fd()),
+        None => gro::default_rcvbuf(s.into()),
     }
     Ok(())
 }
@@ -449,7 +458,7 @@ mod tests {
             batch.lens[i] = f.len();
         }
         batch.count = 3;
-        let o = ov.send_batch(tx.as_raw_fd(), &batch, &[0, 1, 2]);
+        let o = ov.send_batch(&tx, &batch, &[0, 1, 2]);
         assert_eq!((o.sent, o.dropped), (3, 0));
         let mut buf = [0u8; 128];
         for (k, r) in rx.iter().enumerate() {
@@ -483,13 +492,13 @@ mod tests {
             batch.lens[i] = f.len();
         }
         batch.count = 2;
-        let o = ov.send_batch(tx.as_raw_fd(), &batch, &[0, 1]);
+        let o = ov.send_batch(&tx, &batch, &[0, 1]);
         assert!(o.error.is_none());
         assert_eq!((o.sent, o.dropped, ov.core.stats.dest_errors), (1, 1, 1));
         assert_eq!(ov.core.destination(&eth(A, B), now_secs()), None, "forgotten");
         let mut buf = [0u8; 128];
         assert_eq!(rx.recv(&mut buf).unwrap(), 68, "the flooded copy went out");
-        assert_eq!(ov.send_one(tx.as_raw_fd(), &eth([0xff; 6], B)).unwrap(), 60);
+        assert_eq!(ov.send_one(&tx, &eth([0xff; 6], B)).unwrap(), 60);
     }
 
     /// A single receive takes the batch path: a frame, then garbage
@@ -502,7 +511,6 @@ mod tests {
         let mut c = cfg();
         c.remote = Remote::Peers(vec![tx.local_addr().unwrap()]);
         let mut ov = Overlay::new(&c, c.flood_list(0, local_addrs()), true, None).unwrap();
-        let fd = rx.as_raw_fd();
         let mut dgram = Repr { vni: 5 }.to_bytes().to_vec();
         dgram.extend_from_slice(&eth(A, B));
         let echo = tx.local_addr().unwrap();
@@ -512,7 +520,7 @@ mod tests {
             let mut buf = [0u8; 64];
             let mut got = Err(io::ErrorKind::WouldBlock.into());
             for _ in 0..200 {
-                got = ov.recv_one(fd, 0, &mut buf, false, if is_self { &is_echo } else { &never_self });
+                got = ov.recv_one(&rx, 0, &mut buf, false, if is_self { &is_echo } else { &never_self });
                 if !matches!(&got, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                     break;
                 }
@@ -524,7 +532,7 @@ mod tests {
                 assert_eq!(&buf[..60], &eth(A, B)[..], "the frame, without its header");
             }
         }
-        let e = ov.recv_one(fd, 0, &mut [0u8; 64], false, &never_self).unwrap_err();
+        let e = ov.recv_one(&rx, 0, &mut [0u8; 64], false, &never_self).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         assert_eq!((ov.core.stats.bad_in, ov.core.stats.own_echo), (1, 1));
     }
