@@ -573,7 +573,7 @@ mod tests {
     #[test]
     fn a_failed_peer_list_is_not_continued() {
         let mut c = cfg();
-        c.remote = Remote::Peers((1..=250).map(|k| SocketAddr::new([10, 0, 1, k as u8].into(), 4789)).collect());
+        c.remote = Remote::Peers((0..600u32).map(|k| SocketAddr::new([10, 0, 1 + (k / 200) as u8, 1 + (k % 200) as u8].into(), 4789)).collect());
         c.allow = vec![Prefix::parse("10.0.0.0/24").unwrap()];
         let mut ov = Protocol::new(&c, c.flood_list(4789, LocalAddrs::default()), true, None).unwrap();
         let r = Repr { vni: 5 };
@@ -589,7 +589,7 @@ mod tests {
             pieces += 1;
             ov.control_sent(to, what, pieces < 2);
         }
-        assert_eq!((pieces, ov.stats.peer_lists_out), (2, 1), "250 peers need more than 2 pieces; the second failed");
+        assert_eq!((pieces, ov.stats.peer_lists_out), (2, 1), "600 peers need more than 2 pieces; the second failed");
     }
 
     #[test]
