@@ -206,7 +206,7 @@ impl Forwarder {
             if let Some(log) = self.iplog.as_mut() {
                 for &i in &self.idx {
                     if let Some((ip, vlan)) = log.observe(self.batch.frame(i)) {
-                        sys::syslog_info(&format!("{}: IP {ip} vlan {vlan}", from.name));
+                        log_info(&format!("{}: IP {ip} vlan {vlan}", from.name));
                     }
                 }
             }
@@ -227,6 +227,17 @@ impl Forwarder {
 }
 
 /// Errors that mean "the other end went away" rather than a fault.
+/// Log at LOG_INFO to syslog, or to stderr when no syslog daemon listens
+/// (/dev/log, looked for once).
+fn log_info(msg: &str) {
+    static SYSLOG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *SYSLOG.get_or_init(|| std::path::Path::new("/dev/log").exists()) {
+        sys::syslog(libc::LOG_INFO, msg);
+    } else {
+        eprintln!("vde_plug[{}]: {msg}", std::process::id());
+    }
+}
+
 pub fn is_hangup(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::WriteZero)
 }

@@ -184,6 +184,19 @@ impl Target {
             _ => None,
         }
     }
+    /// An option whose table default is a number: `typed` filled it in,
+    /// so there is always a value and the call site writes no second
+    /// default.
+    ///
+    /// # Panics
+    /// If the plugin's table gives `name` no number default (a bug in the
+    /// table, hit by every open of that plugin).
+    pub fn num(&self, name: &str) -> u64 {
+        match self.value(name) {
+            Value::Int(v) => *v,
+            _ => panic!("{}: option {name:?} has no number default in its table", self.scheme),
+        }
+    }
     pub fn flag(&self, name: &str) -> bool {
         matches!(self.value(name), Value::Bool(true))
     }

@@ -78,7 +78,7 @@ fn _finalize(py: Python<'_>) {
 /// commands. Without it a forked child's close leaves the parent's alone.
 #[pyfunction]
 fn inherit_from(pid: u32) {
-    sys::inherit_from(pid);
+    crate::transport::owner::inherit_from(pid);
 }
 
 /// A timeout in seconds → a deadline. None and +inf (or anything too far

@@ -1,6 +1,14 @@
-//! Thin, checked wrappers over the Linux system calls std does not cover:
-//! epoll, eventfd, recvmmsg/sendmmsg, pktinfo, the tun ioctl, seqpacket.
-//! This is the only module allowed to use `unsafe`.
+//! Thin, checked wrappers over the Linux system calls and libc functions
+//! that neither std nor socket2 covers: epoll, eventfd, recvmmsg/sendmmsg
+//! (one builder each), pktinfo and UDP GRO, the tun ioctls, fd-relative
+//! file calls that never follow a symlink, getifaddrs, the user and group
+//! databases, syslog. System calls only: what to do with them (policy) is
+//! the calling module's. Constants come from libc.
+//!
+//! `unsafe` is denied crate-wide (lib.rs) and allowed here, in cplugin.rs
+//! (the C plugin ABI: dlopen and calls through `vdeplug_ops`), in the two C
+//! libraries (rust/libvdeplug, rust/libvdeplug_mod) and for the one AVX2
+//! call in wire/checksum.rs; every block says why it is sound (`SAFETY:`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -23,12 +31,6 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
     } else {
         Ok(ret as usize)
     }
-}
-
-pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a caller-owned fd.
-    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
-    Ok(())
 }
 
 /// read(2) into `buf`.
@@ -191,14 +193,6 @@ pub fn zeroed_storage() -> libc::sockaddr_storage {
     unsafe { mem::zeroed() }
 }
 
-/// sendto(2) of one datagram.
-pub fn send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
-    let mut ss = zeroed_storage();
-    let len = std_to_sockaddr(addr, &mut ss);
-    // SAFETY: buf and ss are valid for their stated lengths.
-    cvt_size(unsafe { libc::sendto(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL, &ss as *const _ as *const libc::sockaddr, len) })
-}
-
 // ---------------------------------------------------------------- batched datagrams
 
 // recvmmsg/sendmmsg headers live on the stack of each call, rebuilt every
@@ -207,33 +201,84 @@ pub fn send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
 /// Most messages one recvmmsg/sendmmsg call handles.
 pub const MAX_BATCH: usize = 64;
 
-/// recvmmsg(2) with MSG_DONTWAIT into `bufs`; fills `lens` and, if given, `addrs`.
-pub fn recv_batch(fd: RawFd, bufs: &mut [Box<[u8]>], lens: &mut [usize], mut addrs: Option<&mut [libc::sockaddr_storage]>) -> io::Result<usize> {
-    let n = bufs.len().min(MAX_BATCH);
-    // Only the n headers used are initialised: zeroing all 64 would cost
-    // more than the call itself for small batches.
-    let mut iov = [const { mem::MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+/// Where the messages of one `recvmmsg` go, and what is kept of them.
+trait RecvInto {
+    /// Whether control messages are wanted (IP_PKTINFO, UDP_GRO).
+    fn control(&self) -> bool;
+    /// Message `i`: its pieces into `iov` (returns how many, 1 or 2) and
+    /// where its source address goes (null: nowhere). Each piece must be
+    /// valid for writes of its length until the call returns.
+    fn place(&mut self, i: usize, iov: &mut [libc::iovec; 2]) -> (usize, *mut libc::sockaddr_storage);
+    /// Message `i` arrived: `len` bytes (all pieces), and what its control messages say.
+    fn arrived(&mut self, i: usize, len: usize, ctl: Control);
+}
+
+/// The one recvmmsg(2) builder, with MSG_DONTWAIT, for up to `n` messages
+/// laid out by `into`. Only the headers used are initialised: zeroing all
+/// 64 would cost more than the call itself for small batches.
+fn recvmmsg<R: RecvInto>(fd: RawFd, n: usize, into: &mut R) -> io::Result<usize> {
+    const NONE: libc::iovec = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    let n = n.min(MAX_BATCH);
+    let want_control = into.control();
+    let mut iov = [const { mem::MaybeUninit::<[libc::iovec; 2]>::uninit() }; MAX_BATCH];
     let mut msgs = [const { mem::MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut ctrl = [const { mem::MaybeUninit::<[u64; 12]>::uninit() }; MAX_BATCH];
     for i in 0..n {
-        let v: *mut libc::iovec = iov[i].write(libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: bufs[i].len() });
+        let v = iov[i].write([NONE; 2]);
+        let (pieces, name) = into.place(i, v);
         // SAFETY: an all-zero mmsghdr is a valid value.
-        let m = msgs[i].write(unsafe { mem::zeroed() });
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
-        if let Some(a) = addrs.as_deref_mut() {
-            m.msg_hdr.msg_name = (&mut a[i] as *mut libc::sockaddr_storage).cast();
-            m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let h = &mut msgs[i].write(unsafe { mem::zeroed() }).msg_hdr;
+        h.msg_iov = v.as_mut_ptr();
+        h.msg_iovlen = pieces.min(2);
+        if !name.is_null() {
+            h.msg_name = name.cast();
+            h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+        if want_control {
+            h.msg_control = ctrl[i].write([0; 12]).as_mut_ptr().cast();
+            h.msg_controllen = mem::size_of::<[u64; 12]>();
         }
     }
-    // SAFETY: the first n headers are initialised and point at live buffers
-    // (and address slots) of the stated sizes.
+    // SAFETY: the first n headers are initialised and point at live
+    // buffers, address slots and control buffers of the stated sizes
+    // (`place`'s contract), all borrowed until this returns.
     let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
     let got = cvt(got)? as usize;
-    for i in 0..got {
+    for (i, m) in msgs[..got].iter().enumerate() {
         // SAFETY: i < got <= n: initialised above.
-        lens[i] = unsafe { msgs[i].assume_init_ref() }.msg_len as usize;
+        let m = unsafe { m.assume_init_ref() };
+        let ctl = if want_control { control(&m.msg_hdr) } else { Control::default() };
+        into.arrived(i, m.msg_len as usize, ctl);
     }
     Ok(got)
+}
+
+/// An iovec over `b` (valid while `b` is borrowed).
+fn iovec(b: &mut [u8]) -> libc::iovec {
+    libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }
+}
+
+/// recvmmsg(2) with MSG_DONTWAIT into `bufs`; fills `lens` and, if given, `addrs`.
+pub fn recv_batch(fd: RawFd, bufs: &mut [Box<[u8]>], lens: &mut [usize], addrs: Option<&mut [libc::sockaddr_storage]>) -> io::Result<usize> {
+    struct Plain<'a> {
+        bufs: &'a mut [Box<[u8]>],
+        lens: &'a mut [usize],
+        addrs: Option<&'a mut [libc::sockaddr_storage]>,
+    }
+    impl RecvInto for Plain<'_> {
+        fn control(&self) -> bool {
+            false
+        }
+        fn place(&mut self, i: usize, iov: &mut [libc::iovec; 2]) -> (usize, *mut libc::sockaddr_storage) {
+            iov[0] = iovec(&mut self.bufs[i]);
+            (1, self.addrs.as_deref_mut().map_or(std::ptr::null_mut(), |a| &mut a[i] as *mut _))
+        }
+        fn arrived(&mut self, i: usize, len: usize, _: Control) {
+            self.lens[i] = len;
+        }
+    }
+    let n = bufs.len().min(lens.len()).min(addrs.as_deref().map_or(usize::MAX, <[_]>::len));
+    recvmmsg(fd, n, &mut Plain { bufs, lens, addrs })
 }
 
 /// connect(2) with a raw address (AF_UNSPEC to dissolve an association).
@@ -257,30 +302,10 @@ pub fn set_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
 
 // ---------------------------------------------------------------- tap
 
-/// TUNSETIFF flag: a virtio-net header before each frame.
-const IFF_VNET_HDR: libc::c_int = 0x4000;
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-/// TUNSETOFFLOAD flags: we finish partial checksums, take TCP (v4/v6,
-/// with ECN) and UDP (v4/v6) super-frames.
-pub const TUN_F_CSUM: u32 = 0x01;
-pub const TUN_F_TSO4: u32 = 0x02;
-pub const TUN_F_TSO6: u32 = 0x04;
-pub const TUN_F_TSO_ECN: u32 = 0x08;
-pub const TUN_F_USO4: u32 = 0x20;
-pub const TUN_F_USO6: u32 = 0x40;
-
-/// Tell the tap which offloads we handle (TUNSETOFFLOAD).
+/// Tell the tap which offloads we handle (TUNSETOFFLOAD, libc::TUN_F_* flags).
 pub fn tap_set_offload(fd: RawFd, flags: u32) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes the flags as an integer argument.
-    cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, flags as libc::c_ulong) })?;
-    Ok(())
-}
-
-/// SO_RCVBUF (capped by net.core.rmem_max).
-pub fn set_rcvbuf(fd: RawFd, bytes: usize) -> io::Result<()> {
-    let v = bytes.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: v is a live c_int for the call.
-    cvt(unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) })?;
+    cvt(unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, flags as libc::c_ulong) })?;
     Ok(())
 }
 
@@ -316,7 +341,7 @@ pub fn open_tap(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String)> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    let vnet = if vnet_hdr { IFF_VNET_HDR } else { 0 };
+    let vnet = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
     ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
     // SAFETY: TUNSETIFF takes a pointer to an ifreq, which is live.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) })?;
@@ -345,15 +370,6 @@ pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
-pub fn chmod(path: &std::path::Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::chown(path, None, Some(gid))
-}
-
 /// Whether this process runs setuid, setgid or with added capabilities
 /// (AT_SECURE, the rule of secure_getenv): then it must not take
 /// directions from its environment.
@@ -367,22 +383,12 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// syslog(3) at LOG_INFO (openlog is done by the Python side).
-/// Whether a syslog daemon listens (/dev/log); without one, logs go to stderr.
-pub fn syslog_available() -> bool {
-    static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAVE.get_or_init(|| std::path::Path::new("/dev/log").exists())
-}
-
-/// Log at LOG_INFO to syslog, or to stderr when there is no syslog daemon.
-pub fn syslog_info(msg: &str) {
-    if !syslog_available() {
-        eprintln!("vde_plug[{}]: {msg}", std::process::id());
-        return;
-    }
+/// syslog(3) of `msg` (NUL bytes dropped) at `priority`; openlog is the
+/// caller's (the Python side's).
+pub fn syslog(priority: libc::c_int, msg: &str) {
     if let Ok(c) = std::ffi::CString::new(msg.replace('\0', "")) {
         // SAFETY: constant "%s" format with one valid C string argument.
-        unsafe { libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), c.as_ptr()) };
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
     }
 }
 
@@ -420,35 +426,27 @@ impl Default for Meta {
 /// 8-byte prefix (the VXLAN header) into `prefix[i]` and the rest into
 /// `bufs[i]`: the frame lands where it will be forwarded from, no copy.
 pub fn recv_batch_prefixed<B: AsMut<[u8]>>(fd: RawFd, prefix: &mut [[u8; 8]], bufs: &mut [B], meta: &mut [Meta], pktinfo: bool) -> io::Result<usize> {
-    let n = bufs.len().min(prefix.len()).min(meta.len()).min(MAX_BATCH);
-    // Only the n headers used are initialised (see recv_batch).
-    let mut iov = [const { mem::MaybeUninit::<[libc::iovec; 2]>::uninit() }; MAX_BATCH];
-    let mut msgs = [const { mem::MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
-    let mut ctrl = [const { mem::MaybeUninit::<[u64; 8]>::uninit() }; MAX_BATCH];
-    for i in 0..n {
-        let b = bufs[i].as_mut();
-        let v = iov[i].write([libc::iovec { iov_base: prefix[i].as_mut_ptr().cast(), iov_len: 8 }, libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }]);
-        // SAFETY: an all-zero mmsghdr is a valid value.
-        let h = &mut msgs[i].write(unsafe { mem::zeroed() }).msg_hdr;
-        h.msg_iov = v.as_mut_ptr();
-        h.msg_iovlen = 2;
-        h.msg_name = (&mut meta[i].from as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if pktinfo {
-            h.msg_control = ctrl[i].write([0; 8]).as_mut_ptr().cast();
-            h.msg_controllen = mem::size_of::<[u64; 8]>();
+    struct Prefixed<'a, B> {
+        prefix: &'a mut [[u8; 8]],
+        bufs: &'a mut [B],
+        meta: &'a mut [Meta],
+        pktinfo: bool,
+    }
+    impl<B: AsMut<[u8]>> RecvInto for Prefixed<'_, B> {
+        fn control(&self) -> bool {
+            self.pktinfo
+        }
+        fn place(&mut self, i: usize, iov: &mut [libc::iovec; 2]) -> (usize, *mut libc::sockaddr_storage) {
+            *iov = [iovec(&mut self.prefix[i][..]), iovec(self.bufs[i].as_mut())];
+            (2, &mut self.meta[i].from)
+        }
+        fn arrived(&mut self, i: usize, len: usize, ctl: Control) {
+            self.meta[i].len = len;
+            self.meta[i].spec_dst = ctl.spec_dst;
         }
     }
-    // SAFETY: the first n headers are initialised and point at live buffers of the stated sizes.
-    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
-    let got = cvt(got)? as usize;
-    for i in 0..got {
-        // SAFETY: i < got <= n: initialised above.
-        let m = unsafe { msgs[i].assume_init_ref() };
-        meta[i].len = m.msg_len as usize;
-        meta[i].spec_dst = if pktinfo { control(&m.msg_hdr).spec_dst } else { None };
-    }
-    Ok(got)
+    let n = bufs.len().min(prefix.len()).min(meta.len());
+    recvmmsg(fd, n, &mut Prefixed { prefix, bufs, meta, pktinfo })
 }
 
 /// What the control messages of a received datagram say.
@@ -476,7 +474,7 @@ fn control(h: &libc::msghdr) -> Control {
                     let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
                     out.spec_dst = Some(Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr)));
                 }
-                (SOL_UDP, UDP_GRO) => {
+                (libc::SOL_UDP, libc::UDP_GRO) => {
                     let size = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
                     out.gro_size = size.max(0) as usize;
                 }
@@ -488,14 +486,12 @@ fn control(h: &libc::msghdr) -> Control {
     out
 }
 
-const UDP_GRO: libc::c_int = 104;
-
 /// UDP_GRO: trains of equal-size datagrams from one sender arrive as one
 /// buffer (see `recv_batch_gro`), not segmented by the kernel one by one.
 pub fn set_udp_gro(fd: RawFd) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: valid int option.
-    cvt(unsafe { libc::setsockopt(fd, SOL_UDP, UDP_GRO, (&one as *const libc::c_int).cast(), mem::size_of::<libc::c_int>() as libc::socklen_t) })?;
+    cvt(unsafe { libc::setsockopt(fd, libc::SOL_UDP, libc::UDP_GRO, (&one as *const libc::c_int).cast(), mem::size_of::<libc::c_int>() as libc::socklen_t) })?;
     Ok(())
 }
 
@@ -504,34 +500,28 @@ pub fn set_udp_gro(fd: RawFd) -> io::Result<()> {
 /// one datagram). With `pktinfo`, `meta[i].spec_dst` as in
 /// `recv_batch_prefixed`.
 pub fn recv_batch_gro<B: AsMut<[u8]>>(fd: RawFd, bufs: &mut [B], meta: &mut [Meta], seg: &mut [usize], pktinfo: bool) -> io::Result<usize> {
-    let n = bufs.len().min(meta.len()).min(seg.len()).min(MAX_BATCH);
-    let mut iov = [const { mem::MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
-    let mut msgs = [const { mem::MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
-    let mut ctrl = [const { mem::MaybeUninit::<[u64; 12]>::uninit() }; MAX_BATCH];
-    for i in 0..n {
-        let b = bufs[i].as_mut();
-        let v = iov[i].write(libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() });
-        // SAFETY: an all-zero mmsghdr is a valid value.
-        let h = &mut msgs[i].write(unsafe { mem::zeroed() }).msg_hdr;
-        h.msg_iov = v;
-        h.msg_iovlen = 1;
-        h.msg_name = (&mut meta[i].from as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_control = ctrl[i].write([0; 12]).as_mut_ptr().cast();
-        h.msg_controllen = mem::size_of::<[u64; 12]>();
+    struct Gro<'a, B> {
+        bufs: &'a mut [B],
+        meta: &'a mut [Meta],
+        seg: &'a mut [usize],
+        pktinfo: bool,
     }
-    // SAFETY: the first n headers are initialised and point at live buffers of the stated sizes.
-    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
-    let got = cvt(got)? as usize;
-    for i in 0..got {
-        // SAFETY: i < got <= n: initialised above.
-        let m = unsafe { msgs[i].assume_init_ref() };
-        meta[i].len = m.msg_len as usize;
-        let c = control(&m.msg_hdr);
-        meta[i].spec_dst = if pktinfo { c.spec_dst } else { None };
-        seg[i] = c.gro_size;
+    impl<B: AsMut<[u8]>> RecvInto for Gro<'_, B> {
+        fn control(&self) -> bool {
+            true
+        }
+        fn place(&mut self, i: usize, iov: &mut [libc::iovec; 2]) -> (usize, *mut libc::sockaddr_storage) {
+            iov[0] = iovec(self.bufs[i].as_mut());
+            (1, &mut self.meta[i].from)
+        }
+        fn arrived(&mut self, i: usize, len: usize, ctl: Control) {
+            self.meta[i].len = len;
+            self.meta[i].spec_dst = ctl.spec_dst.filter(|_| self.pktinfo);
+            self.seg[i] = ctl.gro_size;
+        }
     }
-    Ok(got)
+    let n = bufs.len().min(meta.len()).min(seg.len());
+    recvmmsg(fd, n, &mut Gro { bufs, meta, seg, pktinfo })
 }
 
 /// IP_MULTICAST_IF by interface index (IPv4; ip_mreqn).
@@ -540,36 +530,6 @@ pub fn set_multicast_if_v4_index(fd: RawFd, ifindex: u32) -> io::Result<()> {
     // SAFETY: valid ip_mreqn of the stated size.
     cvt(unsafe { libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&mreq as *const libc::ip_mreqn).cast(), mem::size_of::<libc::ip_mreqn>() as libc::socklen_t) })?;
     Ok(())
-}
-
-/// Every IPv6 address configured on this host (for vxvde's self filter).
-pub fn local_ipv6_addrs() -> Vec<std::net::Ipv6Addr> {
-    local_addrs().into_iter().filter_map(|a| if let std::net::IpAddr::V6(v6) = a { Some(v6) } else { None }).collect()
-}
-
-/// Every address (IPv4 and IPv6) configured on this host's interfaces.
-pub fn local_addrs() -> Vec<std::net::IpAddr> {
-    local_addrs_and_broadcasts().0
-}
-
-/// Every address of this host's interfaces, and the broadcast address of
-/// each local IPv4 subnet (address | !netmask, prefixes up to /30; /31 and
-/// /32 have none): one walk of getifaddrs.
-pub fn local_addrs_and_broadcasts() -> (Vec<std::net::IpAddr>, Vec<std::net::Ipv4Addr>) {
-    let all = interface_addrs();
-    let mut out = Vec::new();
-    for &(a, mask) in &all {
-        if let (std::net::IpAddr::V4(a), Some(std::net::IpAddr::V4(m))) = (a, mask) {
-            let m = u32::from(m);
-            if m.leading_ones() <= 30 && m.count_ones() == m.leading_ones() {
-                let b = std::net::Ipv4Addr::from(u32::from(a) | !m);
-                if !out.contains(&b) {
-                    out.push(b);
-                }
-            }
-        }
-    }
-    (all.into_iter().map(|(a, _)| a).collect(), out)
 }
 
 /// An interface sockaddr as an address (IPv4 and IPv6 only).
@@ -591,7 +551,7 @@ unsafe fn ifa_ip(a: *const libc::sockaddr) -> Option<std::net::IpAddr> {
 }
 
 /// (address, netmask) of every IPv4 and IPv6 address on this host's interfaces.
-fn interface_addrs() -> Vec<(std::net::IpAddr, Option<std::net::IpAddr>)> {
+pub fn interface_addrs() -> Vec<(std::net::IpAddr, Option<std::net::IpAddr>)> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills ifap with a list we free below.
@@ -616,8 +576,6 @@ fn interface_addrs() -> Vec<(std::net::IpAddr, Option<std::net::IpAddr>)> {
 
 // ---------------------------------------------------------------- UDP GSO
 
-const SOL_UDP: libc::c_int = 17;
-const UDP_SEGMENT: libc::c_int = 103;
 /// A run of consecutive frames sent as one UDP GSO datagram train: every
 /// segment is `seg` bytes (prefix included) except possibly the last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -671,7 +629,7 @@ pub fn send_gso<'a, 'd>(
     if total > MAX_BATCH {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many frames for one GSO batch"));
     }
-    // Only what is used is initialised (see recv_batch).
+    // Only what is used is initialised (see recvmmsg).
     let mut iov = [const { mem::MaybeUninit::<libc::iovec>::uninit() }; 2 * MAX_BATCH];
     let mut msgs = [const { mem::MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
     let mut ctrl = [const { mem::MaybeUninit::<[u64; 4]>::uninit() }; MAX_BATCH];
@@ -706,8 +664,8 @@ pub fn send_gso<'a, 'd>(
             // SAFETY: the control buffer is 32 bytes, enough for one u16 cmsg.
             unsafe {
                 let c = libc::CMSG_FIRSTHDR(h);
-                (*c).cmsg_level = SOL_UDP;
-                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
                 (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
                 std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, run.seg as u16);
             }
@@ -853,77 +811,15 @@ pub fn make_private_dir(base: &std::path::Path, prefix: &str) -> io::Result<(std
     Ok((path, fd))
 }
 
-// ---------------------------------------------------------------- non-blocking output
+// ---------------------------------------------------------------- non-blocking fds
 
-/// An output fd we may write to without ever blocking, whatever the fd we
-/// were given: a socket is written with MSG_DONTWAIT; a pipe, FIFO or tty is
-/// reopened through /proc/self/fd as a new, non-blocking open file (the
-/// caller's stdout keeps its own flags); anything else is set O_NONBLOCK.
-pub struct Output {
-    fd: OwnedFd,
-    socket: bool,
-}
-
-impl Output {
-    pub fn new(fd: OwnedFd) -> io::Result<Output> {
-        let st = fstat(fd.as_raw_fd())?;
-        if is_socket(&st) {
-            return Ok(Output { fd, socket: true });
-        }
-        let c = cpath(&proc_path(fd.as_raw_fd()))?;
-        // SAFETY: valid C string; the fd returned is owned here.
-        let re = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) };
-        if re >= 0 {
-            // SAFETY: fresh fd.
-            let nfd = unsafe { OwnedFd::from_raw_fd(re) };
-            let same = fstat(nfd.as_raw_fd()).is_ok_and(|n| n.st_ino == st.st_ino && n.st_dev == st.st_dev);
-            if same {
-                return Ok(Output { fd: nfd, socket: false });
-            }
-        }
-        // SAFETY: fcntl on an fd we own.
-        let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) })?;
-        Ok(Output { fd, socket: false })
-    }
-
-    /// One non-blocking writev (sendmsg for sockets); WouldBlock when full.
-    pub fn writev(&self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
-        if !self.socket {
-            return writev(self.fd.as_raw_fd(), bufs);
-        }
-        // SAFETY: msghdr is plain old data.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec; // IoSlice is ABI-compatible with iovec
-        msg.msg_iovlen = bufs.len();
-        // SAFETY: msg points at live iovecs; nothing is written through them.
-        cvt_size(unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
-    }
-
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-// ---------------------------------------------------------------- ownership across fork
-
-/// (from_pid << 32) | to_pid: `to` has taken over what `from` opened (a
-/// daemon after its forks). 0: nobody has.
-static HEIR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// This process takes over the files and commands opened by process
-/// `from` (its ancestor, before daemonizing): it removes and stops them at close.
-pub fn inherit_from(from: u32) {
-    HEIR.store((u64::from(from) << 32) | u64::from(std::process::id()), std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Whether this process owns what process `owner` opened: it is that
-/// process, or inherited from it. A forked child that did not inherit must
-/// not remove its parent's socket files or stop its parent's commands.
-pub fn owns(owner: u32) -> bool {
-    let me = std::process::id();
-    me == owner || HEIR.load(std::sync::atomic::Ordering::SeqCst) == (u64::from(owner) << 32) | u64::from(me)
+/// Set O_NONBLOCK on an fd (a file description shared with whoever else holds it).
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a caller-owned fd.
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) })?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- users and groups
@@ -945,16 +841,8 @@ pub fn group_by_name(name: &str) -> Option<u32> {
     (r == 0 && !out.is_null()).then_some(gr.gr_gid)
 }
 
-/// Our user's name (LOGNAME, USER, then the password database), for
-/// vdeplug4's default switch path /tmp/vdenode_<user>.
-pub fn user_name() -> Option<String> {
-    for var in ["LOGNAME", "USER", "LNAME", "USERNAME"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.is_empty() {
-                return Some(v);
-            }
-        }
-    }
+/// The name of our effective user in the password database.
+pub fn passwd_name() -> Option<String> {
     passwd_field(|pw| pw.pw_name).map(|name| String::from_utf8_lossy(&name).into_owned())
 }
 

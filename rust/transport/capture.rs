@@ -159,7 +159,7 @@ fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
     if t.address.is_empty() {
         return Err(t.error("capture:// needs a file name", &t.vnl));
     }
-    let cfg = Config { path: t.abs_path(), limit: t.int("limit").unwrap_or(64 << 20), files: t.int("files").unwrap_or(4) as u32 };
+    let cfg = Config { path: t.abs_path(), limit: t.num("limit"), files: t.num("files") as u32 };
     let inner = open_nested(t, args)?;
     Ok(Box::new(super::nested::Nested::new(inner, hook(cfg)?)))
 }

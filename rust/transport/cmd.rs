@@ -120,7 +120,7 @@ fn alive(pid: i32) -> bool {
 
 impl Drop for Cmd {
     fn drop(&mut self) {
-        if !sys::owns(self.owner) {
+        if !super::owner::owns(self.owner) {
             return; // a forked child's copy: the command is the parent's
         }
         let pid = self.child.id() as i32;

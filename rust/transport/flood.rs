@@ -122,6 +122,34 @@ impl HostRule {
     }
 }
 
+/// This host's addresses (read from its interfaces by the caller), and the
+/// broadcast address of each local IPv4 subnet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalAddrs {
+    pub addrs: Vec<IpAddr>,
+    pub broadcasts: Vec<Ipv4Addr>,
+}
+
+impl LocalAddrs {
+    /// From (address, netmask) pairs: a subnet's broadcast is address |
+    /// !netmask, for IPv4 prefixes up to /30 (/31 and /32 have none).
+    pub fn new(interfaces: &[(IpAddr, Option<IpAddr>)]) -> LocalAddrs {
+        let mut broadcasts = Vec::new();
+        for &(a, mask) in interfaces {
+            if let (IpAddr::V4(a), Some(IpAddr::V4(m))) = (a, mask) {
+                let m = u32::from(m);
+                if m.leading_ones() <= 30 && m.count_ones() == m.leading_ones() {
+                    let b = Ipv4Addr::from(u32::from(a) | !m);
+                    if !broadcasts.contains(&b) {
+                        broadcasts.push(b);
+                    }
+                }
+            }
+        }
+        LocalAddrs { addrs: interfaces.iter().map(|&(a, _)| a).collect(), broadcasts }
+    }
+}
+
 /// Counters of membership changes (visible in the overlay's stats).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemberStats {
@@ -556,6 +584,21 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn local_broadcasts_from_netmasks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let l = LocalAddrs::new(&[
+            (ip("10.1.2.3"), Some(ip("255.255.255.0"))),
+            (ip("10.1.2.4"), Some(ip("255.255.255.0"))),
+            (ip("192.0.2.1"), Some(ip("255.255.255.254"))),
+            (ip("192.0.2.9"), Some(ip("255.0.255.0"))),
+            (ip("fd00::1"), Some(ip("ffff:ffff::"))),
+            (ip("172.16.0.1"), None),
+        ]);
+        assert_eq!(l.broadcasts, ["10.1.2.255".parse::<Ipv4Addr>().unwrap()], "one per subnet; none for /31, odd masks, IPv6");
+        assert_eq!(l.addrs.len(), 6);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use super::batch::BufPool;
@@ -24,9 +24,9 @@ pub fn enable(fd: RawFd) -> Option<Box<GroRx>> {
 /// most allowed.
 pub const DEFAULT_RCVBUF: usize = 4 << 20;
 
-pub fn default_rcvbuf(fd: RawFd) {
-    if sys::set_rcvbuf_force(fd, DEFAULT_RCVBUF).is_err() {
-        let _ = sys::set_rcvbuf(fd, DEFAULT_RCVBUF);
+pub fn default_rcvbuf(s: socket2::SockRef<'_>) {
+    if sys::set_rcvbuf_force(s.as_raw_fd(), DEFAULT_RCVBUF).is_err() {
+        let _ = s.set_recv_buffer_size(DEFAULT_RCVBUF);
     }
 }
 

@@ -5,32 +5,30 @@
 //! is the "host" port: what it sends enters the switch, what the switch
 //! delivers to it comes out of recv.
 //!
-//! This file is the socket server: directory, control handshakes, port
-//! sockets, the host queue. Where each frame goes (per kind) is decided by
-//! switch_core.rs, which does no I/O.
+//! This file is the socket server: control handshakes and port sockets.
+//! Where each frame goes (per kind) is decided by switch_core.rs, which
+//! does no I/O; the directory is node_dir.rs; frames for the host wait in
+//! a `FrameQueue` (ready.rs).
 //!
 //! Writes to ports are non-blocking: a slow port loses frames, it never
 //! stalls the switch.
 //!
-//! Hardening (another local user is assumed hostile): the directory is used
-//! only if it is ours and nobody else can replace files in it; every file in
-//! it is created, changed and removed relative to the directory's fd, never
-//! by following a path; a client's data socket must belong to the client
-//! (SO_PEERCRED); handshakes have a deadline and requested ports a bound.
+//! Hardening (another local user is assumed hostile): the directory's
+//! rules are node_dir.rs's; handshakes have a deadline and requested ports
+//! a bound.
 
-use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::ready::QueuedFlag;
+use super::node_dir::{connect_client, NodeDir};
+use super::ready::FrameQueue;
 pub use super::switch_core::Kind;
 use super::switch_core::{Decision, PortId, SwitchCore, HOST};
-use super::{ctx, err, now_secs, send_datagrams, Batch, Link, Recv, SendOutcome, Transport};
+use super::{err, now_secs, send_datagrams, Batch, Link, Recv, SendOutcome, Transport};
 use crate::sys::{self, Epoll};
 use crate::wire::vde_ctl::{self, Request, REQ_NEW_CONTROL};
 
@@ -86,184 +84,49 @@ const MAX_PENDING: usize = 32;
 /// A client must send its request this soon after connecting.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(3);
 
-/// The switch directory, held open: files in it are reached through this
-/// fd, so a directory swapped for a symlink later is never followed.
-struct NodeDir {
-    path: PathBuf,
-    fd: OwnedFd,
-}
-
-impl NodeDir {
-    /// A path to `name` inside the held directory (for bind/connect).
-    fn at(&self, name: &Path) -> PathBuf {
-        sys::proc_path(self.fd.as_raw_fd()).join(name)
-    }
-}
-
 pub struct NetNode {
     core: SwitchCore,
     dir: NodeDir,
-    created_dir: bool,
-    /// The process that opened the switch: a forked child dropping its copy
-    /// must not remove our files.
-    owner: u32,
     listener: UnixListener,
     slots: Vec<Slot>,
     /// Ids of the joined ports, so flooding costs what is joined, not the
     /// highest port number.
     active: Vec<PortId>,
     poll: Epoll,
-    hostq_flag: QueuedFlag,
-    hostq: Batch,
-    hostq_head: usize,
+    hostq: FrameQueue,
     scratch: Batch,
     /// One-frame batch for `send`.
     single: Batch,
     /// Per destination port: indexes of the frames to send it (reused).
     out: Vec<Vec<usize>>,
     touched: Vec<PortId>,
-    mode: u32,
-    gid: Option<u32>,
     stats: NodeStats,
     /// False while accept() fails for lack of fds (the listener is then out
     /// of the poll set, so it cannot spin); back in when a port closes.
     listening: bool,
 }
 
-fn is_live_socket(path: &Path) -> bool {
-    UnixStream::connect(path).is_ok()
-}
-
-fn refuse(path: &Path, why: &str) -> io::Error {
-    err(io::ErrorKind::AlreadyExists, format!("switch: {} {why}: refusing to use it (File exists)", path.display()))
-}
-
-/// Make the switch directory, or reuse one only if it is ours: a real
-/// directory (not a symlink), owned by us, and where nobody else can
-/// replace our files (not writable by others, or sticky).
-fn prepare_dir(path: &Path, dirmode: u32, gid: Option<u32>) -> io::Result<(NodeDir, bool)> {
-    // mkdir never follows a symlink planted at `path` (EEXIST).
-    let created = match std::fs::create_dir(path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(ctx(e, format!("switch: mkdir {}", path.display()))),
-    };
-    let fd = sys::open_dir_nofollow(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP | libc::ENOTDIR) if sys::lstat_at(None, path).is_ok_and(|st| sys::is_symlink(&st)) => refuse(path, "is a symbolic link"),
-        Some(libc::ELOOP | libc::ENOTDIR) => refuse(path, "exists and is not a directory"),
-        _ => ctx(e, format!("switch: {}", path.display())),
-    })?;
-    if created {
-        if let Some(g) = gid {
-            sys::fchown_group(fd.as_raw_fd(), g).map_err(|e| ctx(e, format!("switch: chown {}", path.display())))?;
-        }
-        sys::fchmod(fd.as_raw_fd(), dirmode).map_err(|e| ctx(e, format!("switch: chmod {}", path.display())))?;
-    }
-    let st = sys::fstat(fd.as_raw_fd())?;
-    if st.st_uid != sys::geteuid() {
-        return Err(refuse(path, &format!("exists and belongs to uid {}", st.st_uid)));
-    }
-    if st.st_mode & 0o022 != 0 && st.st_mode & libc::S_ISVTX == 0 {
-        return Err(refuse(path, "is writable by others without the sticky bit"));
-    }
-    Ok((NodeDir { path: path.to_path_buf(), fd }, created))
-}
-
-/// The default directory mode from the socket mode (vdeplug4's rule), plus
-/// the sticky bit whenever others may write: they may add sockets, never
-/// replace ours.
-fn dir_mode(mode: u32, dirmode: Option<u32>) -> u32 {
-    let m = dirmode.unwrap_or(0o2000 | mode | (mode & 0o444) >> 2 | (mode & 0o222) >> 1);
-    if m & 0o022 != 0 {
-        m | libc::S_ISVTX
-    } else {
-        m
-    }
-}
-
 pub fn open(o: &Options) -> io::Result<NetNode> {
-    let mode = o.mode & !0o111;
-    let (dir, mut created_dir) = prepare_dir(&o.path, dir_mode(mode, o.dirmode), o.gid)?;
-    let dfd = dir.fd.as_raw_fd();
-    let ctl = Path::new("ctl");
-    match sys::lstat_at(Some(dfd), ctl) {
-        Ok(st) => {
-            if sys::is_socket(&st) && is_live_socket(&dir.at(ctl)) {
-                return Err(err(io::ErrorKind::AddrInUse, format!("switch: a switch is already running at {}", dir.path.display())));
-            }
-            sys::unlink_at(dfd, ctl).map_err(|e| ctx(e, format!("switch: stale {}/ctl", dir.path.display())))?;
-            remove_stale_ports(&dir);
-            created_dir = true; // taken over from a switch of ours that died: ours to remove
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ctx(e, format!("switch: {}/ctl", dir.path.display()))),
-    }
-    let listener = UnixListener::bind(dir.at(ctl)).map_err(|e| ctx(e, format!("switch: bind {}/ctl", dir.path.display())))?;
-    listener.set_nonblocking(true)?;
-    sys::set_cloexec(listener.as_raw_fd())?;
-    if let Some(g) = o.gid {
-        sys::chown_group_at_nofollow(dfd, ctl, g)?;
-    }
-    sys::chmod_at_nofollow(dfd, ctl, mode)?;
+    let (dir, listener) = NodeDir::open(&o.path, o.mode, o.dirmode, o.gid)?;
     let poll = Epoll::new()?;
     poll.add(listener.as_raw_fd(), TOKEN_LISTEN)?;
-    let hostq_flag = QueuedFlag::new()?;
-    poll.add(hostq_flag.raw(), TOKEN_HOSTQ)?;
+    let hostq = FrameQueue::new(HOST_QUEUE)?;
+    poll.add(hostq.raw(), TOKEN_HOSTQ)?;
     Ok(NetNode {
         dir,
-        created_dir,
-        owner: std::process::id(),
         listener,
         slots: vec![Slot::Free], // slot 0 is the host
         active: Vec::new(),
         core: SwitchCore::new(o.kind, o.hashsize, o.expiretime, o.hashseed),
         poll,
-        hostq_flag,
-        hostq: Batch::new(HOST_QUEUE),
-        hostq_head: 0,
+        hostq,
         scratch: Batch::new(crate::fwd::BATCH),
         single: Batch::new(1),
         out: Vec::new(),
         touched: Vec::new(),
-        mode,
-        gid: o.gid,
         stats: NodeStats::default(),
         listening: true,
     })
-}
-
-/// After a crash: port sockets (`NNN.fd`) nobody listens on any more. Only
-/// names of our own pattern, and only dead sockets, are removed.
-fn remove_stale_ports(dir: &NodeDir) {
-    let Ok(entries) = std::fs::read_dir(sys::proc_path(dir.fd.as_raw_fd())) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(s) = name.to_str() else { continue };
-        let ours = s.split_once('.').is_some_and(|(a, b)| a.len() >= 3 && a.bytes().all(|c| c.is_ascii_digit()) && !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()));
-        if ours && e.file_type().is_ok_and(|t| t.is_socket()) {
-            let probe = UnixDatagram::unbound().and_then(|u| u.connect(dir.at(Path::new(&name))));
-            if probe.is_err_and(|err| err.raw_os_error() == Some(libc::ECONNREFUSED)) {
-                let _ = sys::unlink_at(dir.fd.as_raw_fd(), Path::new(&name));
-            }
-        }
-    }
-}
-
-/// Connect a port's data socket to the client's socket, only if that
-/// socket belongs to the client (or the client is root): the switch never
-/// delivers frames, with its own privileges, into someone else's socket.
-fn connect_client(data: &UnixDatagram, ctl: &UnixStream, sock_path: &[u8]) -> io::Result<()> {
-    let uid = sys::peer_uid(ctl.as_raw_fd())?;
-    let handle = sys::open_path_nofollow(None, Path::new(OsStr::from_bytes(sock_path)))?;
-    let st = sys::fstat(handle.as_raw_fd())?;
-    if !sys::is_socket(&st) {
-        return Err(io::Error::from_raw_os_error(libc::ENOTSOCK));
-    }
-    if uid != 0 && st.st_uid != uid {
-        return Err(io::Error::from_raw_os_error(libc::EACCES));
-    }
-    // Through the handle: the socket checked is the socket connected.
-    data.connect(sys::proc_path(handle.as_raw_fd()))
 }
 
 fn token(id: PortId, tag: u64) -> u64 {
@@ -338,7 +201,7 @@ impl NetNode {
                 // Silent clients cannot lock others out: the oldest one goes.
                 self.evict_pending(None);
             }
-            let _ = sys::set_cloexec(conn.as_raw_fd());
+            let _ = socket2::SockRef::from(&conn).set_cloexec(true);
             if conn.set_nonblocking(true).is_err() {
                 continue;
             }
@@ -389,7 +252,7 @@ impl NetNode {
                     self.active.push(id);
                     self.stats.joins += 1;
                 } else {
-                    let _ = sys::unlink_at(self.dir.fd.as_raw_fd(), &port.data_name);
+                    self.dir.remove(&port.data_name);
                 }
             }
             Err(_) => self.stats.rejected += 1,
@@ -397,25 +260,20 @@ impl NetNode {
     }
 
     fn make_port(&self, id: PortId, mut conn: UnixStream, req: &Request) -> io::Result<Port> {
-        let dfd = self.dir.fd.as_raw_fd();
         let data_name = PathBuf::from(format!("{id:03}.{}", conn.as_raw_fd()));
-        let _ = sys::unlink_at(dfd, &data_name);
-        let data = UnixDatagram::bind(self.dir.at(&data_name))?;
+        let data = self.dir.bind(&data_name)?;
         let mut setup = || -> io::Result<()> {
-            sys::set_cloexec(data.as_raw_fd())?;
+            socket2::SockRef::from(&data).set_cloexec(true)?;
             data.set_nonblocking(true)?;
             connect_client(&data, &conn, &req.sock_path)?;
-            if let Some(g) = self.gid {
-                sys::chown_group_at_nofollow(dfd, &data_name, g)?;
-            }
-            sys::chmod_at_nofollow(dfd, &data_name, self.mode)?;
-            let public = self.dir.path.join(&data_name);
+            self.dir.publish(&data_name)?;
+            let public = self.dir.public(&data_name);
             let reply = vde_ctl::encode_sockaddr_un(public.as_os_str().as_bytes()).map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
             // The reply (110 bytes) fits an empty socket buffer: never blocks.
             conn.write_all(&reply)
         };
         if let Err(e) = setup() {
-            let _ = sys::unlink_at(dfd, &data_name);
+            self.dir.remove(&data_name);
             return Err(e);
         }
         Ok(Port { ctl: conn, data, data_name })
@@ -426,9 +284,7 @@ impl NetNode {
             Slot::Port(p) => {
                 let _ = self.poll.delete(p.ctl.as_raw_fd());
                 let _ = self.poll.delete(p.data.as_raw_fd());
-                if sys::owns(self.owner) {
-                    let _ = sys::unlink_at(self.dir.fd.as_raw_fd(), &p.data_name);
-                }
+                self.dir.remove(&p.data_name);
                 self.active.retain(|&a| a != id);
                 self.core.port_closed(id);
                 self.stats.leaves += 1;
@@ -516,15 +372,9 @@ impl NetNode {
     }
 
     fn deliver_to_host(&mut self, frame: &[u8]) {
-        let q = &mut self.hostq;
-        if q.count == q.capacity() {
+        if !self.hostq.push(frame) {
             self.stats.host_drops += 1;
-            return;
         }
-        let slot = (self.hostq_head + q.count) % q.capacity();
-        q.bufs[slot][..frame.len()].copy_from_slice(frame);
-        q.lens[slot] = frame.len();
-        q.count += 1;
     }
 
     /// Frames waiting on a port's data socket; returns how many were read.
@@ -575,35 +425,6 @@ impl NetNode {
         Ok(moved)
     }
 
-    /// Take the oldest queued host frame into `buf` (truncated to it).
-    fn pop_host(&mut self, buf: &mut [u8]) -> Option<usize> {
-        if self.hostq.count == 0 {
-            return None;
-        }
-        let h = self.hostq_head;
-        let len = self.hostq.lens[h].min(buf.len());
-        buf[..len].copy_from_slice(&self.hostq.bufs[h][..len]);
-        self.hostq_head = (h + 1) % self.hostq.capacity();
-        self.hostq.count -= 1;
-        Some(len)
-    }
-
-    /// Keep the eventfd readable exactly while host frames are queued.
-    fn refresh_pending(&mut self) {
-        let pending = self.hostq.count > 0;
-        self.hostq_flag.queued(pending);
-    }
-
-    /// Move queued host frames into `out`, as many as fit.
-    fn drain_host(&mut self, out: &mut Batch) {
-        while out.count < out.capacity() {
-            let Some(n) = self.pop_host(&mut out.bufs[out.count]) else { break };
-            out.lens[out.count] = n;
-            out.count += 1;
-        }
-        self.refresh_pending();
-    }
-
     pub fn port_count(&self) -> usize {
         self.active.len()
     }
@@ -611,11 +432,11 @@ impl NetNode {
 
 impl Transport for NetNode {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        if self.hostq.count == 0 {
+        if self.hostq.is_empty() {
             self.service()?;
         }
-        let got = self.pop_host(buf);
-        self.refresh_pending();
+        let got = self.hostq.pop(buf);
+        self.hostq.refresh();
         got.map(Recv::Frame).ok_or_else(|| io::ErrorKind::WouldBlock.into())
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
@@ -636,11 +457,11 @@ impl Transport for NetNode {
     }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
-        self.drain_host(batch);
+        self.hostq.drain_into(batch);
         if batch.count < batch.capacity() {
             // Port-to-port traffic counts as consumed work (keeps the loop hot).
             batch.skipped += self.service()?;
-            self.drain_host(batch);
+            self.hostq.drain_into(batch);
         }
         Ok(Link::Open)
     }
@@ -665,23 +486,13 @@ impl Transport for NetNode {
 }
 
 impl Drop for NetNode {
+    /// The ports' sockets go; `ctl` and the directory go with `dir`.
     fn drop(&mut self) {
-        if !sys::owns(self.owner) {
+        if !self.dir.ours() {
             return; // a forked child's copy: the files are the parent's
         }
         for id in 1..self.slots.len() as PortId {
             self.close_port(id);
-        }
-        let _ = sys::unlink_at(self.dir.fd.as_raw_fd(), Path::new("ctl"));
-        if self.created_dir {
-            // Only if it still is the directory we hold (and now empty).
-            let same = std::fs::symlink_metadata(&self.dir.path).ok().zip(sys::fstat(self.dir.fd.as_raw_fd()).ok()).is_some_and(|(m, st)| {
-                use std::os::unix::fs::MetadataExt;
-                m.is_dir() && m.ino() == st.st_ino && m.dev() == st.st_dev
-            });
-            if same {
-                let _ = std::fs::remove_dir(&self.dir.path);
-            }
         }
     }
 }
@@ -704,7 +515,7 @@ const SWITCH_OPTIONS: &[Opt] = &[
 
 /// vdeplug4's default: /tmp/vdenode_<user> (or u<euid>).
 pub fn default_path() -> PathBuf {
-    let user = sys::user_name().unwrap_or_else(|| format!("u{}", sys::geteuid()));
+    let user = user_name().unwrap_or_else(|| format!("u{}", sys::geteuid()));
     PathBuf::from(format!("/tmp/vdenode_{user}"))
 }
 
@@ -712,18 +523,24 @@ fn open_kind(kind: Kind, t: &Target, args: &OpenArgs) -> OpenResult {
     let path = if t.address.is_empty() { default_path() } else { t.abs_path() };
     let grp = if t.given("grp") { t.text("grp") } else { args.group.clone() };
     let gid = grp.as_deref().map(group_id).transpose().map_err(|e| t.error(e, grp.as_deref().unwrap_or("")))?;
-    let mode = if t.given("mode") { t.int("mode") } else { args.mode.map(u64::from).or(t.int("mode")) };
-    let o = Options {
-        kind,
-        path,
-        mode: mode.unwrap_or(0o600) as u32,
-        dirmode: t.int("dirmode").map(|m| m as u32),
-        gid,
-        hashsize: t.int("hashsize").unwrap_or(256) as usize,
-        expiretime: t.int("expiretime").unwrap_or(120),
-        hashseed: t.int("hashseed").unwrap_or(0),
+    let mode = match args.mode {
+        Some(m) if !t.given("mode") => m,
+        _ => t.num("mode") as u32,
     };
+    // Only switch:// learns MACs (and has the table's options); the others
+    // get the smallest table, never used.
+    let (hashsize, expiretime, hashseed) = match kind {
+        Kind::Switch => (t.num("hashsize") as usize, t.num("expiretime"), t.num("hashseed")),
+        Kind::Hub | Kind::Multi | Kind::Bonding => (0, 0, 0),
+    };
+    let o = Options { kind, path, mode, dirmode: t.int("dirmode").map(|m| m as u32), gid, hashsize, expiretime, hashseed };
     Ok(Box::new(open(&o)?))
+}
+
+/// Our user's name as vdeplug4 finds it: LOGNAME, USER, LNAME, USERNAME,
+/// then the password database.
+fn user_name() -> Option<String> {
+    ["LOGNAME", "USER", "LNAME", "USERNAME"].iter().filter_map(|v| std::env::var(v).ok()).find(|v| !v.is_empty()).or_else(sys::passwd_name)
 }
 
 const fn node(scheme: &'static str, options: &'static [Opt], summary: &'static str, open: fn(&Target, &OpenArgs) -> OpenResult) -> Builtin {

@@ -198,12 +198,12 @@ pub fn open(path: &Path, mode: Option<u32>, gid: Option<u32>) -> io::Result<Ptp>
             (sock, mine, path.to_path_buf(), peer_file)
         }
     };
-    sys::set_cloexec(sock.as_raw_fd())?;
+    socket2::SockRef::from(&sock).set_cloexec(true)?;
     bound_sends(&sock)?;
     if let Some(g) = gid {
-        sys::chown_group(&mine, g).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
+        std::os::unix::fs::chown(&mine, None, Some(g)).map_err(|e| ctx(e, format!("ptp: chown {}", mine.display())))?;
     }
-    sys::chmod(&mine, mode).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
+    std::fs::set_permissions(&mine, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(|e| ctx(e, format!("ptp: chmod {}", mine.display())))?;
     Ok(Ptp { sock, mine, peer, peer_file, shared, owner: std::process::id() })
 }
 
@@ -296,7 +296,7 @@ impl Transport for Ptp {
 
 impl Drop for Ptp {
     fn drop(&mut self) {
-        if sys::owns(self.owner) {
+        if super::owner::owns(self.owner) {
             let _ = std::fs::remove_file(&self.mine);
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::ready::ReadyFd;
 use super::{Batch, Recv, SendOutcome, Transport};
-use crate::sys::{self, Output};
+use crate::sys;
 use crate::wire::stream::{encode_len, Decoder, Next, LEN_PREFIX, MAX_STREAM_FRAME};
 
 /// How long a send waits for a stalled reader before the frames are
@@ -46,6 +46,47 @@ pub fn open(input: OwnedFd, output: OwnedFd) -> io::Result<Stream> {
     s.update_pending();
     Ok(s)
 }
+/// An output fd we may write to without ever blocking, whatever the fd we
+/// were given: a socket is written with MSG_DONTWAIT; a pipe, FIFO or tty is
+/// reopened through /proc/self/fd as a new, non-blocking open file (the
+/// caller's stdout keeps its own flags); anything else is set O_NONBLOCK.
+struct Output {
+    fd: OwnedFd,
+    socket: bool,
+}
+
+impl Output {
+    fn new(fd: OwnedFd) -> io::Result<Output> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let st = sys::fstat(fd.as_raw_fd())?;
+        if sys::is_socket(&st) {
+            return Ok(Output { fd, socket: true });
+        }
+        let reopened = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(sys::proc_path(fd.as_raw_fd()));
+        if let Ok(f) = reopened {
+            let same = sys::fstat(f.as_raw_fd()).is_ok_and(|n| n.st_ino == st.st_ino && n.st_dev == st.st_dev);
+            if same {
+                return Ok(Output { fd: f.into(), socket: false });
+            }
+        }
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        Ok(Output { fd, socket: false })
+    }
+
+    /// One non-blocking writev (sendmsg for sockets); WouldBlock when full.
+    fn writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.socket {
+            socket2::SockRef::from(&self.fd).send_vectored_with_flags(bufs, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        } else {
+            sys::writev(self.fd.as_raw_fd(), bufs)
+        }
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 /// A stream over this process's stdin/stdout (duplicated, so closing ours
 /// leaves the originals alone).
 pub fn open_stdio() -> io::Result<Stream> {

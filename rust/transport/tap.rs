@@ -71,9 +71,11 @@ pub fn open(name: &str) -> io::Result<Tap> {
     if !want {
         return Ok(Tap { fd, name, off: None });
     }
-    let all = sys::TUN_F_CSUM | sys::TUN_F_TSO4 | sys::TUN_F_TSO6 | sys::TUN_F_TSO_ECN;
+    // We finish partial checksums and take TCP (v4/v6, with ECN) and UDP
+    // (v4/v6) super-frames.
+    let all = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
     // USO needs Linux 6.2; without it, TCP offloads alone; without those, none.
-    let ok = [all | sys::TUN_F_USO4 | sys::TUN_F_USO6, all, 0].into_iter().any(|f| sys::tap_set_offload(fd.as_raw_fd(), f).is_ok());
+    let ok = [all | libc::TUN_F_USO4 | libc::TUN_F_USO6, all, 0].into_iter().any(|f| sys::tap_set_offload(fd.as_raw_fd(), f).is_ok());
     if !ok {
         return Err(ctx(io::Error::last_os_error(), format!("tap://{name}: TUNSETOFFLOAD")));
     }

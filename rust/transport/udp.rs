@@ -42,7 +42,7 @@ pub fn open(src: SocketAddr, dst: SocketAddr) -> io::Result<Udp> {
     let sock = UdpSocket::bind(src).map_err(|e| ctx(e, format!("udp: bind {src}")))?;
     sock.set_nonblocking(true)?; // every call here is non-blocking anyway
     let fd = sock.as_raw_fd();
-    super::gro::default_rcvbuf(fd);
+    super::gro::default_rcvbuf((&sock).into());
     let (gro, ready) = (super::gro::enable(fd), ReadyFd::new(&[fd])?);
     let mut u = Udp { sock, dst, connected: false, gso: true, unreachable: 0, foreign: 0, addrs: vec![sys::zeroed_storage(); sys::MAX_BATCH], gro, ready };
     let _ = u.ensure_connected();

@@ -102,7 +102,7 @@ pub fn open(path: &Path, opts: &Options) -> io::Result<VdeClient> {
     let dir = if path.as_os_str().is_empty() { default_switch() } else { path.to_path_buf() };
     let dir = std::fs::canonicalize(&dir).map_err(|e| ctx(e, format!("vde: no switch at {}", dir.display())))?;
     let mut ctl = connect_ctl(&dir, opts.portgroup.as_deref())?;
-    sys::set_cloexec(ctl.as_raw_fd())?;
+    socket2::SockRef::from(&ctl).set_cloexec(true)?;
     let ds = bind_data()?;
     let (data, my_path) = (&ds.sock, &ds.path); // std sockets are close-on-exec
     let cleanup = |e: io::Error| {

@@ -165,7 +165,7 @@ fn open_vnl(t: &Target, args: &OpenArgs) -> OpenResult {
         Value::TagMap(m) => m.clone(),
         _ => Vec::new(),
     };
-    let cfg = Config { vlan, untag: t.int("untag").unwrap_or(0) as u16, map, trunk: t.flag("trunk") || t.flag("x"), qinq: t.flag("qinq") || t.flag("ad") };
+    let cfg = Config { vlan, untag: t.num("untag") as u16, map, trunk: t.flag("trunk") || t.flag("x"), qinq: t.flag("qinq") || t.flag("ad") };
     let inner = open_nested(t, args)?;
     Ok(Box::new(super::nested::Nested::new(inner, hook(cfg))))
 }

@@ -35,7 +35,7 @@ pub fn open(cfg: &Config) -> io::Result<Vxlan> {
     }
     overlay::set_rcvbuf(&s, cfg)?;
     let sock: UdpSocket = s.into();
-    let mut ov = Overlay::new(cfg, cfg.flood_list(cfg.port), false, Some(cfg.port))?;
+    let mut ov = Overlay::new(cfg, cfg.flood_list(cfg.port, overlay::local_addrs()), false, Some(cfg.port))?;
     ov.enable_gro(0, sock.as_raw_fd());
     let ready = ReadyFd::new(&[sock.as_raw_fd()])?;
     Ok(Vxlan { sock, ov, ready })
@@ -43,27 +43,27 @@ pub fn open(cfg: &Config) -> io::Result<Vxlan> {
 
 impl Transport for Vxlan {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Recv> {
-        let r = self.ov.recv_one(self.sock.as_raw_fd(), 0, buf, false, &overlay::never_self);
+        let r = self.ov.recv_one(&self.sock, 0, buf, false, &overlay::never_self);
         self.ready.queued(self.ov.queued());
         Ok(r?.map_or(Recv::Skip, Recv::Frame))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        self.ov.send_one(self.sock.as_raw_fd(), frame)
+        self.ov.send_one(&self.sock, frame)
     }
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
     }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
-        let r = self.ov.recv_batch(self.sock.as_raw_fd(), 0, batch, false, &overlay::never_self);
+        let r = self.ov.recv_batch(&self.sock, 0, batch, false, &overlay::never_self);
         self.ready.queued(self.ov.queued());
         r.map(|()| Link::Open)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        self.ov.send_batch(self.sock.as_raw_fd(), batch, idx)
+        self.ov.send_batch(&self.sock, batch, idx)
     }
     fn frame_prefix(&self) -> &[u8] {
-        &self.ov.header
+        self.ov.header()
     }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         self.ov.stats_pairs()
@@ -80,7 +80,7 @@ impl Transport for Vxlan {
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     let remote = overlay::remote_of(t)?;
-    let cfg = overlay::config_of(t, remote, t.int("vni").unwrap_or(1) as u32)?;
+    let cfg = overlay::config_of(t, remote, t.num("vni") as u32)?;
     Ok(Box::new(open(&cfg)?))
 }
 

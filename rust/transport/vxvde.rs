@@ -70,8 +70,9 @@ pub fn open(cfg: &Config, bind: Option<IpAddr>) -> io::Result<Vxvde> {
 
     let fds: Vec<RawFd> = multi.iter().chain([&uni]).map(AsRawFd::as_raw_fd).collect();
     let ready = ReadyFd::new(&fds)?;
-    let local6 = if v6 { sys::local_ipv6_addrs() } else { Vec::new() };
-    let mut ov = Overlay::new(cfg, cfg.flood_list(uni_port), true, None)?;
+    let here = overlay::local_addrs();
+    let local6 = if v6 { here.addrs.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect() } else { Vec::new() };
+    let mut ov = Overlay::new(cfg, cfg.flood_list(uni_port, here), true, None)?;
     if let Some(m) = &multi {
         ov.enable_gro(0, m.as_raw_fd());
     }
@@ -100,9 +101,9 @@ impl Transport for Vxvde {
         let mut got = Err(io::ErrorKind::WouldBlock.into());
         for slot in [first, second] {
             got = match (slot, &self.multi) {
-                (0, Some(m)) => self.ov.recv_one(m.as_raw_fd(), 0, buf, !self.v6, &is_self),
+                (0, Some(m)) => self.ov.recv_one(m, 0, buf, !self.v6, &is_self),
                 (0, None) => continue,
-                _ => self.ov.recv_one(self.uni.as_raw_fd(), 1, buf, false, &overlay::never_self),
+                _ => self.ov.recv_one(&self.uni, 1, buf, false, &overlay::never_self),
             };
             if !matches!(&got, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 break;
@@ -112,7 +113,7 @@ impl Transport for Vxvde {
         Ok(got?.map_or(Recv::Skip, Recv::Frame))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        self.ov.send_one(self.uni.as_raw_fd(), frame)
+        self.ov.send_one(&self.uni, frame)
     }
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
@@ -123,18 +124,18 @@ impl Transport for Vxvde {
         let is_self = |f: &SocketAddr, m: &Meta| own_echo(port, local6, f, m);
         self.uni_first = !self.uni_first;
         let r = match &self.multi {
-            Some(m) if self.uni_first => self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self).and_then(|()| self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self)),
-            Some(m) => self.ov.recv_batch(m.as_raw_fd(), 0, batch, !self.v6, &is_self).and_then(|()| self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self)),
-            None => self.ov.recv_batch(self.uni.as_raw_fd(), 1, batch, false, &overlay::never_self),
+            Some(m) if self.uni_first => self.ov.recv_batch(&self.uni, 1, batch, false, &overlay::never_self).and_then(|()| self.ov.recv_batch(m, 0, batch, !self.v6, &is_self)),
+            Some(m) => self.ov.recv_batch(m, 0, batch, !self.v6, &is_self).and_then(|()| self.ov.recv_batch(&self.uni, 1, batch, false, &overlay::never_self)),
+            None => self.ov.recv_batch(&self.uni, 1, batch, false, &overlay::never_self),
         };
         self.ready.queued(self.ov.queued());
         r.map(|()| Link::Open)
     }
     fn send_batch(&mut self, batch: &Batch, idx: &[usize]) -> SendOutcome {
-        self.ov.send_batch(self.uni.as_raw_fd(), batch, idx)
+        self.ov.send_batch(&self.uni, batch, idx)
     }
     fn frame_prefix(&self) -> &[u8] {
-        &self.ov.header
+        self.ov.header()
     }
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         self.ov.stats_pairs()
@@ -150,7 +151,7 @@ impl Transport for Vxvde {
 impl Drop for Vxvde {
     fn drop(&mut self) {
         // Header only: peers forget the MACs they learned at our address.
-        self.ov.send_leave(self.uni.as_raw_fd());
+        self.ov.send_leave(&self.uni);
     }
 }
 
@@ -174,7 +175,7 @@ pub fn with_gid(group: IpAddr, gid: u32) -> IpAddr {
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     let mut remote = overlay::remote_of(t)?;
-    let mut vni = t.int("vni").unwrap_or(1) as u32;
+    let mut vni = t.num("vni") as u32;
     if let Some(gid) = t.int("grp") {
         if let Remote::Group(g) = remote {
             remote = Remote::Group(with_gid(g, gid as u32));
