@@ -47,6 +47,7 @@ def test_static_peers_flood_to_each_and_unicast_to_one(ends: ExitStack, scheme: 
     extra = b.stats.extra
     assert (extra["unicast_out"], extra["multicast_out"], extra["flood_copies"]) == (1, 0, 0)
     assert a.stats.extra["flood_copies"] == 2
+    assert (a.stats.extra["multicast_out"], a.stats.extra["peer_floods_out"]) == (0, 1), "a flood to peers is no multicast"
 
 
 def test_hostnames_ipv6_and_wrong_vni(ends: ExitStack) -> None:

@@ -43,7 +43,8 @@ class Stats:
     bytes_out: int = 0
     drops_in: int = 0
     drops_out: int = 0
-    #: transport-specific counters, e.g. vxvde's unicast_out / multicast_out
+    #: transport-specific counters, e.g. vxvde's unicast_out / multicast_out /
+    #: peer_floods_out (floods to unicast peers, without multicast)
     extra: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod

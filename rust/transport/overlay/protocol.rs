@@ -30,8 +30,10 @@ impl Default for Peer {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OverlayStats {
     pub unicast_out: u64,
-    /// Frames flooded: to the group, or once to every peer of the list.
+    /// Frames flooded to the multicast group (members too, if any).
     pub multicast_out: u64,
+    /// Frames flooded without multicast: a copy to every peer of the list.
+    pub peer_floods_out: u64,
     /// Datagrams sent for flooded frames (a copy per peer without multicast).
     pub flood_copies: u64,
     /// Datagrams dropped for a bad header, wrong VNI or a runt payload.
@@ -386,8 +388,12 @@ impl Protocol {
                 true
             }
             None => {
-                self.stats.multicast_out += 1;
-                let n = self.flood.flood(now, bytes, to);
+                let mut group = false;
+                let n = self.flood.flood(now, bytes, |a| {
+                    group |= a.ip().is_multicast();
+                    to(a)
+                });
+                *if group { &mut self.stats.multicast_out } else { &mut self.stats.peer_floods_out } += 1;
                 self.stats.flood_copies += n as u64;
                 n > 0
             }
@@ -400,6 +406,7 @@ impl Protocol {
         vec![
             ("unicast_out", s.unicast_out),
             ("multicast_out", s.multicast_out),
+            ("peer_floods_out", s.peer_floods_out),
             ("flood_copies", s.flood_copies),
             ("bad_in", s.bad_in),
             ("own_echo", s.own_echo),
