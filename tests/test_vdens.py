@@ -76,7 +76,7 @@ def test_two_namespaces_ping_over_vxvde_and_leave_nothing() -> None:
     port = int(net.rsplit("=", 1)[1])
     marker = f"0.8{random.randrange(1000, 9999)}"  # a sleep of this length marks a left-over process
     a = subprocess.Popen(
-        [*NOBODY, VDENS, net, "sh", "-c", f"ip addr add 10.9.0.1/24 dev vde0 && ip link set vde0 up && echo up; sleep {marker} & read x; exit 0"],
+        [*NOBODY, VDENS, net, "sh", "-c", f"ip addr add 10.9.0.1/24 dev vde0 && ip link set vde0 up && echo up; read x; sleep {marker} & exit 0"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -88,8 +88,11 @@ def test_two_namespaces_ping_over_vxvde_and_leave_nothing() -> None:
         assert a.stdout.readline() == "up\n", a.stderr.read() if a.stderr else ""
         b = vdens(net, "sh", "-c", "ip addr add 10.9.0.2/24 dev vde0 && ip link set vde0 up && ping -c 2 -i 0.2 -W 2 10.9.0.1")
         assert b.returncode == 0 and "2 received" in b.stdout, b.stdout + b.stderr
+        if os.path.exists("/usr/bin/vde_plug"):  # '=command': a stream command as the VNL (Debian's vde_plug here)
+            c = vdens(f"=/usr/bin/vde_plug {net}", "sh", "-c", "ip addr add 10.9.0.3/24 dev vde0 && ip link set vde0 up && ping -c 1 -W 2 10.9.0.1")
+            assert c.returncode == 0 and "1 received" in c.stdout, c.stdout + c.stderr
         assert udp_sockets(port), "vdens A's VNL is open while its namespace lives"
-        # A's command ends, but a process it started is still in the
+        # A's command ends, but a process it started then is still in the
         # namespace: the plug waits for it, then goes with everything.
         t0 = time.monotonic()
         a.stdin.close()
