@@ -158,6 +158,18 @@ def _die(msg: str, code: int = 1) -> NoReturn:
     os._exit(code)
 
 
+def _plug(tap: Any, stream: Any) -> None:
+    """A tap ⇄ its stream until either goes (vdens closing the stream when
+    its VNL failed): then the interface goes too."""
+    from . import join
+
+    try:
+        join(tap, stream)
+    finally:
+        tap.close()
+        stream.close()
+
+
 def inner(cfg: dict[str, Any], go: int, parent: int) -> NoReturn:
     """vdens's half inside the namespaces (see the module docstring): ``go``
     is a pipe that brings a byte once every VNL is open (EOF: give up)."""
@@ -188,7 +200,7 @@ def inner(cfg: dict[str, Any], go: int, parent: int) -> NoReturn:
         link_up("lo")
     except OSError as e:
         _die(str(e))
-    from . import _core, join
+    from . import _core
     from . import open as vde_open
     from .connection import Connection
 
@@ -202,7 +214,7 @@ def inner(cfg: dict[str, Any], go: int, parent: int) -> NoReturn:
             _die(f"tap://{name}: {e.strerror or e}{hint}")
         stream = Connection(_core.open_stream(fd, fd), f"vdens:{name}")
         os.close(fd)
-        threading.Thread(target=join, args=(tap, stream), daemon=True).start()
+        threading.Thread(target=_plug, args=(tap, stream), daemon=True).start()
     try:
         raise_ambient(cfg["caps"])
         prctl(PR_SET_CHILD_SUBREAPER, 1)
