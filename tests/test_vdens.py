@@ -167,6 +167,8 @@ def test_options_as_vdens_has_them(tmp_path: Path) -> None:
     # Errors: a bad VNL (the command never runs), a missing command.
     r = vdens("nosuch://x", "touch", str(tmp_path / "ran"))
     assert r.returncode == 2 and "unknown scheme 'nosuch'" in r.stderr and not (tmp_path / "ran").exists()
+    r = vdens("-H", "x" * 70, net, "touch", str(tmp_path / "ran"))  # longer than a hostname may be
+    assert r.returncode == 1 and r.stderr == f"vdens: sethostname {'x' * 70}: Invalid argument\n" and not (tmp_path / "ran").exists()
     r = vdens("-", "/nonexistent/cmd")
     assert r.returncode == 127 and "/nonexistent/cmd" in r.stderr
     # Root may use it too (root mapped to itself).

@@ -153,6 +153,10 @@ def _resolvconf_file(addrs: str) -> str:
     return path
 
 
+def _text(e: OSError) -> str:
+    return f"{e.filename}: {e.strerror}" if e.filename else (e.strerror or str(e))
+
+
 def _die(msg: str, code: int = 1) -> NoReturn:
     print(f"vdens: {msg}", file=sys.stderr, flush=True)
     os._exit(code)
@@ -199,7 +203,10 @@ def inner(cfg: dict[str, Any], go: int, parent: int) -> NoReturn:
             bind_mount(cfg["resolvconf"], "/etc/resolv.conf")
         link_up("lo")
     except OSError as e:
-        _die(str(e))
+        # A user namespace whose root may not do this: restricted (AppArmor's
+        # userns rule gives it no capabilities), not disabled.
+        restricted = " (user namespaces are restricted on this system: Ubuntu's kernel.apparmor_restrict_unprivileged_userns=1 needs an AppArmor profile for vdens)"
+        _die(_text(e) + (restricted if e.errno in (errno.EPERM, errno.EACCES) else ""))
     from . import _core
     from . import open as vde_open
     from .connection import Connection
@@ -219,7 +226,7 @@ def inner(cfg: dict[str, Any], go: int, parent: int) -> NoReturn:
         raise_ambient(cfg["caps"])
         prctl(PR_SET_CHILD_SUBREAPER, 1)
     except OSError as e:
-        _die(str(e))
+        _die(_text(e))
     if os.read(go, 1) != b"g":
         os._exit(1)  # vdens could not open a VNL (and said so)
     os.close(go)

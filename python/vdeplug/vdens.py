@@ -180,7 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = threading.Thread(target=_plug, args=(conn, stream), daemon=True)
         t.start()
         threads.append(t)
-    os.write(go_w, b"g")
+    try:
+        os.write(go_w, b"g")
+    except BrokenPipeError:
+        pass  # the namespace could not be made (the child said why)
     os.close(go_w)
     _, status = os.waitpid(child, 0)
     for t in threads:
