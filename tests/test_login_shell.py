@@ -89,3 +89,21 @@ def test_the_console_script_takes_c_vde_plug_too(tmp_path: Path) -> None:
     assert r.returncode == 0 and b"START: user" in r.stderr and b"STOP: user" in r.stderr, r.stderr
     r = login([VDE_PLUG, "-c", "bash"], tmp_path, exe=VDE_PLUG)
     assert r.returncode == 255
+
+
+@pytest.mark.parametrize("member", [True, False])
+def test_group_vdeplug_iplog_turns_on_ip_logging(monkeypatch: pytest.MonkeyPatch, member: bool) -> None:
+    import grp
+
+    from vdeplug import cli
+
+    gid = 4242
+    monkeypatch.setattr(grp, "getgrnam", lambda name: grp.struct_group(("vdeplug_iplog", "x", gid, [])) if name == "vdeplug_iplog" else None)
+    monkeypatch.setattr(cli.os, "getgrouplist", lambda user, group: [group, gid] if member else [group])
+    logged: list[str] = []
+    monkeypatch.setattr(cli, "login_log", logged.append)
+    monkeypatch.setattr(cli.atexit, "register", lambda fn, *args: logged.append(f"at exit: {args[0]}"))
+    monkeypatch.setenv("SSH_CLIENT", "2001:db8::7 40022 22")
+    args = cli.parse_args(["-c", "vde_plug"])
+    assert args.iplog is member and args.urls == [] and args.command is None
+    assert logged == [f"START: user {ME} IP 2001:db8::7", f"at exit: STOP: user {ME} IP 2001:db8::7"]
