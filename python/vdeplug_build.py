@@ -4,8 +4,9 @@ maturin builds one extension per wheel (the PyO3 module ``vdeplug._core``);
 the C libraries qemu and C plugins load, ``libvdeplug.so.2`` and
 ``libvdeplug_mod.so.2`` (rust/libvdeplug*, no Python inside), are built here
 with cargo and copied, with their headers, into ``python/vdeplug/lib/``,
-which maturin then packs with the rest of the package. Everything else is
-maturin's own hook.
+which maturin then packs with the rest of the package; so is
+``vdeplug/lib/vde_plug`` (rust/login_shell), the native entry point a login
+shell needs. Everything else is maturin's own hook.
 
 A wheel for PyPI (one abi3 wheel, manylinux_2_28: RHEL 8, Debian 11,
 Ubuntu 20.04 and later): ``VDEPLUG_MANYLINUX=2_28 pip wheel . --no-deps``.
@@ -60,6 +61,10 @@ def build_clibs() -> str:
     for crate, soname in LIBS.items():
         shutil.copyfile(os.path.join(out, f"{crate}.so"), os.path.join(dest, soname))
         os.chmod(os.path.join(dest, soname), 0o755)
+    # vde_plug as a login shell: a native entry point that sees argv[0].
+    subprocess.run([*build, "--release", "--manifest-path", os.path.join(ROOT, "rust", "login_shell", "Cargo.toml")], cwd=ROOT, env=env, check=True)
+    shutil.copyfile(os.path.join(out, "vde_plug"), os.path.join(dest, "vde_plug"))
+    os.chmod(os.path.join(dest, "vde_plug"), 0o755)
     include = os.path.join(ROOT, "rust", "include")
     for header in os.listdir(include):
         shutil.copyfile(os.path.join(include, header), os.path.join(dest, header))

@@ -130,7 +130,7 @@ def test_code_lints_for_the_oldest_python() -> None:
 
 
 @pytest.mark.skipif(shutil.which("man") is None, reason="needs man (man-db)")
-@pytest.mark.parametrize("page", ["vde_plug", "dpipe"])
+@pytest.mark.parametrize("page", ["vde_plug", "dpipe", "vdens"])
 def test_man_pages_installed_render_and_win_over_the_c_ones(page: str) -> None:
     path = DATA / "share" / "man" / "man1" / f"{page}.1"
     assert path.is_file(), f"{path} not installed"

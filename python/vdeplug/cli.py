@@ -5,6 +5,7 @@ by the Rust loop behind ``vdeplug.join`` (see forward.py → _core.forward)."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import os
@@ -90,7 +91,10 @@ options: -h/--help  -V/--version  -d/--daemon  -p/--pidfile FILE  -l/--log (sysl
          --stats SECONDS  every SECONDS, both ends' counters on stderr (one line;
                      a status line when stderr is a terminal)
          --libdir    print the directory of libvdeplug.so.2 (for LD_LIBRARY_PATH)
-         --keygen FILE  write a new random key for seal://FILE{VNL} (mode 0600)"""
+         --keygen FILE  write a new random key for seal://FILE{VNL} (mode 0600)
+         -c vde_plug  a login shell's command: stdin/stdout to the default network,
+                     START/STOP with the user and $SSH_CLIENT's address to syslog
+                     (the login shell is vdeplug/lib/vde_plug: see --libdir)"""
 
 
 class Terminated(Exception):
@@ -114,6 +118,8 @@ class Args:
     pcap_limit: int = DEFAULT_LIMIT
     pcap_files: int = DEFAULT_FILES
     stats: float | None = None
+    #: -c vde_plug (a login's command): "user U IP I" for syslog's START/STOP.
+    login: str | None = None
 
 
 def die(msg: str, code: int = 1) -> NoReturn:
@@ -220,6 +226,7 @@ def parse_args(argv: Sequence[str]) -> Args:
     p.add_argument("-p", "--pidfile")
     p.add_argument("-l", "--log", action="store_true")
     p.add_argument("-L", "--iplog", action="store_true")
+    p.add_argument("-c", dest="login_cmd")
     p.add_argument("-D", "--descr", default="vdeplug:")
     p.add_argument("-m", "--mod", dest="mode", type=_typed(_option("vde", "mode"), "mode"))
     p.add_argument("-M", "--mod2", dest="mode2", type=_typed(_option("vde", "mode"), "mode"))
@@ -252,6 +259,17 @@ def parse_args(argv: Sequence[str]) -> Args:
         except OSError as e:
             die(str(e), 1)
         sys.exit(0)
+    login = None
+    iplog = ns.iplog
+    if ns.login_cmd is not None:
+        # vdeplug4: a login shell runs `-c vde_plug` only, and logs who.
+        if ns.login_cmd != "vde_plug":
+            login_refused()
+        login = login_who()
+        iplog = iplog or in_group(IPLOG_GROUP)
+        # As vdeplug4: START once the command is accepted, STOP at exit.
+        login_log(f"START: {login}")
+        atexit.register(login_log, f"STOP: {login}")
     if len(ns.urls) > 2 or (command is not None and len(ns.urls) > 1):
         die("too many URLs\n" + USAGE, 2)
     if command is None and len(ns.urls) < 2:
@@ -266,7 +284,7 @@ def parse_args(argv: Sequence[str]) -> Args:
         daemon=ns.daemon,
         pidfile=ns.pidfile,
         log=ns.log or ns.iplog,
-        iplog=ns.iplog,
+        iplog=iplog,
         descr=ns.descr,
         mode=[ns.mode, ns.mode2],
         group=[ns.group, ns.group2],
@@ -275,6 +293,7 @@ def parse_args(argv: Sequence[str]) -> Args:
         pcap_limit=ns.pcap_limit,
         pcap_files=ns.pcap_files,
         stats=ns.stats,
+        login=login,
     )
 
 
@@ -326,6 +345,59 @@ def log(msg: str) -> None:
     syslog.syslog(syslog.LOG_INFO, msg)
 
 
+# ------------------------------------------------------------ login shell
+# vdeplug4's vde_plug as the login shell of an ssh-only user
+# (`vde_plug = ssh vdeuser@host vde_plug`): the native entry point
+# vdeplug/lib/vde_plug passes the login's argv[0] as `--login-shell ARGV0`.
+
+IPLOG_GROUP = "vdeplug_iplog"
+NOT_A_SHELL = "This is a Virtual Distributed Ethernet (vde) tunnel broker. \nThis is not a login shell, only vde_plug can be executed"
+
+
+def login_who() -> str:
+    """ "user NAME IP ADDR": the caller and the first word of $SSH_CLIENT."""
+    import pwd
+
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = str(os.getuid())
+    words = os.environ.get("SSH_CLIENT", "").split()
+    return f"user {name} IP {words[0][:255] if words else 'UNKNOWN_IP_ADDRESS'}"
+
+
+def login_log(msg: str) -> None:
+    """To syslog as vdeplug4 does (ident vde_plug, LOG_USER), or to stderr
+    when no syslog daemon listens."""
+    if not have_syslog():
+        print(f"{PROG}[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+        return
+    import syslog
+
+    syslog.openlog("vde_plug", 0, syslog.LOG_USER)
+    syslog.syslog(syslog.LOG_INFO, msg)
+    syslog.closelog()
+
+
+def in_group(group: str) -> bool:
+    """The caller (by the password database) is a member of ``group``."""
+    import grp
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(os.getuid())
+        return grp.getgrnam(group).gr_gid in os.getgrouplist(pw.pw_name, pw.pw_gid)
+    except (KeyError, OSError):
+        return False
+
+
+def login_refused() -> NoReturn:
+    """An interactive login, or a command other than `vde_plug`."""
+    login_log(f"FAILED: {login_who()}")
+    print(NOT_A_SHELL, file=sys.stderr)
+    sys.exit(255)
+
+
 def _on_sigterm(_sig: int, _frame: object) -> None:
     raise Terminated
 
@@ -369,7 +441,7 @@ def _run(args: Args, pidfile: str | None, written: list[str]) -> int:
         if pidfile:
             write_pidfile(pidfile, os.getpid())
             written.append(pidfile)
-        if args.log:
+        if args.log and not args.login:
             log(f"START {' '.join(urls)} user={os.geteuid()}")
 
         def report(_sig: int, _frame: object) -> None:
@@ -386,7 +458,7 @@ def _run(args: Args, pidfile: str | None, written: list[str]) -> int:
         finally:
             if counters:
                 counters.stop()
-            if args.log:
+            if args.log and not args.login:
                 log("STOP")
         if end.side == 1 and kind == "stdio" and end.closed:
             return 0  # stdin reached EOF: the normal end of stream mode
@@ -429,7 +501,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--login-shell"] and len(argv) >= 2:
+        if argv[1].startswith("-"):  # an interactive login
+            login_refused()
+        argv = argv[2:]
+    args = parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_sigterm)
     try:

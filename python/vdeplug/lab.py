@@ -1,11 +1,18 @@
 """Build a virtual LAN from a declarative description, run it, tear it down.
 
 A lab owns everything it starts: a private work directory (switch sockets),
-the ``vde_plug`` processes, and (as root) network namespaces: one
-*underlay* namespace where every plug runs (so vxvde/vxlan multicast stays
-on its loopback and never reaches a real network) and one namespace per
-host, holding a tap interface moved there from the underlay. Leaving the
+the ``vde_plug`` processes, and network namespaces: one *underlay*
+namespace where every plug runs (so vxvde/vxlan multicast stays on its
+loopback and never reaches a real network) and one namespace per host,
+holding a tap interface moved there from the underlay. Leaving the
 ``with`` block, or any error while building, removes all of it.
+
+As root the namespaces are ``ip netns`` ones. An ordinary user gets the
+same lab inside a user namespace of its own (the user mapped to root
+there): the underlay is made with it and each host's namespace belongs to
+it, each held by a process of the lab (``unshare``/``nsenter`` from
+util-linux); nothing is written in /run, and closing the lab ends every
+process in them, so the namespaces go.
 
 >>> spec = {
 ...     "switches": ["sw"],
@@ -16,7 +23,7 @@ host, holding a tap interface moved there from the underlay. Leaving the
 ...     "cables": [["sw", "vxvde://239.1.2.3"]],   # the switch joins a vxvde backbone
 ... }
 >>> with Lab(spec) as lab:                          # doctest: +SKIP
-...     assert lab.hosts["a"].ping("10.0.0.2")      # (needs root)
+...     assert lab.hosts["a"].ping("10.0.0.2")      # (root, or user namespaces)
 
 ``plug`` and cable ends are VNLs; a switch's name stands for ``vde://`` to
 it. Hosts may be given ``vlan`` (their plug becomes ``vlan://N{...}``).
@@ -35,6 +42,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import _userns
 from ._record import record
 
 __all__ = ["Host", "Lab", "LabError", "can_build"]
@@ -49,12 +57,19 @@ class LabError(RuntimeError):
 
 def can_build() -> str | None:
     """None if this machine can build labs with hosts, else why not."""
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
     if shutil.which("ip") is None:
         return "iproute2 ('ip') is not installed"
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun is missing"
+    if os.geteuid() == 0:
+        return None
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return "needs root, or util-linux's unshare and nsenter for user namespaces"
+    why = _userns.unavailable()
+    if why:
+        return f"needs root: {why}"
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return "needs root: /dev/net/tun is not open to this user (distributions ship it mode 0666)"
     return None
 
 
@@ -77,7 +92,7 @@ class Host:
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a command inside the host's namespace."""
-        r = subprocess.run(["ip", "netns", "exec", self.netns, *cmd], capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run([*self.lab.enter(self.netns), *cmd], capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise LabError(f"{self.name}: {' '.join(cmd)}: {r.stderr.strip() or r.returncode}")
         return r
@@ -92,7 +107,7 @@ class Host:
         stderr piped unless given); the lab stops it when it closes."""
         kw.setdefault("stdin", subprocess.DEVNULL)
         kw.setdefault("stderr", subprocess.PIPE)
-        p = subprocess.Popen(["ip", "netns", "exec", self.netns, *cmd], **kw)
+        p = subprocess.Popen([*self.lab.enter(self.netns), *cmd], **kw)
         self.lab.procs.append(p)
         self.lab._what[p.pid] = f"{self.name}: {' '.join(cmd)}"
         return p
@@ -132,6 +147,24 @@ class Host:
         return next(ip.split("/")[0] for ip in self.ips if ":" in ip)
 
 
+def _pids_in(holder: int) -> list[str]:
+    """The processes in the network namespace of ``holder`` (ours all run
+    as this user, so their namespace links are readable), holder aside."""
+    try:
+        net = os.readlink(f"/proc/{holder}/ns/net")
+    except OSError:
+        return []
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != holder:
+            try:
+                if os.readlink(f"/proc/{pid}/ns/net") == net:
+                    found.append(pid)
+            except OSError:
+                pass
+    return found
+
+
 class Lab:
     """A virtual LAN built from ``spec`` (see the module docstring). Use as a
     context manager; ``close()`` is idempotent. Building starts at once: a
@@ -149,13 +182,16 @@ class Lab:
         self.bridge: str | None = None
         self._lan: list[Host] = []
         self._namespaces: list[str] = []
+        #: Without root: each namespace's holder process (its pid names it).
+        self._holders: dict[str, subprocess.Popen[bytes]] = {}
+        self.rootless = os.geteuid() != 0
         self.prefix = f"vdl{os.getpid() % 100000}{next(_LAB_IDS)}"
         self._what: dict[int, str] = {}
         try:
-            if os.geteuid() == 0:
+            if can_build() is None:
                 self.underlay = self._netns("net")
-                for cmd in (["link", "set", "lo", "up"], ["link", "set", "lo", "multicast", "on"], ["route", "add", "224.0.0.0/4", "dev", "lo"]):
-                    _run(["ip", "-n", self.underlay, *cmd])
+                for cmd in (["link", "set", "lo", "multicast", "on"], ["route", "add", "224.0.0.0/4", "dev", "lo"]):
+                    _run(self.ip(self.underlay, *cmd))
             if self.spec:
                 self.build(self.spec)
         except BaseException:
@@ -216,12 +252,12 @@ class Lab:
         p = self._plug(f"host {name}", target, f"tap://{tap}")
         h = Host(self, name, netns, ifname, ips)
         try:
-            self._wait(lambda: subprocess.run(["ip", "-n", self.underlay or "", "link", "show", tap], capture_output=True, check=False).returncode == 0, f"host {name}: tap")
-            _run(["ip", "-n", self.underlay, "link", "set", tap, "netns", netns])
-            _run(["ip", "-n", netns, "link", "set", tap, "name", ifname])
+            self._wait(lambda: subprocess.run(self.ip(self.underlay or "", "link", "show", tap), capture_output=True, check=False).returncode == 0, f"host {name}: tap")
+            _run(self.ip(self.underlay, "link", "set", tap, "netns", self._ref(netns)))
+            _run(self.ip(netns, "link", "set", tap, "name", ifname))
             for cidr in ips:
                 h.addr(ifname, cidr)
-            _run(["ip", "-n", netns, "link", "set", ifname, "up"])
+            _run(self.ip(netns, "link", "set", ifname, "up"))
         except LabError:
             if p.poll() is None:
                 raise
@@ -239,21 +275,21 @@ class Lab:
             raise LabError(f"lan: {can_build() or 'needs root'}")
         if self.bridge is None:
             self.bridge = self._netns("br")
-            _run(["ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])
-            _run(["ip", "-n", self.bridge, "link", "set", "br0", "up"])
+            _run(self.ip(self.bridge, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"))
+            _run(self.ip(self.bridge, "link", "set", "br0", "up"))
         hosts = []
         for _ in range(count):
             k = len(self._lan) + 1
             h = Host(self, f"h{k}", self._netns(f"h{k}"), "eth0", (f"10.77.0.{k}/24", f"fd77::{k}/64"))
             port = f"p{k}"
-            _run(["ip", "link", "add", "eth0", "netns", h.netns, "type", "veth", "peer", port, "netns", self.bridge])
+            _run(self.ip(self.bridge, "link", "add", "eth0", "netns", self._ref(h.netns), "type", "veth", "peer", port))
             for cmd in (["link", "set", port, "master", "br0"], ["link", "set", port, "up"]):
-                _run(["ip", "-n", self.bridge, *cmd])
+                _run(self.ip(self.bridge, *cmd))
             if not multicast:
-                _run(["ip", "netns", "exec", self.bridge, "bridge", "link", "set", "dev", port, "mcast_flood", "off"])
+                _run([*self.enter(self.bridge), "bridge", "link", "set", "dev", port, "mcast_flood", "off"])
             if mtu:
-                _run(["ip", "-n", self.bridge, "link", "set", port, "mtu", str(mtu)])
-                _run(["ip", "-n", h.netns, "link", "set", "eth0", "mtu", str(mtu)])
+                _run(self.ip(self.bridge, "link", "set", port, "mtu", str(mtu)))
+                _run(self.ip(h.netns, "link", "set", "eth0", "mtu", str(mtu)))
             for knob in ("all", "default"):
                 h.run("sysctl", "-qw", f"net.ipv6.conf.{knob}.accept_dad=0")
             for cidr in h.ips:
@@ -265,17 +301,53 @@ class Lab:
             hosts.append(h)
         return hosts
 
+    # ------------------------------------------------------------ namespaces
+
+    def enter(self, ns: str) -> list[str]:
+        """The command prefix that runs a command in namespace ``ns`` (as
+        root there: ``ip netns exec``, or ``nsenter`` into the lab's user
+        namespace, where the user is root)."""
+        if not self.rootless:
+            return ["ip", "netns", "exec", ns]
+        return ["nsenter", "-t", str(self._holders[ns].pid), "-U", "-n", "--preserve-credentials", "--"]
+
+    def ip(self, ns: str, *args: str) -> list[str]:
+        """``ip ARGS`` in namespace ``ns``."""
+        return ["ip", "-n", ns, *args] if not self.rootless else [*self.enter(ns), "ip", *args]
+
+    def _ref(self, ns: str) -> str:
+        """How ``ip link set … netns`` names ``ns`` (a pid without root)."""
+        return str(self._holders[ns].pid) if self.rootless else ns
+
     def _netns(self, name: str) -> str:
         ns = f"{self.prefix}-{name}"
-        _run(["ip", "netns", "add", ns])
+        if not self.rootless:
+            _run(["ip", "netns", "add", ns])
+        else:
+            # The first is the underlay, made with the lab's user namespace;
+            # the others belong to that user namespace. Each lives while its
+            # holder (cat, reading a pipe from us) does, or a process in it.
+            first = not self._holders
+            held = ["unshare", "--user", "--map-root-user", "--net"] if first else [*self.enter(next(iter(self._holders))), "unshare", "--net"]
+            holder = subprocess.Popen([*held, "--", "cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self._holders[ns] = holder
+            self._what[holder.pid] = f"namespace {name}"
+
+            def made() -> bool:  # the holder runs cat: unshare is done, the maps written
+                try:
+                    return os.path.basename(os.readlink(f"/proc/{holder.pid}/exe")) == "cat"
+                except OSError:
+                    return False
+
+            self._wait(made, f"namespace {name}", procs=[holder])
         self._namespaces.append(ns)
-        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        _run(self.ip(ns, "link", "set", "lo", "up"))
         return ns
 
     def _plug(self, what: str, a: str, b: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "vdeplug", a, b]
         if self.underlay:
-            cmd = ["ip", "netns", "exec", self.underlay, *cmd]
+            cmd = [*self.enter(self.underlay), *cmd]
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._what[p.pid] = what
         self.procs.append(p)
@@ -320,13 +392,24 @@ class Lab:
                     f.close()
         self.procs.clear()
         for ns in reversed(self._namespaces):
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            if self.rootless:
+                pids = _pids_in(self._holders[ns].pid)
+            else:
+                pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
             for pid in pids:
                 try:
                     os.kill(int(pid), signal.SIGKILL)
                 except (ProcessLookupError, ValueError):
                     pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            if not self.rootless:
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for holder in self._holders.values():
+            holder.kill()
+            holder.wait()
+            for f in (holder.stdin, holder.stderr):
+                if f and not f.closed:
+                    f.close()
+        self._holders.clear()
         self._namespaces.clear()
         self.hosts.clear()
         self._lan.clear()

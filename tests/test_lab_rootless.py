@@ -1,0 +1,155 @@
+"""Rootless labs (issue 25, item 2): ``vdeplug.lab`` for an ordinary user,
+through a user namespace of the lab's own; run here as ``nobody``.
+
+The lab-based tests of the suite run again as nobody (a selection: the
+overlay tests take half a minute as root already), and a representative
+lab shows that nothing is left behind: no process, no /run/netns entry, no
+work directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import vdeplug
+from vdeplug import _userns
+
+HERE = Path(__file__).parent
+NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+SITE = str(Path(vdeplug.__file__).parent.parent)
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "switches to nobody through setpriv (needs root)"
+    for tool in ("setpriv", "unshare", "nsenter", "ip"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    if _userns.unavailable():
+        return _userns.unavailable()
+    if os.stat("/dev/net/tun").st_mode & 0o006 != 0o006:
+        os.chmod("/dev/net/tun", 0o666)  # as distributions ship it
+    return None
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+
+
+def _runs_as_nobody(python: str) -> bool:
+    r = subprocess.run([*NOBODY, "sh", "-c", 'exec "$0" -c pass', python], capture_output=True, cwd="/")
+    return r.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Python that nobody can run, with this vdeplug and its console
+    scripts: ours, or (when it lives where nobody cannot reach, e.g. under
+    /root) a venv of the system's Python that sees our site-packages."""
+    if _runs_as_nobody(sys.executable) and os.access(SITE, os.R_OK):
+        yield sys.executable
+        return
+    base = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    if base is None or not _runs_as_nobody(base):
+        pytest.skip("no Python that nobody may run")
+    venv = Path(f"/tmp/vdeplug-nobody-{os.getpid()}")
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+    try:
+        purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+        Path(purelib, "vdeplug-under-test.pth").write_text(SITE + "\n")
+        for name, module in (("vde_plug", "vdeplug.cli"), ("dpipe", "vdeplug.dpipe"), ("vdens", "vdeplug.vdens")):
+            script = venv / "bin" / name
+            script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+            script.chmod(0o755)
+        for d in (venv, *venv.rglob("*")):
+            d.chmod(0o755 if d.is_dir() or os.access(d, os.X_OK) else 0o644)
+        yield str(venv / "bin" / "python")
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
+
+
+def as_nobody(python: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    cwd = Path(f"/tmp/vdeplug-nobody-cwd-{os.getpid()}")
+    cwd.mkdir(exist_ok=True)
+    shutil.chown(cwd, "nobody", "nogroup")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))}
+        env.update(HOME=str(cwd), PATH=f"{Path(python).parent}:/usr/sbin:/usr/bin:/sbin:/bin")
+        return subprocess.run([*NOBODY, python, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
+
+
+LAB = textwrap.dedent(
+    """
+    import json, os, sys
+    from vdeplug.lab import Lab, can_build
+
+    assert os.geteuid() != 0 and can_build() is None, can_build()
+    spec = {
+        "switches": ["sw"],
+        "hosts": {
+            "a": {"plug": "sw", "ip": ["10.0.0.1/24", "fd00::1/64"]},
+            "b": {"plug": "vxvde://239.1.2.3", "ip": ["10.0.0.2/24", "fd00::2/64"]},
+            "c": {"plug": "sw", "vlan": 5, "ip": "10.5.0.3/24"},
+            "d": {"plug": "vxvde://239.1.2.3", "vlan": 5, "ip": "10.5.0.4/24"},
+        },
+        "cables": [["sw", "vxvde://239.1.2.3"]],
+    }
+    out = {}
+    with Lab(spec) as lab:
+        out["a-b"] = lab.hosts["a"].ping("10.0.0.2")
+        out["b-a6"] = lab.hosts["b"].ping("fd00::1")
+        out["c-d"] = lab.hosts["c"].ping("10.5.0.4")
+        out["a-d"] = lab.hosts["a"].ping("10.5.0.4", count=1, wait=0.5)
+        hosts = lab.lan(3, multicast=False)
+        peers = ",".join(h.ip4 for h in hosts)
+        for k, h in enumerate(hosts, 1):
+            h.plug(f"vxlan://{peers}/vni=42", "vx0", ip=f"192.168.42.{k}/24")
+        out["vxlan"] = hosts[0].ping("192.168.42.3") and hosts[2].ping("192.168.42.2")
+        out["pids"] = [p.pid for p in lab.procs] + [h.pid for h in lab._holders.values()]
+        out["workdir"] = lab.workdir
+    print(json.dumps(out))
+    """
+)
+
+
+def test_representative_lab_as_nobody_and_nothing_left(python: str) -> None:
+    before = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+    r = as_nobody(python, "-c", LAB)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["a-b"] and out["b-a6"] and out["c-d"] and out["vxlan"], out
+    assert not out["a-d"], "VLAN 5 stays apart"
+    assert (sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []) == before
+    assert not os.path.exists(out["workdir"])
+    assert [pid for pid in out["pids"] if os.path.exists(f"/proc/{pid}")] == []
+
+
+def test_the_suites_lab_tests_pass_as_nobody(python: str) -> None:
+    tests = [
+        "test_scripting.py::test_lab_builds_switch_hosts_and_vxvde_backbone_and_leaves_nothing",
+        "test_scripting.py::test_lab_error_while_building_tears_down_what_was_built",
+        "test_overlay_netns.py::test_vxlan_interop_with_kernel_and_wrong_vni",
+        "test_overlay_netns.py::test_vxlan_ipv6_group_with_kernel",
+    ]
+    tests = [str(HERE / t) for t in tests]
+    r = as_nobody(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(HERE.parent), *tests)
+    assert r.returncode == 0 and f"{len(tests)} passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_lab_without_user_namespaces_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vdeplug import lab as labmod
+
+    monkeypatch.setattr(labmod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(labmod._userns, "unavailable", lambda: "unprivileged user namespaces are disabled on this kernel (…)")
+    assert labmod.can_build() == "needs root: unprivileged user namespaces are disabled on this kernel (…)"
+    with pytest.raises(labmod.LabError, match=r"host a: needs root: unprivileged user namespaces are disabled"):
+        labmod.Lab({"hosts": {"a": {"plug": "null://"}}})
