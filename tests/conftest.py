@@ -146,3 +146,73 @@ def _reap_children():
                 with contextlib.suppress(OSError):
                     f.close()
     del _POPENS[start:]
+
+
+# ---------------------------------------------------------------- as nobody
+
+NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+# What a Python run by nobody needs to import vdeplug and run the suite's tests.
+NOBODY_DISTS = ("vdeplug", "pytest", "pluggy", "iniconfig", "packaging", "pygments", "pytest-timeout", "hypothesis", "sortedcontainers", "attrs", "exceptiongroup")
+
+
+class NobodyEnv:
+    """A Python that ``nobody`` can run, with this vdeplug, its console
+    scripts (``bin/vde_plug``, ``bin/dpipe``, ``bin/vdens``) and a copy of
+    the tests (``root/tests``). The Python under test may live where nobody
+    cannot reach (a pyenv under /root, mode 0700), so this is a venv of the
+    system's Python in a root-owned 0755 directory, holding copies of the
+    installed distributions it needs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "venv" / "bin"
+        self.python = str(self.bin / "python")
+        self.tests = root / "tests"
+
+
+def _build_nobody_env(root: Path) -> NobodyEnv:
+    import importlib.metadata as md
+
+    env = NobodyEnv(root)
+    base = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    if base is None:
+        pytest.skip("no system python3 for nobody")
+    subprocess.run([base, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+    purelib = Path(subprocess.run([env.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip())
+    for name in NOBODY_DISTS:
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        for f in dist.files or ():
+            if ".." in f.parts or "__pycache__" in f.parts:
+                continue  # scripts and data outside site-packages; caches
+            dst = purelib / f
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(dist.locate_file(f), dst)
+    for name, module in (("vde_plug", "vdeplug.cli"), ("dpipe", "vdeplug.dpipe"), ("vdens", "vdeplug.vdens")):
+        script = env.bin / name
+        script.write_text(f"#!{env.python}\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+    here = Path(__file__).parent
+    shutil.copytree(here, env.tests, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(here.parent / "pyproject.toml", root / "pyproject.toml")  # pytest's settings
+    for d in (root, *root.rglob("*")):
+        if not d.is_symlink():
+            d.chmod(0o755 if d.is_dir() or os.access(d, os.X_OK) or d.parent == env.bin else 0o644)
+    r = subprocess.run([*NOBODY, env.python, "-c", "import vdeplug._core, pytest"], capture_output=True, text=True, cwd="/")
+    if r.returncode:
+        pytest.fail(f"nobody cannot import vdeplug from {root}: {r.stderr[-500:]}")
+    return env
+
+
+@pytest.fixture(scope="session")
+def nobody_env() -> Iterator[NobodyEnv]:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("runs as nobody through setpriv (needs root and util-linux)")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="vdeplug-nobody-"))
+    try:
+        yield _build_nobody_env(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -13,18 +13,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import vdeplug
+from conftest import NOBODY, NobodyEnv
 from vdeplug import _userns
 
 HERE = Path(__file__).parent
-NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
-SITE = str(Path(vdeplug.__file__).parent.parent)
 
 
 def _skip_reason() -> str | None:
@@ -43,36 +39,9 @@ def _skip_reason() -> str | None:
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
 
 
-def _runs_as_nobody(python: str) -> bool:
-    r = subprocess.run([*NOBODY, "sh", "-c", 'exec "$0" -c pass', python], capture_output=True, cwd="/")
-    return r.returncode == 0
-
-
 @pytest.fixture(scope="module")
-def python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Python that nobody can run, with this vdeplug and its console
-    scripts: ours, or (when it lives where nobody cannot reach, e.g. under
-    /root) a venv of the system's Python that sees our site-packages."""
-    if _runs_as_nobody(sys.executable) and os.access(SITE, os.R_OK):
-        yield sys.executable
-        return
-    base = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
-    if base is None or not _runs_as_nobody(base):
-        pytest.skip("no Python that nobody may run")
-    venv = Path(f"/tmp/vdeplug-nobody-{os.getpid()}")
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
-    try:
-        purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
-        Path(purelib, "vdeplug-under-test.pth").write_text(SITE + "\n")
-        for name, module in (("vde_plug", "vdeplug.cli"), ("dpipe", "vdeplug.dpipe"), ("vdens", "vdeplug.vdens")):
-            script = venv / "bin" / name
-            script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
-            script.chmod(0o755)
-        for d in (venv, *venv.rglob("*")):
-            d.chmod(0o755 if d.is_dir() or os.access(d, os.X_OK) else 0o644)
-        yield str(venv / "bin" / "python")
-    finally:
-        shutil.rmtree(venv, ignore_errors=True)
+def python(nobody_env: NobodyEnv) -> str:
+    return nobody_env.python
 
 
 def as_nobody(python: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -140,8 +109,8 @@ def test_the_suites_lab_tests_pass_as_nobody(python: str) -> None:
         "test_overlay_netns.py::test_vxlan_interop_with_kernel_and_wrong_vni",
         "test_overlay_netns.py::test_vxlan_ipv6_group_with_kernel",
     ]
-    tests = [str(HERE / t) for t in tests]
-    r = as_nobody(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(HERE.parent), *tests)
+    tests = [str(Path(python).parents[2] / "tests" / t) for t in tests]  # nobody's copy of the tests
+    r = as_nobody(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(Path(python).parents[2]), *tests)
     assert r.returncode == 0 and f"{len(tests)} passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
 
 

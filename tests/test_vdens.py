@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, wait_for
+from conftest import BIN, NOBODY, NobodyEnv, wait_for
 from vdeplug import _userns
 
 VDENS = shutil.which("vdens", path=str(BIN)) or str(BIN / "vdens")
-NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
 SLIRP = Path("/usr/lib/x86_64-linux-gnu/vdeplug/libvdeplug_slirp.so")
 
 
@@ -51,6 +50,13 @@ def _skip_reason() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+
+
+@pytest.fixture(autouse=True)
+def _vdens_nobody_can_run(nobody_env: NobodyEnv) -> None:
+    """The vdens beside this Python may be out of nobody's reach (under /root)."""
+    global VDENS
+    VDENS = str(nobody_env.bin / "vdens")
 
 
 def vdens(*args: str, **kw) -> subprocess.CompletedProcess[str]:
