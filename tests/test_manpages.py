@@ -15,7 +15,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
 from vdeplug import _core, vnl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +164,17 @@ def test_installed_pages_are_the_sources() -> None:
 
 
 @needs_man
-@pytest.mark.parametrize("name, section_, page", [("libvdeplug_vxvde", None, "man1/libvdeplug_vxvde.1"), ("libvdeplug_switch", None, "man1/libvdeplug_netnode.1"), ("vde_open", None, "man3/libvdeplug.3"), ("vde_recv", "3", "man3/libvdeplug.3"), ("libvdeplug", "3", "man3/libvdeplug.3"), ("vde_plug", None, "man1/vde_plug.1")])
+@pytest.mark.parametrize(
+    "name, section_, page",
+    [
+        ("libvdeplug_vxvde", None, "man1/libvdeplug_vxvde.1"),
+        ("libvdeplug_switch", None, "man1/libvdeplug_netnode.1"),
+        ("vde_open", None, "man3/libvdeplug.3"),
+        ("vde_recv", "3", "man3/libvdeplug.3"),
+        ("libvdeplug", "3", "man3/libvdeplug.3"),
+        ("vde_plug", None, "man1/vde_plug.1"),
+    ],
+)
 def test_man_finds_ours_before_debians(name: str, section_: str | None, page: str) -> None:
     """Debian's vdeplug4 has pages of these names; with the environment's
     bin first on PATH (MANPATH unset), man picks ours."""
