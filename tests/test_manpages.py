@@ -203,3 +203,21 @@ def test_vde_plug_page_lists_the_default_network_in_the_order_the_code_reads_it(
     text = section(render(SRC / "man1" / "vde_plug.1").stdout, "DEFAULT NETWORK")
     order = [text.find(s) for s in ("~/.vdeplug/default", "~/.vde2/default.switch", "/run/vde.ctl", "/tmp/vde.ctl")]
     assert -1 not in order and order == sorted(order), text
+
+
+def test_vde_plug_without_url_or_default_network_says_where_it_looked(tmp_path: Path) -> None:
+    """No URL, no ~/.vdeplug/default, no ~/.vde2/default.switch and no
+    system switch: the message names the files looked for and the fix."""
+    if any(os.path.lexists(p) for p in ("/run/vde.ctl", "/var/run/vde.ctl", "/tmp/vde.ctl")):
+        pytest.skip("a system switch directory exists on this machine")
+    home = tmp_path / "home"
+    home.mkdir()
+    r = subprocess.run([str(BIN / "vde_plug")], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, env=dict(os.environ, HOME=str(home)))
+    assert r.returncode == 1, r.stderr
+    for said in (f"{home}/.vdeplug/default", f"{home}/.vde2/default.switch", "/tmp/vde.ctl", "~/.vdeplug/default", "switch:///tmp/vde.ctl"):
+        assert said in r.stderr, (said, r.stderr)
+    # A default network that is there but down gets the plain hint.
+    (home / ".vdeplug").mkdir()
+    (home / ".vdeplug" / "default").write_text("vde:///nonexistent/switch\n")
+    r = subprocess.run([str(BIN / "vde_plug")], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, env=dict(os.environ, HOME=str(home)))
+    assert r.returncode == 1 and "no default network" not in r.stderr and "/nonexistent/switch" in r.stderr, r.stderr
