@@ -81,7 +81,8 @@ URL is a VNL: vde:///tmp/sw[3], /tmp/sw, ptp:///tmp/link, udp://"5000->host:5001
 tap://t0, vxlan://239.0.0.1/vni=5, vxvde://239.1.2.3, switch:///tmp/sw, null://,
 cmd://"command args", vlan://3{VNL}, capture:///tmp/x.pcap{VNL}, seal://KEYFILE{VNL},
 agno://KEYFILE{VNL};
-'' or no URL means the default switch.
+'' or no URL means the default network: the first line of ~/.vdeplug/default,
+else ~/.vde2/default.switch, else the switch at /run/vde.ctl or /tmp/vde.ctl.
 
 options: -h/--help  -V/--version  -d/--daemon  -p/--pidfile FILE  -l/--log (syslog START/STOP)
          -L/--iplog (also log source IPs from the second end)  -D/--descr TEXT
@@ -485,6 +486,16 @@ def _hint(e: OSError, urls: Sequence[str]) -> str:
     if isinstance(e, PermissionError) and any(u.startswith("tap://") for u in urls) and "/dev/net/tun" not in str(e):
         return " (tap:// needs CAP_NET_ADMIN: run as root, or give the interface to your user with `ip tuntap add NAME mode tap user $USER`)"
     if isinstance(e, FileNotFoundError) and "no switch at" in str(e):
+        home = os.environ.get("HOME", "")
+        defaults = [os.path.join(home, f) for f in (".vdeplug/default", ".vde2/default.switch")] if home else []
+        if (not urls or "" in urls) and not any(os.path.lexists(d) for d in defaults):
+            # No URL, and no default network: say where it was looked for (vde_plug(1), DEFAULT NETWORK).
+            looked = f"neither {defaults[0]} nor {defaults[1]} exists" if defaults else "HOME is unset"
+            return (
+                f" (no default network: {looked}, and no switch runs at /run/vde.ctl or /tmp/vde.ctl;"
+                " give a URL, write one into ~/.vdeplug/default (`mkdir -p ~/.vdeplug; echo vxvde://239.1.2.3 >~/.vdeplug/default`),"
+                " or start the default switch with `vde_plug null:// switch:///tmp/vde.ctl`)"
+            )
         return " (start one with `vde_plug null:// switch:///path` or `vde_switch -s /path`)"
     if e.errno == errno.EADDRINUSE:
         return " (another process holds that address: `ss -lnpu` shows which; choose another port)"

@@ -1,5 +1,8 @@
 /* libvdeplug.h: the API of libvdeplug.so.2 (vdeplug4 4.0.1 compatible),
- * as implemented by vdeplug's Rust core. Link with -lvdeplug. */
+ * as implemented by vdeplug's Rust core (libvdeplug(3)). With this
+ * package's files (there is no libvdeplug.so link, hence -l:):
+ *   D=$(vde_plug --libdir)
+ *   cc prog.c -I"$D" -L"$D" -l:libvdeplug.so.2 -Wl,-rpath,"$D" */
 #ifndef VDEPLUG_LIBVDEPLUG_H
 #define VDEPLUG_LIBVDEPLUG_H
 

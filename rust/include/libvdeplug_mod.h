@@ -1,6 +1,11 @@
 /* libvdeplug_mod.h: writing a vdeplug plugin, libvdeplug_<scheme>.so
  * (vdeplug4's plugin ABI), with the helpers of libvdeplug_mod.so.2.
- * Link with -lvdeplug_mod; export `struct vdeplug_module vdeplug_ops`. */
+ * Export `struct vdeplug_module vdeplug_ops`. With this package's files
+ * (there is no libvdeplug_mod.so link, hence -l:):
+ *   D=$(vde_plug --libdir)
+ *   cc -shared -fPIC -I"$D" -o libvdeplug_NAME.so NAME.c -L"$D" -l:libvdeplug_mod.so.2 -Wl,-rpath,"$D"
+ * and put the file where plugins are searched (libvdeplug(3)), e.g.
+ * "$D"/vdeplug/ or a directory named in VDEPLUGIN_PATH. */
 #ifndef VDEPLUG_LIBVDEPLUG_MOD_H
 #define VDEPLUG_LIBVDEPLUG_MOD_H
 
