@@ -25,7 +25,21 @@ PAGES = sorted(SRC.glob("man[0-9]/*.[0-9]"))
 NETNODE = {"switch", "hub", "multi", "bonding"}
 # Pages outside this package that ours may name: Debian's vde2, and the
 # system's own (man-pages, iproute2, tcpdump).
-ELSEWHERE = {("vde_switch", "1"), ("ip", "8"), ("tcpdump", "8"), ("dlopen", "3"), ("poll", "2"), ("select", "2"), ("epoll", "7"), ("kill", "2"), ("user_namespaces", "7"), ("capabilities", "7"), ("sshd", "8"), ("passwd", "5"), ("syslog", "3")}
+ELSEWHERE = {
+    ("vde_switch", "1"),
+    ("ip", "8"),
+    ("tcpdump", "8"),
+    ("dlopen", "3"),
+    ("poll", "2"),
+    ("select", "2"),
+    ("epoll", "7"),
+    ("kill", "2"),
+    ("user_namespaces", "7"),
+    ("capabilities", "7"),
+    ("sshd", "8"),
+    ("passwd", "5"),
+    ("syslog", "3"),
+}
 
 needs_man = pytest.mark.skipif(shutil.which("man") is None, reason="needs man (man-db)")
 

@@ -93,6 +93,8 @@ options: -h/--help  -V/--version  -d/--daemon  -p/--pidfile FILE  -l/--log (sysl
                      a status line when stderr is a terminal)
          --libdir    print the directory of libvdeplug.so.2 (for LD_LIBRARY_PATH)
          --keygen FILE  write a new random key for seal://FILE{VNL} (mode 0600)
+         --demo      show vdeplug at work: a private switch, frames both ways,
+                     and (where namespaces can be built) two hosts pinging over vxvde://
          -c vde_plug  a login shell's command: stdin/stdout to the default network,
                      START/STOP with the user and $SSH_CLIENT's address to syslog
                      (the login shell is vdeplug/lib/vde_plug: see --libdir)"""
@@ -241,6 +243,7 @@ def parse_args(argv: Sequence[str]) -> Args:
     p.add_argument("--stats", type=_positive_seconds, metavar="SECONDS")
     p.add_argument("--libdir", action="store_true")
     p.add_argument("--keygen", metavar="FILE")
+    p.add_argument("--demo", action="store_true")
     p.add_argument("urls", nargs="*")
     ns = p.parse_args(argv)
     if ns.help:
@@ -254,6 +257,10 @@ def parse_args(argv: Sequence[str]) -> Args:
     if ns.libdir:
         print(libdir())
         sys.exit(0)
+    if ns.demo:
+        from .demo import main as demo
+
+        sys.exit(demo())
     if ns.keygen:
         try:
             _core.seal_keygen(ns.keygen)
