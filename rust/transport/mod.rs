@@ -40,6 +40,7 @@ pub mod vde;
 pub mod vlan;
 pub mod vxlan;
 pub mod vxvde;
+pub mod wirefilter_core;
 
 /// Buffer size for one received frame: one byte more than the largest valid
 /// frame, so an oversized datagram is seen as such instead of truncated.
