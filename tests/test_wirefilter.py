@@ -305,3 +305,34 @@ def test_loss_rate_bursts_and_rate_match_setting_and_netem():
         assert abs(got - want) < want * 0.05, (kind, got, want)
     ref = res.get("netem", res.get("tbf"))
     assert ref is not None and abs(res["ours"] - ref) < ref * 0.05, res
+
+
+# ---------------------------------------------------------------- labs
+
+
+def test_lab_link_parameters_become_a_wirefilter():
+    from vdeplug.lab import LabError, link_vnl
+
+    assert link_vnl({}, "vde:///x") == "vde:///x"
+    got = link_vnl({"delay": "20ms", "jitter": "5ms", "loss": "1%", "rate": "10mbit", "limit": 30000, "seed": 3}, "vde:///x")
+    assert got == "wirefilter://[delay=20+5/loss=1/bandwidth=1250000/bufsize=30000/seed=3]{vde:///x}"
+    assert link_vnl({"delay": 0.1 * 1000, "dup": 2, "rate": "1mbps"}, "null://") == "wirefilter://[delay=100+0/dup=2/bandwidth=1000000]{null://}"
+    with pytest.raises(LabError, match="link rate"):
+        link_vnl({"rate": "fast"}, "null://")
+    with pytest.raises(LabError, match="unknown link parameter 'latency'"):
+        link_vnl({"latency": 3}, "null://")
+
+
+@needs_root
+def test_lab_host_with_link_delay_pings_slower():
+    from vdeplug.lab import Lab
+
+    spec = {
+        "switches": ["sw"],
+        "hosts": {"a": {"plug": "sw", "ip": "10.0.0.1/24"}, "b": {"plug": "sw", "ip": "10.0.0.2/24", "link": {"delay": "15ms"}}},
+    }
+    with Lab(spec) as lab:
+        assert lab.hosts["a"].ping("10.0.0.2")
+        out = lab.hosts["a"].run("ping", "-n", "-c", "5", "-i", "0.05", "10.0.0.2").stdout
+        rtts = [float(w.split("=")[1]) for w in out.split() if w.startswith("time=")]
+        assert len(rtts) == 5 and all(30 <= r < 100 for r in rtts), out
