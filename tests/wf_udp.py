@@ -24,7 +24,7 @@ def main() -> None:
         while True:
             try:
                 d = s.recv(65536)
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError from Python 3.10
                 break
             now = time.monotonic()
             if not seqs:
