@@ -606,6 +606,39 @@ mod tests {
     }
 
     #[test]
+    fn speed_holds_input_without_spinning() {
+        // 6000 B/s: a 60-byte frame takes 10 ms on the interface; input is
+        // held meanwhile (the nested fd leaves our set), frames keep order.
+        let (mut wf, mut peer) = udp_pair("speed=RL6000");
+        let t0 = Instant::now();
+        for i in 0..5 {
+            peer.send(&frame(10 + i)).unwrap();
+        }
+        for i in 0..5 {
+            let (f, _) = recv_within(wf.as_mut(), Duration::from_secs(1)).expect("paced, not lost");
+            assert_eq!(f, frame(10 + i));
+        }
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(45) && took < Duration::from_millis(300), "{took:?}");
+    }
+
+    #[test]
+    fn rc_file_and_shutdown() {
+        let rc = std::env::temp_dir().join(format!("vdeplug-wf-rc-{}", std::process::id()));
+        std::fs::write(&rc, "# a comment\ndelay RL30\nloss LR2\n").unwrap();
+        let vnl = format!("wirefilter://[rc=\"{}\"]{{null://}}", rc.display());
+        let mut wf = open_transport(vnl.as_bytes(), &OpenArgs::default()).unwrap();
+        let info = wf.command("showinfo").unwrap();
+        assert!(info.contains("Delay  L->R 0+0U   R->L 30+0U") && info.contains("Loss   L->R 2+0U"), "{info}");
+        assert_eq!(wf.command("shutdown").unwrap(), "1000 Success\n");
+        assert_eq!(wf.recv(&mut [0u8; 100]).unwrap(), Recv::Closed);
+        std::fs::write(&rc, "delay 5\nbogus\n").unwrap();
+        let Err(e) = open_transport(vnl.as_bytes(), &OpenArgs::default()) else { panic!("a bad rc line opened") };
+        assert!(e.to_string().contains("line 2"), "{e}");
+        std::fs::remove_file(&rc).unwrap();
+    }
+
+    #[test]
     fn bad_values_name_the_option() {
         for (vnl, part) in [("wirefilter://[delay=abc]{null://}", "\"delay\""), ("wirefilter://[loss=150]{null://}", "\"loss\""), ("wirefilter://[band=-3]{null://}", "\"bandwidth\"")] {
             let Err(e) = open_transport(vnl.as_bytes(), &OpenArgs::default()) else { panic!("{vnl} opened") };
