@@ -33,7 +33,7 @@ pub const DEFAULT_BUFSIZE: f64 = (16 << 20) as f64;
 /// At most this many copies of one frame (dup near 100 % would loop forever).
 const MAX_COPIES: usize = 64;
 /// Spare frame buffers kept for reuse.
-const POOL: usize = 1024;
+const POOL: usize = 256;
 
 /// How a value's variation is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
