@@ -352,7 +352,7 @@ pub fn typed(items: &[(Vec<u8>, Option<Vec<u8>>)], options: &'static [Opt], bare
 
 pub fn builtins() -> &'static [&'static Builtin] {
     use transport::*;
-    static ALL: [&Builtin; 17] = [
+    static ALL: [&Builtin; 18] = [
         &null::PLUGIN,
         &ptp::PLUGIN,
         &udp::PLUGIN,
@@ -370,6 +370,7 @@ pub fn builtins() -> &'static [&'static Builtin] {
         &capture::PLUGIN,
         &seal::PLUGIN,
         &agno::PLUGIN,
+        &wirefilter::PLUGIN,
     ];
     &ALL
 }

@@ -407,6 +407,14 @@ impl PyEndpoint {
         detach(py, move || lock(&inner).as_mut().and_then(|e| e.transport.exit_status()))
     }
 
+    /// A console command for the transport (wirefilter://'s `delay 20`):
+    /// its answer, or None when the transport takes none.
+    fn command(&self, py: Python<'_>, line: String) -> PyResult<Option<String>> {
+        self.check_open()?;
+        let inner = self.inner.clone();
+        Ok(detach(py, move || lock(&inner).as_mut().and_then(|e| e.transport.command(&line))))
+    }
+
     fn __repr__(&self) -> String {
         format!("<vdeplug._core.Endpoint {}{}>", self.name, if self.closed() { " closed" } else { "" })
     }

@@ -138,6 +138,24 @@ class Connection:
         f = getattr(self.endpoint, "ctl_fileno", None)
         return f() if f else None
 
+    def wirefilter(self, command: str) -> str:
+        """Run one of wirefilter's console commands on a ``wirefilter://``
+        connection (``"delay 20"``, ``"loss LR5"``, ``"bandwidth 125000"``,
+        ``"showinfo"``); it applies from the next frame. Returns the answer
+        as the ``mgmt=`` socket gives it (without the prompt). Raises
+        ``ValueError`` when the command fails (the answer's last line, e.g.
+        ``1022 Invalid argument``) or no wirefilter is on this connection."""
+        if "\n" in command:
+            raise ValueError("one command at a time (no newline)")
+        run = getattr(self.endpoint, "command", None)
+        answer = run(command) if run else None
+        if answer is None:
+            raise ValueError(f"no wirefilter:// on {self.url!r}")
+        last = answer.rstrip("\n").rsplit("\n", 1)[-1]
+        if last and not last.startswith("1000"):
+            raise ValueError(f"{command!r}: {last}")
+        return str(answer)
+
     @property
     def stats(self) -> Stats:
         s = getattr(self.endpoint, "stats", None)

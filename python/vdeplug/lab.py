@@ -27,6 +27,9 @@ process in them, so the namespaces go.
 
 ``plug`` and cable ends are VNLs; a switch's name stands for ``vde://`` to
 it. Hosts may be given ``vlan`` (their plug becomes ``vlan://N{...}``).
+Hosts (``link``) and cables (a third item) may be given link parameters,
+``{"delay": "20ms", "jitter": "5ms", "loss": "1%", "rate": "10mbit"}``
+(see ``link_vnl``): their plug runs through a ``wirefilter://``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from typing import Any
 from . import _userns
 from ._record import record
 
-__all__ = ["Host", "Lab", "LabError", "can_build"]
+__all__ = ["Host", "Lab", "LabError", "can_build", "link_vnl"]
 
 
 _LAB_IDS = itertools.count()
@@ -53,6 +56,53 @@ _LAB_IDS = itertools.count()
 
 class LabError(RuntimeError):
     """The lab could not be built (what failed, and its error output)."""
+
+
+_RATE_UNITS = {"bit": 1 / 8, "kbit": 1000 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
+
+
+def _number(key: str, value: Any, units: Mapping[str, float]) -> float:
+    """``value`` (a number, or text with one of ``units``) as a float; LabError names ``key``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    for unit in sorted(units, key=len, reverse=True):
+        if unit and text.endswith(unit):
+            try:
+                return float(text[: -len(unit)]) * units[unit]
+            except ValueError:
+                break
+    try:
+        return float(text) * units.get("", 1.0)
+    except ValueError:
+        raise LabError(f"link {key}: bad value {value!r} (units: {', '.join(u for u in units if u) or 'none'})") from None
+
+
+def link_vnl(params: Mapping[str, Any], vnl: str) -> str:
+    """``vnl`` behind a ``wirefilter://`` with tc-like link parameters, the
+    same both ways: ``delay``/``jitter`` (ms, or "20ms", "0.1s"; jitter
+    uniform ±), ``loss``/``dup`` (%, "1%"), ``rate`` (bytes/s, or tc units:
+    "10mbit", "1mbps"), ``limit`` (bytes queued), ``mtu``, ``seed``.
+    No parameters: ``vnl`` unchanged."""
+    time_u = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 0.001}
+    pct = {"": 1.0, "%": 1.0}
+    opts: list[str] = []
+    delay = _number("delay", params.get("delay", 0), time_u)
+    jitter = _number("jitter", params.get("jitter", 0), time_u)
+    for key in params:
+        if key not in {"delay", "jitter", "loss", "dup", "rate", "limit", "mtu", "seed"}:
+            raise LabError(f"unknown link parameter {key!r} (known: delay, jitter, loss, dup, rate, limit, mtu, seed)")
+    if delay or jitter:
+        opts.append(f"delay={delay:g}+{jitter:g}")
+    for key in ("loss", "dup"):
+        if key in params:
+            opts.append(f"{key}={_number(key, params[key], pct):g}")
+    if "rate" in params:
+        opts.append(f"bandwidth={_number('rate', params['rate'], {'': 1.0, **_RATE_UNITS}):.0f}")
+    for key, opt in (("limit", "bufsize"), ("mtu", "mtu"), ("seed", "seed")):
+        if key in params:
+            opts.append(f"{opt}={int(_number(key, params[key], {'': 1.0}))}")
+    return f"wirefilter://[{'/'.join(opts)}]{{{vnl}}}" if opts else vnl
 
 
 def can_build() -> str | None:
@@ -212,8 +262,8 @@ class Lab:
             self.switch(name)
         for name, h in spec.get("hosts", {}).items():
             self.host(name, **h)
-        for a, b in spec.get("cables", ()):
-            self.cable(a, b)
+        for cable in spec.get("cables", ()):
+            self.cable(*cable)
 
     def vnl(self, ref: str) -> str:
         """A switch name → ``vde://`` to it; anything else is a VNL already.
@@ -235,11 +285,12 @@ class Lab:
         self.switches[name] = path
         return path
 
-    def cable(self, a: str, b: str) -> subprocess.Popen[bytes]:
-        """``vde_plug A B`` between two VNLs or switch names."""
-        return self._plug(f"cable {a} = {b}", self.vnl(a), self.vnl(b))
+    def cable(self, a: str, b: str, link: Mapping[str, Any] | None = None) -> subprocess.Popen[bytes]:
+        """``vde_plug A B`` between two VNLs or switch names (``link``: its
+        parameters, see ``link_vnl``, applied at A's end both ways)."""
+        return self._plug(f"cable {a} = {b}", link_vnl(link or {}, self.vnl(a)), self.vnl(b))
 
-    def host(self, name: str, plug: str, ip: str | Sequence[str] = (), ifname: str = "eth0", vlan: int | None = None) -> Host:
+    def host(self, name: str, plug: str, ip: str | Sequence[str] = (), ifname: str = "eth0", vlan: int | None = None, link: Mapping[str, Any] | None = None) -> Host:
         """A namespace whose ``ifname`` is plugged into ``plug`` (a switch name or VNL)."""
         if self.underlay is None:
             raise LabError(f"host {name}: {can_build() or 'needs root'}")
@@ -249,6 +300,7 @@ class Lab:
         target = self.vnl(plug)
         if vlan is not None:
             target = f"vlan://{vlan}{{{target}}}"
+        target = link_vnl(link or {}, target)
         p = self._plug(f"host {name}", target, f"tap://{tap}")
         h = Host(self, name, netns, ifname, ips)
         try:

@@ -37,11 +37,14 @@ pub mod seqpacket;
 pub mod stream;
 pub mod switch_core;
 pub mod tap;
+pub mod timerfd;
 pub mod udp;
 pub mod vde;
 pub mod vlan;
 pub mod vxlan;
 pub mod vxvde;
+pub mod wirefilter;
+pub mod wirefilter_core;
 
 /// Buffer size for one received frame: one byte more than the largest valid
 /// frame, so an oversized datagram is seen as such instead of truncated.
@@ -89,6 +92,11 @@ pub trait Transport: Send {
     fn tick(&mut self) {}
     /// For transports that run a command: its exit code once it ended.
     fn exit_status(&mut self) -> Option<i32> {
+        None
+    }
+    /// A run-time console command (wirefilter's `delay 20`): the answer,
+    /// or None when this transport takes none.
+    fn command(&mut self, _line: &str) -> Option<String> {
         None
     }
     /// The bytes `send_batch` puts in front of every frame (a VXLAN header;

@@ -98,6 +98,9 @@ impl<H: Hook> Transport for Nested<H> {
     fn exit_status(&mut self) -> Option<i32> {
         self.inner.exit_status()
     }
+    fn command(&mut self, line: &str) -> Option<String> {
+        self.inner.command(line)
+    }
     fn tick(&mut self) {
         self.inner.tick();
         self.hook.tick();
