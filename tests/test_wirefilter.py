@@ -310,6 +310,24 @@ def test_loss_rate_bursts_and_rate_match_setting_and_netem():
 # ---------------------------------------------------------------- labs
 
 
+def test_duplication_rate_matches_setting_and_netem():
+    """A→B with dup 10 %: wirefilter repeats each further copy with that
+    probability (p/(1-p) = 0.111 extra copies per frame); netem's
+    `duplicate 10%` makes at most one (0.1)."""
+    n = 20000
+
+    def extra(link: Link) -> float:
+        seqs = list(link.blast(n, 200, 2_500_000)["seqs"])  # type: ignore[call-overload]
+        assert len(set(seqs)) > n * 0.99, "nothing lost"
+        return (len(seqs) - len(set(seqs))) / len(set(seqs))
+
+    res = both("dup=RL10/seed=7", "netem duplicate 10%", "", extra)
+    # 20000 frames: the extra copies' sigma is about 3 % of 0.111.
+    assert abs(res["ours"] - 1 / 9) < (1 / 9) * 0.08, res
+    if "netem" in res:
+        assert abs(res["netem"] - 0.1) < 0.1 * 0.1, res
+
+
 def test_lab_link_parameters_become_a_wirefilter():
     from vdeplug.lab import LabError, link_vnl
 
