@@ -22,8 +22,8 @@ mod options;
 mod protocol;
 mod socket;
 
-pub(crate) use options::overlay_options;
 pub use dns::{DnsStats, Names, Resolver};
+pub(crate) use options::overlay_options;
 pub use options::{config_of, peers_of, port_of, remote_of, Config, PeerName, Remote, DEFAULT_V4, DEFAULT_V6, MAX_ANSWER};
 pub use protocol::{Outgoing, OverlayStats, Peer, Protocol, Rx};
 pub use socket::{any, bind, ifindex, join_group, local_addrs, multicast_out, never_self, set_rcvbuf, udp_socket, unicast_out, IsSelf, Overlay};

@@ -228,7 +228,19 @@ pub fn config_of(t: &Target, remote: Remote, vni: u32) -> Result<Config, OpenErr
     let allow = allow_of(t, &remote)?;
     let ttl = ttl_of(t, &remote);
     let refresh = t.num("refresh");
-    Ok(Config { remote, port: port_of(t), vni, ttl, ifname: t.text("if"), rcvbuf: t.int("rcvbuf").map(|v| v as usize), hashsize: t.num("hashsize") as usize, expiretime: t.num("expiretime"), allow, names: Vec::new(), refresh })
+    Ok(Config {
+        remote,
+        port: port_of(t),
+        vni,
+        ttl,
+        ifname: t.text("if"),
+        rcvbuf: t.int("rcvbuf").map(|v| v as usize),
+        hashsize: t.num("hashsize") as usize,
+        expiretime: t.num("expiretime"),
+        allow,
+        names: Vec::new(),
+        refresh,
+    })
 }
 
 pub fn port_of(t: &Target) -> u16 {
