@@ -91,11 +91,12 @@ def reached(agents: list[Agent], ids: list[int], f: bytes) -> list[bool]:
     return [any(a.recv(i, timeout=1.0 if k == 0 else 0.3) == f for k in range(3)) for a, i in zip(agents, ids)]
 
 
-def test_members_from_dns_join_and_leave(dns_lab) -> None:
+@pytest.mark.parametrize("scheme", ["vxlan", "vxvde"])
+def test_members_from_dns_join_and_leave(dns_lab, scheme: str) -> None:
     (a, b, c, d), dns = dns_lab
     dns.set([a, b, c])
     agents = [Agent(h) for h in (a, b, c, d)]
-    ids = [ag.open(f"vxlan://{NAME}/refresh=1/vni=26") for ag in agents]
+    ids = [ag.open(f"{scheme}://{NAME}/refresh=1/vni=26") for ag in agents]
     xa = agents[0]
     assert xa.stats(ids[0])["dns_peers"] == 2, "every address but ours"
     f1 = frame(100, src=1, dst=BCAST)
