@@ -287,6 +287,22 @@ mod tests {
     }
 
     #[test]
+    fn names_are_kept_with_their_addresses_and_refresh_defaults_to_30() {
+        let target = |v: &str| match crate::plugins::resolve(v.as_bytes()).unwrap() {
+            crate::plugins::Resolved::Builtin(_, t) => t,
+            crate::plugins::Resolved::Other { .. } => unreachable!(),
+        };
+        let t = target("vxlan://10.0.0.9,localhost:4790");
+        let (r, names) = peers_of(&t).map_err(|e| e.to_string()).unwrap();
+        assert_eq!(r, peers(&["10.0.0.9:4789", "127.0.0.1:4790"]).unwrap());
+        assert_eq!(names, [PeerName { host: "localhost".into(), port: 4790, addrs: vec!["127.0.0.1:4790".parse().unwrap()] }]);
+        assert_eq!(config_of(&t, r, 1).map_err(|e| e.to_string()).unwrap().refresh, 30);
+        let t = target("vxvde://localhost/refresh=0");
+        assert_eq!(config_of(&t, remote_of(&t).map_err(|e| e.to_string()).unwrap(), 1).map_err(|e| e.to_string()).unwrap().refresh, 0);
+        assert_eq!(peers_of(&target("vxlan://10.0.0.9")).map_err(|e| e.to_string()).unwrap().1, [], "no names");
+    }
+
+    #[test]
     fn address_part_errors_name_the_entry() {
         let err = |v: &str| remote(v).unwrap_err();
         assert!(err("vxlan://10.0.0.2,fd00::1").ends_with("[fd00::1]"), "{}", err("vxlan://10.0.0.2,fd00::1"));
