@@ -37,7 +37,7 @@ fn open(spec: &str) -> io::Result<Box<dyn Transport>> {
         "vde" => Box::new(vde::open(Path::new(rest), &vde::Options { descr: "vdeplug-bench".into(), ..Default::default() })?),
         "vxvde" => {
             let remote = Remote::Group(rest.parse().map_err(io::Error::other)?);
-            let cfg = Config { remote, port: 14789, vni: 1, ttl: None, ifname: None, rcvbuf: Some(4 << 20), hashsize: 1024, expiretime: 128, allow: Vec::new() };
+            let cfg = Config { remote, port: 14789, vni: 1, ttl: None, ifname: None, rcvbuf: Some(4 << 20), hashsize: 1024, expiretime: 128, allow: Vec::new(), names: Vec::new(), refresh: 0 };
             Box::new(vxvde::open(&cfg, None)?)
         }
         _ => return Err(io::Error::other(format!("unknown endpoint kind {kind}"))),

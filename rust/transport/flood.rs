@@ -15,7 +15,7 @@
 //! hosts of our family are ever destinations (`HostRule`). No I/O here;
 //! every table is bounded because any host in an allowed prefix can grow it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::wire::vxlan::PROBE_LEN;
@@ -211,6 +211,8 @@ impl Member {
 #[derive(Debug)]
 pub struct FloodList {
     fixed: Vec<SocketAddr>,
+    /// The usual port of peers (`port=`).
+    port: u16,
     allow: Vec<Prefix>,
     rule: HostRule,
     members: HashMap<SocketAddr, Member>,
@@ -250,6 +252,7 @@ impl FloodList {
         let odd_ports = fixed.iter().any(|a| a.port() != port).then_some(port);
         FloodList {
             fixed,
+            port,
             allow,
             rule,
             members: HashMap::new(),
@@ -517,6 +520,31 @@ impl FloodList {
         }
         self.rebuild();
         true
+    }
+
+    /// The fixed peers are now `fixed` (peer names answered anew, dns.rs):
+    /// a new one that was a member is one no more; returns the ones that
+    /// went, whose MACs the overlay forgets.
+    pub fn set_fixed(&mut self, fixed: Vec<SocketAddr>) -> Vec<SocketAddr> {
+        let now: HashSet<SocketAddr> = fixed.iter().copied().collect();
+        let before: HashSet<SocketAddr> = self.fixed.iter().copied().collect();
+        let gone = self.fixed.iter().copied().filter(|a| !now.contains(a)).collect();
+        for a in fixed.iter().filter(|a| !before.contains(a)) {
+            if let Some(m) = self.members.remove(a) {
+                self.unverified -= usize::from(!m.verified);
+            }
+        }
+        self.odd_ports = fixed.iter().any(|a| a.port() != self.port).then_some(self.port);
+        self.fixed = fixed;
+        self.last = None;
+        self.last_sent = None;
+        self.rebuild();
+        gone
+    }
+
+    /// Which addresses may be destinations.
+    pub fn rule(&self) -> &HostRule {
+        &self.rule
     }
 
     /// `from` left (vxvde's header-only datagram). True if it was a member.
@@ -792,6 +820,19 @@ mod tests {
         assert!(!f.acked(sa("10.0.0.9:4789"), 1) && f.members() == 0, "ourselves (our address, our port) never joins");
         f.heard(sa("10.0.0.9:4790"), 100, 1);
         assert_eq!(f.members(), 1, "our address at another port is another endpoint");
+    }
+
+    #[test]
+    fn fixed_peers_change_with_a_new_answer() {
+        let mut f = list(&["10.0.0.2:4789", "10.0.0.3:4789"], "10.0.0.0/24");
+        verified(&mut f, "10.0.0.5:4789", 0);
+        assert!(f.may_send(sa("10.0.0.3:4789"), 60), "the last destination is cached");
+        let gone = f.set_fixed(vec![sa("10.0.0.2:4789"), sa("10.0.0.5:4789"), sa("10.0.0.6:4790")]);
+        assert_eq!(gone, [sa("10.0.0.3:4789")]);
+        assert_eq!(f.targets(0), &[sa("10.0.0.2:4789"), sa("10.0.0.5:4789"), sa("10.0.0.6:4790")], "a member now fixed is listed once");
+        assert_eq!(f.members(), 0);
+        assert!(!f.may_send(sa("10.0.0.3:4789"), 60), "gone: nothing more, cache or not");
+        assert_eq!(f.listed_port(sa("10.0.0.6:1")), Some(4790));
     }
 
     #[test]

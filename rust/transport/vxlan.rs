@@ -74,13 +74,16 @@ impl Transport for Vxlan {
     fn authentic(&mut self, i: usize) {
         self.ov.authentic(i);
     }
+    fn tick(&mut self) {
+        self.ov.tick();
+    }
 }
 
 // ---------------------------------------------------------------- VNL
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
-    let remote = overlay::remote_of(t)?;
-    let cfg = overlay::config_of(t, remote, t.num("vni") as u32)?;
+    let (remote, names) = overlay::peers_of(t)?;
+    let cfg = Config { names, ..overlay::config_of(t, remote, t.num("vni") as u32)? };
     Ok(Box::new(open(&cfg)?))
 }
 
@@ -107,7 +110,19 @@ mod tests {
         // peer: one recv_batch consumes at most a batch's worth of them.
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cfg = Config { remote: Remote::Peers(vec![peer.local_addr().unwrap()]), port, vni: 5, ttl: None, ifname: None, rcvbuf: None, hashsize: 64, expiretime: 128, allow: Vec::new() };
+        let cfg = Config {
+            remote: Remote::Peers(vec![peer.local_addr().unwrap()]),
+            port,
+            vni: 5,
+            ttl: None,
+            ifname: None,
+            rcvbuf: None,
+            hashsize: 64,
+            expiretime: 128,
+            allow: Vec::new(),
+            names: Vec::new(),
+            refresh: 0,
+        };
         let mut v = open(&cfg).unwrap();
         for _ in 0..2000 {
             peer.send_to(&[1, 2, 3], ("127.0.0.1", port)).unwrap();

@@ -146,6 +146,9 @@ impl Transport for Vxvde {
     fn authentic(&mut self, i: usize) {
         self.ov.authentic(i);
     }
+    fn tick(&mut self) {
+        self.ov.tick();
+    }
 }
 
 impl Drop for Vxvde {
@@ -174,7 +177,7 @@ pub fn with_gid(group: IpAddr, gid: u32) -> IpAddr {
 }
 
 fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
-    let mut remote = overlay::remote_of(t)?;
+    let (mut remote, names) = overlay::peers_of(t)?;
     let mut vni = t.num("vni") as u32;
     if let Some(gid) = t.int("grp") {
         if let Remote::Group(g) = remote {
@@ -188,7 +191,7 @@ fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
         Some(b) => Some(b.parse::<IpAddr>().map_err(|_| t.error(format!("bad bind address {b:?}"), &b))?),
         None => None,
     };
-    Ok(Box::new(open(&overlay::config_of(t, remote, vni)?, bind)?))
+    Ok(Box::new(open(&Config { names, ..overlay::config_of(t, remote, vni)? }, bind)?))
 }
 
 pub const PLUGIN: Builtin = Builtin {

@@ -14,13 +14,17 @@
 //! - socket.rs: the sockets (batched receive with UDP GRO, one path per
 //!   datagram; sends with UDP GSO; socket setup).
 //! - options.rs: the option table, the address part, `Config`.
+//! - dns.rs: peer names, each address a peer, looked up again every
+//!   `refresh=` seconds by a thread (`Names` decides, without I/O).
 
+mod dns;
 mod options;
 mod protocol;
 mod socket;
 
+pub use dns::{DnsStats, Names, Resolver};
 pub(crate) use options::overlay_options;
-pub use options::{config_of, port_of, remote_of, Config, Remote, DEFAULT_V4, DEFAULT_V6};
+pub use options::{config_of, peers_of, port_of, remote_of, Config, PeerName, Remote, DEFAULT_V4, DEFAULT_V6, MAX_ANSWER};
 pub use protocol::{Outgoing, OverlayStats, Peer, Protocol, Rx};
 pub use socket::{any, bind, ifindex, join_group, local_addrs, multicast_out, never_self, set_rcvbuf, udp_socket, unicast_out, IsSelf, Overlay};
 
@@ -30,7 +34,7 @@ mod testutil {
 
     pub fn cfg() -> Config {
         let remote = Remote::Group("239.0.0.1".parse().unwrap());
-        Config { remote, port: 4789, vni: 5, ttl: None, ifname: None, rcvbuf: None, hashsize: 64, expiretime: 128, allow: Vec::new() }
+        Config { remote, port: 4789, vni: 5, ttl: None, ifname: None, rcvbuf: None, hashsize: 64, expiretime: 128, allow: Vec::new(), names: Vec::new(), refresh: 0 }
     }
 
     pub fn eth(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {

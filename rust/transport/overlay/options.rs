@@ -14,6 +14,19 @@ pub enum Remote {
     Peers(Vec<SocketAddr>),
 }
 
+/// A host name of the peer list: every address it has in the endpoint's
+/// family is a peer, at `port`; `addrs` is the answer at open (capped at
+/// `MAX_ANSWER`, in the order the resolver gave).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerName {
+    pub host: String,
+    pub port: u16,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// At most this many addresses of one name are peers (more are counted, see dns.rs).
+pub const MAX_ANSWER: usize = 1024;
+
 /// Options common to vxlan:// and vxvde:// (already parsed and typed).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,6 +41,10 @@ pub struct Config {
     pub expiretime: u64,
     /// Sources that may join the flood list (unicast peers only).
     pub allow: Vec<Prefix>,
+    /// The host names of the peer list (their addresses are in `remote` too).
+    pub names: Vec<PeerName>,
+    /// Seconds between lookups of `names` (0: resolved once, at open).
+    pub refresh: u64,
 }
 
 impl Config {
@@ -74,6 +91,7 @@ macro_rules! overlay_options {
             opt("expiretime", Kind::Int { lo: 1, hi: 1 << 40 }, OptDefault::Int(128), "MAC table entry lifetime (s)"),
             opt("if", Kind::Text, OptDefault::Unset, "network interface for multicast"),
             opt("allow", Kind::Text, OptDefault::Unset, "with unicast peers: source prefixes that may join the flood list"),
+            opt("refresh", Kind::Int { lo: 0, hi: 1 << 31 }, OptDefault::Int(30), "with unicast peers: seconds between lookups of peer names, each address a peer (0: once, at open)"),
             $($extra,)*
         ]
     };
@@ -85,9 +103,14 @@ pub(crate) use overlay_options;
 /// that group; else a comma-separated list of unicast peers, each `ip`,
 /// `[ipv6]`, `host`, optionally `:port` (default `port=`). All of one
 /// family: `v4`/`v6` if given (unlike vdeplug4 they also check an explicit
-/// address), else the first peer's; a host name gives its address of that
-/// family (IPv4 first when nothing says).
+/// address), else the first peer's; a host name gives every address it has
+/// in that family (IPv4 when nothing says and it has one).
 pub fn remote_of(t: &Target) -> Result<Remote, OpenError> {
+    Ok(peers_of(t)?.0)
+}
+
+/// `remote_of`, and the host names of a peer list with their addresses.
+pub fn peers_of(t: &Target) -> Result<(Remote, Vec<PeerName>), OpenError> {
     let port = port_of(t);
     if t.flag("v4") && t.flag("v6") {
         return Err(t.error("v4 and v6 together", "v6"));
@@ -101,15 +124,19 @@ pub fn remote_of(t: &Target) -> Result<Remote, OpenError> {
         None
     };
     if text.is_empty() {
-        return Ok(Remote::Group(if want6 == Some(true) { IpAddr::V6(DEFAULT_V6) } else { IpAddr::V4(DEFAULT_V4) }));
+        return Ok((Remote::Group(if want6 == Some(true) { IpAddr::V6(DEFAULT_V6) } else { IpAddr::V4(DEFAULT_V4) }), Vec::new()));
     }
     let listed = text.contains(',');
     let mut peers = Vec::new();
+    let mut names = Vec::new();
     for entry in text.split(',') {
         let (host, p) = split_host_port(entry).map_err(|m| t.error(m, entry))?;
-        let ip = match host.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => resolve(host, want6).map_err(|m| t.error(m, entry))?,
+        let (ip, more) = match host.parse::<IpAddr>() {
+            Ok(ip) => (ip, Vec::new()),
+            Err(_) => {
+                let all = resolve(host, want6).map_err(|m| t.error(m, entry))?;
+                (all[0], all)
+            }
         };
         let family = if ip.is_ipv6() { 6 } else { 4 };
         if want6.is_some_and(|v6| v6 != ip.is_ipv6()) {
@@ -121,14 +148,21 @@ pub fn remote_of(t: &Target) -> Result<Remote, OpenError> {
             if listed || p.is_some() {
                 return Err(t.error(format!("{entry}: a multicast group stands alone (port with /port=), not in a list of peers"), entry));
             }
-            return Ok(Remote::Group(ip));
+            return Ok((Remote::Group(ip), Vec::new()));
         }
         if ip.is_unspecified() {
             return Err(t.error(format!("{entry} is not a peer address"), entry));
         }
-        peers.push(SocketAddr::new(ip, p.unwrap_or(port)));
+        let port = p.unwrap_or(port);
+        if more.is_empty() {
+            peers.push(SocketAddr::new(ip, port));
+        } else {
+            let addrs: Vec<SocketAddr> = more.into_iter().map(|a| SocketAddr::new(a, port)).collect();
+            peers.extend_from_slice(&addrs);
+            names.push(PeerName { host: host.to_string(), port, addrs });
+        }
     }
-    Ok(Remote::Peers(peers))
+    Ok((Remote::Peers(peers), names))
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
@@ -150,15 +184,33 @@ fn split_host_port(entry: &str) -> Result<(&str, Option<u16>), String> {
     }
 }
 
-/// A host name's address of the family asked for (`None`: IPv4 if it has one).
-fn resolve(host: &str, want6: Option<bool>) -> Result<IpAddr, String> {
-    use std::net::ToSocketAddrs;
-    let addrs: Vec<IpAddr> = (host, 0).to_socket_addrs().map_err(|e| format!("cannot resolve {host:?}: {e}"))?.map(|a| a.ip()).collect();
-    let pick = |v6: bool| addrs.iter().copied().find(|a| a.is_ipv6() == v6);
-    match want6 {
-        Some(v6) => pick(v6).ok_or_else(|| format!("{host:?} has no IPv{} address", if v6 { 6 } else { 4 })),
-        None => pick(false).or_else(|| pick(true)).ok_or_else(|| format!("cannot resolve {host:?}: no address")),
+/// A host name's addresses of the family asked for (`None`: IPv4 if it
+/// has one), at least one, at most `MAX_ANSWER`, without repeats.
+fn resolve(host: &str, want6: Option<bool>) -> Result<Vec<IpAddr>, String> {
+    let addrs = lookup(host, None, usize::MAX).map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    let v6 = match want6 {
+        Some(v6) => v6,
+        None => !addrs.iter().any(IpAddr::is_ipv4),
+    };
+    let mut of: Vec<IpAddr> = Vec::new();
+    for a in addrs.into_iter().filter(|a| a.is_ipv6() == v6) {
+        if !of.contains(&a) && of.len() < MAX_ANSWER {
+            of.push(a);
+        }
     }
+    match (of.is_empty(), want6) {
+        (false, _) => Ok(of),
+        (true, Some(v6)) => Err(format!("{host:?} has no IPv{} address", if v6 { 6 } else { 4 })),
+        (true, None) => Err(format!("cannot resolve {host:?}: no address")),
+    }
+}
+
+/// A name's addresses from the system resolver (getaddrinfo: /etc/hosts,
+/// DNS …), of one family if `v6` says, at most `cap` of them (the rest of
+/// the answer is never copied).
+pub fn lookup(host: &str, v6: Option<bool>, cap: usize) -> std::io::Result<Vec<IpAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok((host, 0).to_socket_addrs()?.map(|a| a.ip()).filter(|a| v6.is_none_or(|v6| a.is_ipv6() == v6)).take(cap).collect())
 }
 
 /// `allow=`: comma-separated prefixes, only with unicast peers.
@@ -175,7 +227,20 @@ fn allow_of(t: &Target, remote: &Remote) -> Result<Vec<Prefix>, OpenError> {
 pub fn config_of(t: &Target, remote: Remote, vni: u32) -> Result<Config, OpenError> {
     let allow = allow_of(t, &remote)?;
     let ttl = ttl_of(t, &remote);
-    Ok(Config { remote, port: port_of(t), vni, ttl, ifname: t.text("if"), rcvbuf: t.int("rcvbuf").map(|v| v as usize), hashsize: t.num("hashsize") as usize, expiretime: t.num("expiretime"), allow })
+    let refresh = t.num("refresh");
+    Ok(Config {
+        remote,
+        port: port_of(t),
+        vni,
+        ttl,
+        ifname: t.text("if"),
+        rcvbuf: t.int("rcvbuf").map(|v| v as usize),
+        hashsize: t.num("hashsize") as usize,
+        expiretime: t.num("expiretime"),
+        allow,
+        names: Vec::new(),
+        refresh,
+    })
 }
 
 pub fn port_of(t: &Target) -> u16 {
@@ -219,6 +284,22 @@ mod tests {
         assert_eq!(remote("vxvde://fd00::2,[fd00::3]:7,[fd00::4]"), peers(&["[fd00::2]:14789", "[fd00::3]:7", "[fd00::4]:14789"]));
         assert_eq!(remote("vxlan://localhost:4790"), peers(&["127.0.0.1:4790"]), "a name gives IPv4 first");
         assert_eq!(remote("vxlan://127.0.0.1,localhost"), peers(&["127.0.0.1:4789", "127.0.0.1:4789"]));
+    }
+
+    #[test]
+    fn names_are_kept_with_their_addresses_and_refresh_defaults_to_30() {
+        let target = |v: &str| match crate::plugins::resolve(v.as_bytes()).unwrap() {
+            crate::plugins::Resolved::Builtin(_, t) => t,
+            crate::plugins::Resolved::Other { .. } => unreachable!(),
+        };
+        let t = target("vxlan://10.0.0.9,localhost:4790");
+        let (r, names) = peers_of(&t).map_err(|e| e.to_string()).unwrap();
+        assert_eq!(r, peers(&["10.0.0.9:4789", "127.0.0.1:4790"]).unwrap());
+        assert_eq!(names, [PeerName { host: "localhost".into(), port: 4790, addrs: vec!["127.0.0.1:4790".parse().unwrap()] }]);
+        assert_eq!(config_of(&t, r, 1).map_err(|e| e.to_string()).unwrap().refresh, 30);
+        let t = target("vxvde://localhost/refresh=0");
+        assert_eq!(config_of(&t, remote_of(&t).map_err(|e| e.to_string()).unwrap(), 1).map_err(|e| e.to_string()).unwrap().refresh, 0);
+        assert_eq!(peers_of(&target("vxlan://10.0.0.9")).map_err(|e| e.to_string()).unwrap().1, [], "no names");
     }
 
     #[test]

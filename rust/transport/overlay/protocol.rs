@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
-use super::options::Config;
+use super::dns::Names;
+use super::options::{Config, Remote};
 use crate::mac_table::MacTable;
 use crate::transport::flood::{self, Due, FloodList};
 use crate::wire::ethernet::{Address, Frame};
@@ -122,13 +123,21 @@ pub struct Protocol {
     pending: Vec<Option<Lesson>>,
     /// What the last accepted frame would teach, until placed in `pending`.
     accepted: Option<Lesson>,
+    /// The peer list's host names, with their last good answers (None: no names).
+    pub names: Option<Names>,
 }
 
 impl Protocol {
     /// The cookie key is random: None without random numbers.
+    /// With host names in the peer list, the fixed peers are those the
+    /// names give (see dns.rs), through the flood list's `HostRule`.
     pub fn new(cfg: &Config, flood: FloodList, strict: bool, force_port: Option<u16>) -> Option<Protocol> {
         let cookie_key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new()).ok()?;
-        Some(Protocol {
+        let names = match &cfg.remote {
+            Remote::Peers(all) if !cfg.names.is_empty() => Some(Names::new(all, &cfg.names, cfg.v6(), flood.rule())),
+            _ => None,
+        };
+        let mut p = Protocol {
             table: MacTable::new(cfg.hashsize, cfg.expiretime, 0),
             flood,
             header: Repr { vni: cfg.vni }.to_bytes(),
@@ -143,7 +152,29 @@ impl Protocol {
             defer: false,
             pending: Vec::new(),
             accepted: None,
-        })
+            names,
+        };
+        if let Some(n) = &p.names {
+            let peers = n.peers(p.flood.rule());
+            p.flood.set_fixed(peers);
+        }
+        Some(p)
+    }
+
+    /// The answer to a lookup of peer name `i` (dns.rs's `Resolver`): peers
+    /// that appeared are flooded to from now on, those that went are not
+    /// and their MACs are forgotten. Returns a line to log, if any.
+    pub fn dns_answer(&mut self, i: usize, answer: Result<Vec<IpAddr>, String>) -> Option<String> {
+        let names = self.names.as_mut()?;
+        let change = names.answer(i, answer, self.flood.rule());
+        if !change.added.is_empty() || !change.removed.is_empty() {
+            let peers = names.peers(self.flood.rule());
+            for gone in self.flood.set_fixed(peers) {
+                self.table.forget_value(Peer(gone));
+            }
+            self.learned = None;
+        }
+        change.note
     }
 
     /// Check a received header, learn the source MAC, or spot a leave message.
@@ -403,7 +434,7 @@ impl Protocol {
     /// Counters, overlay's and the flood list's.
     pub fn stats_pairs(&self) -> Vec<(&'static str, u64)> {
         let (s, m) = (&self.stats, &self.flood.stats);
-        vec![
+        let mut pairs = vec![
             ("unicast_out", s.unicast_out),
             ("multicast_out", s.multicast_out),
             ("peer_floods_out", s.peer_floods_out),
@@ -429,7 +460,20 @@ impl Protocol {
             ("unverified_held", m.held),
             ("peer_lists_limited", m.lists_limited),
             ("control_dropped", m.due_dropped),
-        ]
+        ];
+        if let Some(n) = &self.names {
+            let d = n.stats;
+            pairs.extend([
+                ("dns_peers", n.named_peers() as u64),
+                ("dns_lookups", d.lookups),
+                ("dns_failures", d.failures),
+                ("dns_capped", d.capped),
+                ("dns_refused", d.refused),
+                ("dns_added", d.added),
+                ("dns_removed", d.removed),
+            ]);
+        }
+        pairs
     }
 }
 
@@ -443,6 +487,28 @@ mod tests {
     fn overlay(strict: bool, force_port: Option<u16>) -> Protocol {
         let c = cfg();
         Protocol::new(&c, c.flood_list(0, LocalAddrs::default()), strict, force_port).unwrap()
+    }
+
+    /// A peer name's new answer: the new address is flooded to, the one
+    /// gone is not and its MACs are forgotten; a failure changes nothing.
+    #[test]
+    fn peer_names_answer_anew() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mut c = cfg();
+        c.remote = Remote::Peers(vec![sa("10.0.0.1:4789"), sa("10.0.0.2:4789"), sa("10.0.0.3:4789")]);
+        c.names = vec![super::super::PeerName { host: "pods".into(), port: 4789, addrs: vec![sa("10.0.0.2:4789"), sa("10.0.0.3:4789")] }];
+        let mut ov = Protocol::new(&c, c.flood_list(4789, LocalAddrs::default()), false, Some(4789)).unwrap();
+        let hdr = Repr { vni: 5 }.to_bytes();
+        assert_eq!(ov.accept(&hdr, &eth([0xff; 6], A), 68, sa("10.0.0.3:50000"), 10), Rx::Frame);
+        assert_eq!(ov.destination(&eth(A, B), 10), Some(sa("10.0.0.3:4789")));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ov.dns_answer(0, Ok(vec![ip("10.0.0.2"), ip("10.0.0.4")])), None);
+        assert_eq!(ov.flood.targets(10), &[sa("10.0.0.1:4789"), sa("10.0.0.2:4789"), sa("10.0.0.4:4789")]);
+        assert_eq!(ov.destination(&eth(A, B), 10), None, "its MACs are forgotten");
+        assert!(ov.dns_answer(0, Err("timed out".into())).is_some_and(|n| n.contains("keeping its 2 addresses")));
+        assert_eq!(ov.flood.targets(10).len(), 3, "the last good list is kept");
+        let stats: std::collections::HashMap<_, _> = ov.stats_pairs().into_iter().collect();
+        assert_eq!((stats["dns_peers"], stats["dns_failures"], stats["dns_added"], stats["dns_removed"]), (2, 1, 1, 1));
     }
 
     #[test]

@@ -9,9 +9,11 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
 
+use super::dns::Resolver;
 use super::options::Config;
 use super::protocol::{Peer, Protocol, Rx};
 use crate::sys::{self, Meta, MAX_BATCH};
@@ -95,11 +97,21 @@ pub struct Overlay {
     one: Batch,
     /// The control message being sent (reused).
     msg: Vec<u8>,
+    /// Looks the peer names up again every `refresh=` (None: no names, or refresh=0).
+    resolver: Option<Resolver>,
+    /// What the log lines start with.
+    scheme: &'static str,
 }
 
 impl Overlay {
+    /// With peer names and `refresh=` above 0, a thread looks them up again
+    /// every `refresh=` seconds (dns.rs); `tick` takes its answers.
     pub fn new(cfg: &Config, flood: FloodList, strict: bool, force_port: Option<u16>) -> io::Result<Overlay> {
         let core = Protocol::new(cfg, flood, strict, force_port).ok_or_else(|| io::Error::other("no random numbers for the probe cookie key"))?;
+        let resolver = match &core.names {
+            Some(n) if cfg.refresh > 0 => Some(Resolver::spawn(n.hosts(), cfg.v6(), Duration::from_secs(cfg.refresh)).map_err(|e| ctx(e, "cannot start the thread that looks peer names up"))?),
+            _ => None,
+        };
         Ok(Overlay {
             core,
             prefix: Box::new([[0u8; 8]; MAX_BATCH]),
@@ -112,7 +124,19 @@ impl Overlay {
             gro: [None, None],
             one: Batch::new(1),
             msg: Vec::new(),
+            resolver,
+            scheme: if strict { "vxvde" } else { "vxlan" },
         })
+    }
+
+    /// Housekeeping (the loop's `tick`): apply the peer names' new answers.
+    pub fn tick(&mut self) {
+        let Some(r) = &self.resolver else { return };
+        while let Some((i, answer)) = r.poll() {
+            if let Some(note) = self.core.dns_answer(i, answer) {
+                eprintln!("{}: {note}", self.scheme);
+            }
+        }
     }
 
     /// The VXLAN header in front of every frame we send.
