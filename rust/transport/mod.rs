@@ -23,6 +23,7 @@ pub mod cmd;
 pub mod flood;
 pub mod gro;
 pub mod gso_runs;
+pub mod macvtap;
 pub mod nested;
 pub mod netnode;
 pub mod node_dir;
