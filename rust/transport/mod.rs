@@ -33,6 +33,7 @@ pub mod owner;
 pub mod ptp;
 pub mod ready;
 pub mod replay;
+pub mod restart;
 pub mod seal;
 pub mod seqpacket;
 pub mod stream;
