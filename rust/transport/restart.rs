@@ -332,22 +332,21 @@ mod tests {
     }
 
     #[test]
-    fn reopens_after_eof_and_counts() {
+    fn down_until_the_reopen_is_due_then_up() {
         // null:// never fails: a failure is simulated through fail().
         let mut r = Restart::open(b"null://", &OpenArgs::default(), 1).unwrap();
-        r.last_open -= 2_000_000_000; // the last open is older than the period
         r.fail("test");
-        assert!(r.inner.is_none());
-        let mut ep = Endpoint::new("r", Box::new(r));
+        assert!(r.inner.is_none() && r.due.is_some_and(|d| d > now_ns()), "opened just now: the reopen waits a period");
         let frame = [0xffu8; 60];
-        assert_eq!(ep.send_frame(&frame).unwrap(), 0, "dropped while down");
-        assert_eq!(ep.stats.drops_out, 1);
-        assert!(sys::poll_in(ep.transport.data_fd(), 1000).unwrap(), "the reopen is due at once: the data fd says so");
+        assert!(r.send(&frame).is_err_and(|e| is_transient(&e)), "dropped while down");
+        assert!(!sys::poll_in(r.data_fd(), 0).unwrap(), "nothing to do before the reopen is due");
+        r.schedule(now_ns()); // as if the period passed
+        assert!(sys::poll_in(r.data_fd(), 1000).unwrap(), "the reopen is due: the data fd says so");
         let mut buf = [0u8; 100];
-        assert!(ep.recv_frame(&mut buf).is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock));
-        let s: std::collections::HashMap<_, _> = ep.transport.extra_stats().into_iter().collect();
-        assert_eq!((s["restarts"], s["restart_failures"], s["restart_dropped"], s["restart_down"]), (1, 1, 1, 0), "{s:?}");
-        assert!(ep.send_frame(&frame).unwrap() > 0, "up again");
+        assert!(r.recv(&mut buf).is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock));
+        let s = r.stats;
+        assert_eq!((s.restarts, s.failures, s.dropped, r.inner.is_some()), (1, 1, 1, true));
+        assert_eq!(r.send(&frame).unwrap(), 60, "up again");
     }
 
     fn stats(ep: &Endpoint) -> std::collections::HashMap<&'static str, u64> {
