@@ -352,7 +352,7 @@ pub fn typed(items: &[(Vec<u8>, Option<Vec<u8>>)], options: &'static [Opt], bare
 
 pub fn builtins() -> &'static [&'static Builtin] {
     use transport::*;
-    static ALL: [&Builtin; 18] = [
+    static ALL: [&Builtin; 20] = [
         &null::PLUGIN,
         &ptp::PLUGIN,
         &udp::PLUGIN,
@@ -371,6 +371,8 @@ pub fn builtins() -> &'static [&'static Builtin] {
         &seal::PLUGIN,
         &agno::PLUGIN,
         &wirefilter::PLUGIN,
+        &macvtap::PLUGIN,
+        &restart::PLUGIN,
     ];
     &ALL
 }

@@ -341,12 +341,40 @@ pub fn open_tap(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String)> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
+    let final_name = tap_set_iff(fd.as_raw_fd(), &mut ifr, vnet_hdr)?;
+    Ok((fd, final_name))
+}
+
+/// TUNSETIFF as a tap without packet info (and with a virtio-net header
+/// when `vnet_hdr`) on a tun or macvtap fd; the interface name it reports.
+fn tap_set_iff(fd: RawFd, ifr: &mut libc::ifreq, vnet_hdr: bool) -> io::Result<String> {
     let vnet = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
     ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
     // SAFETY: TUNSETIFF takes a pointer to an ifreq, which is live.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) })?;
-    let final_name: String = ifr.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();
-    Ok((fd, final_name))
+    cvt(unsafe { libc::ioctl(fd, libc::TUNSETIFF as _, ifr as *mut libc::ifreq) })?;
+    Ok(ifr.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect())
+}
+
+/// Open a macvtap character device (`/dev/tapN`) non-blocking as a tap,
+/// with a virtio-net header when `vnet_hdr`.
+pub fn open_macvtap(path: &std::path::Path, vnet_hdr: bool) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid C string.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: fresh fd owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data.
+    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
+    tap_set_iff(fd.as_raw_fd(), &mut ifr, vnet_hdr)?;
+    Ok(fd)
+}
+
+/// mknod(2) a character device node (mode 0600) for `major:minor`.
+pub fn mknod_char(path: &std::path::Path, major: u32, minor: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid C string; makedev only computes a number.
+    cvt(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(major, minor)) })?;
+    Ok(())
 }
 
 /// if_nametoindex(3); 0 if unknown.

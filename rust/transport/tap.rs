@@ -65,9 +65,21 @@ struct OffloadStats {
     offload_errors: u64,
 }
 
+/// Offloads wanted (VDEPLUG_TAP_OFFLOAD is not "0"): open with a virtio-net header.
+pub fn offload_wanted() -> bool {
+    std::env::var("VDEPLUG_TAP_OFFLOAD").map_or(true, |v| v != "0")
+}
+
 pub fn open(name: &str) -> io::Result<Tap> {
-    let want = std::env::var("VDEPLUG_TAP_OFFLOAD").map_or(true, |v| v != "0");
+    let want = offload_wanted();
     let (fd, name) = sys::open_tap(name, want).map_err(|e| ctx(explain(e, name), format!("tap://{name}")))?;
+    with_fd(fd, name, want)
+}
+
+/// A tap (or macvtap) fd already set up, with a virtio-net header when
+/// `vnet_hdr`: offloads are negotiated as for tap://.
+pub fn with_fd(fd: OwnedFd, name: String, vnet_hdr: bool) -> io::Result<Tap> {
+    let want = vnet_hdr;
     if !want {
         return Ok(Tap { fd, name, off: None });
     }
@@ -77,7 +89,7 @@ pub fn open(name: &str) -> io::Result<Tap> {
     // USO needs Linux 6.2; without it, TCP offloads alone; without those, none.
     let ok = [all | libc::TUN_F_USO4 | libc::TUN_F_USO6, all, 0].into_iter().any(|f| sys::tap_set_offload(fd.as_raw_fd(), f).is_ok());
     if !ok {
-        return Err(ctx(io::Error::last_os_error(), format!("tap://{name}: TUNSETOFFLOAD")));
+        return Err(ctx(io::Error::last_os_error(), format!("{name}: TUNSETOFFLOAD")));
     }
     let off = Offload {
         ready: ReadyFd::new(&[fd.as_raw_fd()])?,
