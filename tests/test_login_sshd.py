@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 import vdeplug
-from conftest import VDE_PLUG, frame, read_exact, wait_for
+from conftest import VDE_PLUG, NobodyEnv, frame, read_exact, wait_for
 
-LOGIN = Path(vdeplug.__file__).parent / "lib" / "vde_plug"
 SSHD = "/usr/sbin/sshd"
 
 pytestmark = [
@@ -57,7 +56,10 @@ def run(*argv: str) -> None:
 
 
 @pytest.fixture
-def site() -> Iterator[Site]:
+def site(nobody_env: NobodyEnv) -> Iterator[Site]:
+    # The user runs a copy of vdeplug it can reach (ours may be under /root, 0700).
+    login = Path(subprocess.run([nobody_env.python, "-c", "import vdeplug; print(vdeplug.__file__)"], capture_output=True, text=True, check=True).stdout.strip()).parent / "lib" / "vde_plug"
+    user_vde_plug = str(nobody_env.bin / "vde_plug")
     tag = uuid.uuid4().hex[:6]
     ns, user, port = f"sshf{tag}", f"vdeu{tag}", 2200 + int(tag, 16) % 700
     conf = Path(tempfile.mkdtemp(prefix="vdeplug-sshd."))
@@ -67,7 +69,7 @@ def site() -> Iterator[Site]:
     run("ip", "netns", "add", ns)
     try:
         run("ip", "-n", ns, "link", "set", "lo", "up")
-        run("useradd", "-M", "-p", "*", "-d", str(home), "-s", str(LOGIN), user)  # "*": no password, not locked (sshd refuses locked accounts)
+        run("useradd", "-M", "-p", "*", "-d", str(home), "-s", str(login), user)  # "*": no password, not locked (sshd refuses locked accounts)
         pw = pwd.getpwnam(user)
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(conf / "host_key"))
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(conf / "user_key"))
@@ -86,7 +88,7 @@ def site() -> Iterator[Site]:
             os.chown(p, pw.pw_uid, pw.pw_gid)
         home.chmod(0o755)
         # The user's own switch, run as the user.
-        procs.append(subprocess.Popen(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", VDE_PLUG, "null://", f"switch://{sw}"], stderr=subprocess.PIPE))
+        procs.append(subprocess.Popen(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", user_vde_plug, "null://", f"switch://{sw}"], stderr=subprocess.PIPE))
         wait_for(lambda: (sw / "ctl").exists(), what="the user's switch")
         check = subprocess.run(["ip", "netns", "exec", ns, SSHD, "-t", "-f", str(conf / "sshd_config")], capture_output=True, text=True)
         if check.returncode != 0:

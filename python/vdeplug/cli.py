@@ -80,7 +80,8 @@ usage: vde_plug [OPTIONS] [URL]                  plug URL into stdin/stdout (str
 URL is a VNL: vde:///tmp/sw[3], /tmp/sw, ptp:///tmp/link, udp://"5000->host:5001",
 tap://t0, vxlan://239.0.0.1/vni=5, vxvde://239.1.2.3, switch:///tmp/sw, null://,
 cmd://"command args", vlan://3{VNL}, capture:///tmp/x.pcap{VNL}, seal://KEYFILE{VNL},
-agno://KEYFILE{VNL}, wirefilter://[delay=20/loss=1]{VNL};
+agno://KEYFILE{VNL}, wirefilter://[delay=20/loss=1]{VNL}, macvtap://IFACE,
+restart://20{VNL};
 '' or no URL means the default network: the first line of ~/.vdeplug/default,
 else ~/.vde2/default.switch, else the switch at /run/vde.ctl or /tmp/vde.ctl.
 
