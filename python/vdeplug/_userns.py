@@ -174,6 +174,23 @@ def _plug(tap: Any, stream: Any) -> None:
         stream.close()
 
 
+def pass_signals_to(child: int) -> None:
+    """The command decides about ^C (the terminal sends it to all of us);
+    TERM and HUP are passed on to `child`. Python handlers, not SIG_IGN, so
+    a command started after this (exec) has the default dispositions."""
+
+    def forward(sig: int, _frame: object) -> None:
+        try:
+            os.kill(child, sig)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, lambda *_: None)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+
+
 def inner(cfg: dict[str, Any], go: int, parent: int) -> NoReturn:
     """vdens's half inside the namespaces (see the module docstring): ``go``
     is a pipe that brings a byte once every VNL is open (EOF: give up)."""
@@ -236,19 +253,7 @@ def inner(cfg: dict[str, Any], go: int, parent: int) -> NoReturn:
     except OSError as e:
         _die(f"{argv[0]}: {e.strerror}", 127)
 
-    def forward(sig: int, _frame: object) -> None:
-        try:
-            os.kill(child, sig)
-        except ProcessLookupError:
-            pass
-
-    # The command decides about ^C (the terminal sends it to all of us);
-    # TERM and HUP are passed on. Python handlers, so the command (exec)
-    # starts with the default dispositions.
-    for sig in (signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, lambda *_: None)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
+    pass_signals_to(child)
     status = 0
     while True:
         try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import getopt
 import os
 import shlex
-import signal
 import socket
 import sys
 import threading
@@ -150,18 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             os._exit(1)
     os.close(go_r)
-    # The command decides about ^C (the terminal sends it to all of us).
-    for sig in (signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, lambda *_: None)
-
-    def forward(sig: int, _frame: object) -> None:
-        try:
-            os.kill(child, sig)
-        except ProcessLookupError:
-            pass
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
+    _userns.pass_signals_to(child)
     conns: list[Connection] = []
     try:
         for vnl in vnls:
