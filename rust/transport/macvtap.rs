@@ -92,13 +92,7 @@ fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
     if t.address.is_empty() {
         return Err(t.error("missing interface name: macvtap://IFACE", &t.address));
     }
-    if t.address.len() > 15 {
-        return Err(t.error("interface name longer than 15 bytes", &t.address));
-    }
-    if t.address.contains(&b'/') {
-        return Err(t.error("interface name with '/'", &t.address));
-    }
-    Ok(Box::new(open(&t.address_str())?))
+    Ok(Box::new(open(&super::tap::interface_name(t)?)?))
 }
 
 pub const PLUGIN: Builtin =

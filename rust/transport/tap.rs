@@ -389,17 +389,22 @@ impl Transport for Tap {
 
 // ---------------------------------------------------------------- VNL
 
-fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
+/// The interface name of a tap:// or macvtap:// VNL: at most 15 bytes, no '/'.
+pub fn interface_name(t: &Target) -> Result<String, OpenError> {
     if t.address.len() > 15 {
         return Err(t.error("interface name longer than 15 bytes", &t.address));
     }
     if t.address.contains(&b'/') {
         return Err(t.error("interface name with '/'", &t.address));
     }
-    Ok(Box::new(open(&t.address_str())?))
+    Ok(t.address_str())
+}
+
+fn open_vnl(t: &Target, _args: &OpenArgs) -> OpenResult {
+    Ok(Box::new(open(&interface_name(t)?)?))
 }
 
 pub const PLUGIN: Builtin = Builtin { scheme: "tap", syntax: Syntax::Raw, options: &[], bare: None, nests: false, summary: "Linux tap interface: tap://t0", open: open_vnl };
 
-use crate::plugins::{Builtin, OpenArgs, OpenResult, Target};
+use crate::plugins::{Builtin, OpenArgs, OpenError, OpenResult, Target};
 use crate::vnl::Syntax;
