@@ -141,8 +141,14 @@ impl IpLog {
 impl Forwarder {
     pub fn new(ends: [&Endpoint; 2]) -> io::Result<Self> {
         let poll = Epoll::new()?;
+        let mut fds = Vec::new();
         for (side, ep) in ends.iter().enumerate() {
-            poll.add(ep.transport.data_fd(), DATA + side as u64)?;
+            // The fds behind each side's data fd, watched here directly.
+            fds.clear();
+            ep.transport.poll_fds(&mut fds);
+            for &fd in &fds {
+                poll.add(fd, DATA + side as u64)?;
+            }
             if let Some(c) = ep.transport.ctl_fd() {
                 poll.add(c, CTL + side as u64)?;
             }
@@ -158,7 +164,7 @@ impl Forwarder {
             e.maybe_tick();
         }
         let deadline = Instant::now() + tick;
-        let mut events = sys::empty_events::<4>();
+        let mut events = sys::empty_events::<8>();
         loop {
             let now = Instant::now();
             let left = deadline.saturating_duration_since(now);
@@ -174,13 +180,20 @@ impl Forwarder {
             if n > 0 && timeout > 0 {
                 self.spin.woke(Instant::now());
             }
+            // A side is pumped once per wake-up, however many of its fds
+            // are ready: the pump reads them all.
+            let (mut ready, mut closed) = ([false; 2], None);
             for ev in &events[..n] {
                 let token = ev.u64;
                 let side = (token & 1) as usize;
                 if token >= CTL {
                     // A control channel is silent after setup: readable means EOF.
-                    return Exit::Closed(side);
+                    closed = Some(side);
+                } else {
+                    ready[side] = true;
                 }
+            }
+            for side in (0..2).filter(|&s| ready[s]) {
                 let (from, to) = if side == 0 {
                     let (x, y) = ends.split_at_mut(1);
                     (&mut *x[0], &mut *y[0])
@@ -191,6 +204,9 @@ impl Forwarder {
                 if let Some(exit) = self.pump(from, to, side) {
                     return exit;
                 }
+            }
+            if let Some(side) = closed {
+                return Exit::Closed(side);
             }
         }
     }
@@ -405,6 +421,66 @@ mod tests {
         std::io::Read::read_exact(&mut std::fs::File::from(outr), &mut got).unwrap();
         assert_eq!(got[..], msg[..]);
         drop(inw);
+    }
+
+    /// A transport whose `data_fd` never wakes: only what it reports in
+    /// `poll_fds` can start a pump.
+    struct Behind {
+        inner: Box<dyn crate::transport::Transport>,
+        never: crate::sys::EventFd,
+    }
+
+    impl crate::transport::Transport for Behind {
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<crate::transport::Recv> {
+            self.inner.recv(buf)
+        }
+        fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+            self.inner.send(frame)
+        }
+        fn data_fd(&self) -> std::os::fd::RawFd {
+            self.never.raw()
+        }
+        fn poll_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
+            self.inner.poll_fds(out);
+        }
+        fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
+            self.inner.recv_batch(batch)
+        }
+    }
+
+    /// The loop watches the fds behind each data fd itself (one epoll
+    /// level per wake-up), and a side queued in user space (a UDP_GRO read
+    /// larger than a batch) is pumped again until it is empty.
+    #[test]
+    fn the_loop_watches_the_fds_behind_the_data_fd() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rx.local_addr().unwrap();
+        drop(rx);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp = crate::transport::udp::open(port, tx.local_addr().unwrap()).unwrap();
+        let mut a = Endpoint::new("a", Box::new(Behind { inner: Box::new(udp), never: crate::sys::EventFd::new().unwrap() }));
+        let (outr, outw) = pipe();
+        let (_inr, inw) = pipe();
+        let mut b = Endpoint::new("b", Box::new(stream::open(_inr, outw).unwrap()));
+        let n = FORWARD_BATCH + 44;
+        for i in 0..n {
+            let mut f = [0u8; 60];
+            f[0] = 2; // unicast, locally administered
+            f[59] = i as u8;
+            tx.send_to(&f, port).unwrap();
+        }
+        let mut fw = Forwarder::new([&a, &b]).unwrap();
+        let t0 = Instant::now();
+        while a.stats.frames_in < n as u64 && t0.elapsed() < Duration::from_secs(5) {
+            assert!(matches!(fw.run_for([&mut a, &mut b], Duration::from_millis(50)), Exit::Tick));
+        }
+        assert_eq!((a.stats.frames_in, b.stats.frames_out), (n as u64, n as u64));
+        drop((b, inw));
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(outr), &mut out).unwrap();
+        assert_eq!(out.len(), n * 62);
+        let last: Vec<u8> = out.chunks(62).map(|c| c[61]).collect();
+        assert_eq!(last, (0..n).map(|i| i as u8).collect::<Vec<_>>(), "in order");
     }
 
     #[test]

@@ -523,23 +523,24 @@ pub fn set_udp_gro(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// recvmmsg(2) with MSG_DONTWAIT on a UDP_GRO socket: message i lands in
-/// `bufs[i]` whole; `seg[i]` is the size of each datagram in it (0: just
-/// one datagram). With `pktinfo`, `meta[i].spec_dst` as in
-/// `recv_batch_prefixed`.
-pub fn recv_batch_gro<B: AsMut<[u8]>>(fd: RawFd, bufs: &mut [B], meta: &mut [Meta], seg: &mut [usize], pktinfo: bool) -> io::Result<usize> {
-    struct Gro<'a, B> {
-        bufs: &'a mut [B],
+/// recvmmsg(2) with MSG_DONTWAIT on a UDP_GRO socket, for up to `n`
+/// messages: message i lands whole in the i-th `chunk` bytes of `arena`;
+/// `seg[i]` is the size of each datagram in it (0: just one datagram).
+/// With `pktinfo`, `meta[i].spec_dst` as in `recv_batch_prefixed`.
+pub fn recv_batch_gro(fd: RawFd, arena: &mut [u8], chunk: usize, n: usize, meta: &mut [Meta], seg: &mut [usize], pktinfo: bool) -> io::Result<usize> {
+    struct Gro<'a> {
+        arena: &'a mut [u8],
+        chunk: usize,
         meta: &'a mut [Meta],
         seg: &'a mut [usize],
         pktinfo: bool,
     }
-    impl<B: AsMut<[u8]>> RecvInto for Gro<'_, B> {
+    impl RecvInto for Gro<'_> {
         fn control(&self) -> bool {
             true
         }
         fn place(&mut self, i: usize, iov: &mut [libc::iovec; 2]) -> (usize, *mut libc::sockaddr_storage) {
-            iov[0] = iovec(self.bufs[i].as_mut());
+            iov[0] = iovec(&mut self.arena[i * self.chunk..(i + 1) * self.chunk]);
             (1, &mut self.meta[i].from)
         }
         fn arrived(&mut self, i: usize, len: usize, ctl: Control) {
@@ -548,8 +549,8 @@ pub fn recv_batch_gro<B: AsMut<[u8]>>(fd: RawFd, bufs: &mut [B], meta: &mut [Met
             self.seg[i] = ctl.gro_size;
         }
     }
-    let n = bufs.len().min(meta.len()).min(seg.len());
-    recvmmsg(fd, n, &mut Gro { bufs, meta, seg, pktinfo })
+    let n = n.min(meta.len()).min(seg.len()).min(arena.len() / chunk.max(1));
+    recvmmsg(fd, n, &mut Gro { arena, chunk, meta, seg, pktinfo })
 }
 
 /// IP_MULTICAST_IF by interface index (IPv4; ip_mreqn).

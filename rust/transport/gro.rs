@@ -50,11 +50,33 @@ pub struct GroRx {
     got: usize,
     msg: usize,
     off: usize,
+    /// Messages the next recvmmsg asks for: twice what the last one
+    /// brought, 4..=64. Each one asked for costs a header built and
+    /// checked, so a lone datagram at a low rate costs a small call and a
+    /// burst grows it within a few calls.
+    want: usize,
+    /// The last recvmmsg brought fewer messages than it asked for: the
+    /// socket was empty then. `next` answers None once without a system
+    /// call (the caller's level-triggered poll reports anything newer).
+    drained: bool,
 }
+
+/// Fewest messages one GRO recvmmsg asks for.
+const MIN_WANT: usize = 4;
 
 impl GroRx {
     pub fn new() -> Box<GroRx> {
-        Box::new(GroRx { pool: BufPool::new(GRO_BUF * MAX_BATCH, MAX_ARENAS), meta: [Meta::default(); MAX_BATCH], from: [None; MAX_BATCH], seg: [0; MAX_BATCH], got: 0, msg: 0, off: 0 })
+        Box::new(GroRx {
+            pool: BufPool::new(GRO_BUF * MAX_BATCH, MAX_ARENAS),
+            meta: [Meta::default(); MAX_BATCH],
+            from: [None; MAX_BATCH],
+            seg: [0; MAX_BATCH],
+            got: 0,
+            msg: 0,
+            off: 0,
+            want: MIN_WANT,
+            drained: false,
+        })
     }
 
     /// The buffer the ranges `next` returns are in.
@@ -75,9 +97,13 @@ impl GroRx {
     /// The next datagram: its range in `arena()` and the index of its
     /// message for `meta`; refilled with one recvmmsg when empty. None:
     /// nothing ready (or every buffer still viewed by a batch: try again
-    /// once it is sent).
+    /// once it is sent), or, once, the last recvmmsg found the socket
+    /// empty.
     pub fn next(&mut self, fd: RawFd, pktinfo: bool) -> io::Result<Option<(usize, usize, usize)>> {
         if self.msg >= self.got {
+            if std::mem::take(&mut self.drained) {
+                return Ok(None);
+            }
             self.got = 0;
             self.msg = 0;
             self.off = 0;
@@ -86,13 +112,13 @@ impl GroRx {
                 return Ok(None);
             }
             let Some(data) = self.pool.current_mut() else { return Ok(None) };
-            let mut chunks = data.chunks_mut(GRO_BUF);
-            let mut bufs: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
-            self.got = match sys::recv_batch_gro(fd, &mut bufs, &mut self.meta, &mut self.seg, pktinfo) {
+            self.got = match sys::recv_batch_gro(fd, data, GRO_BUF, self.want, &mut self.meta, &mut self.seg, pktinfo) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) => return Err(e),
             };
+            self.drained = self.got < self.want;
+            self.want = (self.got * 2).clamp(MIN_WANT, MAX_BATCH);
             if self.got == 0 {
                 return Ok(None);
             }
@@ -110,5 +136,61 @@ impl GroRx {
             self.off = 0;
         }
         Ok(Some((idx * GRO_BUF + a, idx * GRO_BUF + b, idx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn pair() -> (UdpSocket, UdpSocket, Box<GroRx>) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let g = enable(rx.as_raw_fd()).expect("UDP_GRO");
+        (rx, tx, g)
+    }
+
+    /// Datagrams handed out until `next` says None.
+    fn drain(g: &mut GroRx, fd: RawFd) -> usize {
+        let mut n = 0;
+        while g.next(fd, false).unwrap().is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn a_short_read_means_empty_and_costs_no_second_call() {
+        let (rx, tx, mut g) = pair();
+        let fd = rx.as_raw_fd();
+        tx.send(&[1; 60]).unwrap();
+        assert_eq!(g.next(fd, false).unwrap().map(|(a, b, _)| b - a), Some(60));
+        // One asked for more than came: the socket was empty. A datagram
+        // arriving now waits for the next round (its fd stays readable).
+        tx.send(&[2; 61]).unwrap();
+        assert!(g.next(fd, false).unwrap().is_none(), "no second recvmmsg in the round");
+        assert_eq!(g.next(fd, false).unwrap().map(|(a, b, _)| b - a), Some(61), "the next round reads it");
+        assert!(g.next(fd, false).unwrap().is_none());
+        assert!(g.next(fd, false).unwrap().is_none(), "EAGAIN");
+    }
+
+    #[test]
+    fn the_call_grows_with_a_burst_and_shrinks_when_idle() {
+        let (rx, tx, mut g) = pair();
+        let fd = rx.as_raw_fd();
+        assert_eq!(g.want, MIN_WANT);
+        for i in 0..40u8 {
+            tx.send(&[i; 60]).unwrap();
+        }
+        // 4, then 8, then 16, then 12 of 32: drained.
+        assert_eq!(drain(&mut g, fd), 40);
+        assert_eq!(g.want, 24);
+        assert!(g.next(fd, false).unwrap().is_none());
+        tx.send(&[9; 60]).unwrap();
+        assert_eq!(drain(&mut g, fd), 1);
+        assert_eq!(g.want, MIN_WANT, "a lone datagram: back to the smallest call");
     }
 }

@@ -81,6 +81,13 @@ pub trait Transport: Send {
     fn send(&mut self, frame: &[u8]) -> io::Result<usize>;
     /// The fd to poll for readability.
     fn data_fd(&self) -> RawFd;
+    /// The fds whose readiness `data_fd` sums up, for a poller that watches
+    /// them itself (the forwarding loop: every wake-up then crosses one
+    /// epoll, not two). Readable while any is, exactly as `data_fd`.
+    /// Default: `data_fd` alone.
+    fn poll_fds(&self, out: &mut Vec<RawFd>) {
+        out.push(self.data_fd());
+    }
     /// An fd that becomes readable (EOF) when the peer hangs up, if any.
     fn ctl_fd(&self) -> Option<RawFd> {
         None

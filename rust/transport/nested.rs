@@ -92,6 +92,9 @@ impl<H: Hook> Transport for Nested<H> {
     fn data_fd(&self) -> RawFd {
         self.inner.data_fd()
     }
+    fn poll_fds(&self, out: &mut Vec<RawFd>) {
+        self.inner.poll_fds(out);
+    }
     fn ctl_fd(&self) -> Option<RawFd> {
         self.inner.ctl_fd()
     }

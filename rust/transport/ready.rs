@@ -13,6 +13,7 @@ use crate::sys::{Epoll, EventFd};
 pub struct ReadyFd {
     poll: Epoll,
     flag: QueuedFlag,
+    sources: Vec<RawFd>,
 }
 
 /// An eventfd readable exactly while something is queued; written only
@@ -54,7 +55,14 @@ impl ReadyFd {
             poll.add(fd, i as u64 + 1)?;
         }
         poll.add(flag.raw(), 0)?;
-        Ok(ReadyFd { poll, flag })
+        Ok(ReadyFd { poll, flag, sources: sources.to_vec() })
+    }
+
+    /// The fds this one sums up: the sources and the queued flag
+    /// (`Transport::poll_fds`).
+    pub fn fds(&self, out: &mut Vec<RawFd>) {
+        out.extend_from_slice(&self.sources);
+        out.push(self.flag.raw());
     }
 
     /// Say whether frames are queued (a system call only on a change).

@@ -370,6 +370,13 @@ impl Transport for Tap {
         }
     }
 
+    fn poll_fds(&self, out: &mut Vec<RawFd>) {
+        match &self.off {
+            Some(off) => off.ready.fds(out),
+            None => out.push(self.fd.as_raw_fd()),
+        }
+    }
+
     fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         match &self.off {
             Some(off) => {

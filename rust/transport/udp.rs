@@ -137,6 +137,9 @@ impl Transport for Udp {
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
     }
+    fn poll_fds(&self, out: &mut Vec<RawFd>) {
+        self.ready.fds(out);
+    }
 
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();

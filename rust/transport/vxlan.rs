@@ -53,6 +53,9 @@ impl Transport for Vxlan {
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
     }
+    fn poll_fds(&self, out: &mut Vec<RawFd>) {
+        self.ready.fds(out);
+    }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
         let r = self.ov.recv_batch(&self.sock, 0, batch, false, &overlay::never_self);

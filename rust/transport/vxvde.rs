@@ -118,6 +118,9 @@ impl Transport for Vxvde {
     fn data_fd(&self) -> RawFd {
         self.ready.raw()
     }
+    fn poll_fds(&self, out: &mut Vec<RawFd>) {
+        self.ready.fds(out);
+    }
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
         let (port, local6) = (self.uni_port, &self.local6);
