@@ -306,11 +306,7 @@ fn rtt(to: &str, rate: f64, count: usize, size: usize) -> io::Result<()> {
     done.store(true, std::sync::atomic::Ordering::Release);
     let (samples, dups) = receiver.join().map_err(|_| io::Error::other("receiver panicked"))??;
     let got: Vec<String> = samples.iter().filter(|&&s| s != u64::MAX).map(u64::to_string).collect();
-    println!(
-        "{{\"sent\": {count}, \"received\": {}, \"duplicates\": {dups}, \"rate\": {rate}, \"seconds\": {seconds:.3}, \"rtt_ns\": [{}]}}",
-        got.len(),
-        got.join(",")
-    );
+    println!("{{\"sent\": {count}, \"received\": {}, \"duplicates\": {dups}, \"rate\": {rate}, \"seconds\": {seconds:.3}, \"rtt_ns\": [{}]}}", got.len(), got.join(","));
     Ok(())
 }
 
@@ -386,7 +382,8 @@ fn micro() {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: vdeplug-bench traffic (--flow TX RX | --echo EP)... [--size N] [--seconds S] [--warmup S] [--window N] | micro | echo ADDR:PORT | rtt ADDR:PORT --rate PPS --count N [--size BYTES]";
+    let usage =
+        "usage: vdeplug-bench traffic (--flow TX RX | --echo EP)... [--size N] [--seconds S] [--warmup S] [--window N] | micro | echo ADDR:PORT | rtt ADDR:PORT --rate PPS --count N [--size BYTES]";
     match args.first().map(String::as_str) {
         Some("micro") => micro(),
         Some("echo") => {
