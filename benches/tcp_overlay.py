@@ -106,7 +106,8 @@ class Path_:
     name: str
     plug: str | None  # the vde_plug executable, None for the kernel
     url: str = ""
-    kind: str = "vde"  # vde, kernel, tinc or wg
+    kind: str = "vde"  # vde, kernel, tinc, wg, or lib (tests/c/vdepeer.c's relay: `PLUG URL relay tap://t0`)
+    env: dict[str, str] | None = None  # e.g. LD_LIBRARY_PATH for lib
 
 
 PATHS = [
@@ -125,7 +126,7 @@ PATHS = [
 ]
 
 
-def bring_up(p: Path_) -> list[subprocess.Popen]:
+def bring_up(p: Path_, settle_tries: int = 30) -> list[subprocess.Popen]:
     procs = []
     for i, n in enumerate((H1, H2)):
         if p.kind == "tinc":
@@ -142,7 +143,8 @@ def bring_up(p: Path_) -> list[subprocess.Popen]:
             url = p.url
             if url == "udp":
                 url = f"udp://5000->{UNDER[1 - i]}:5000"
-            procs.append(subprocess.Popen(ns(n, p.plug, url, "tap://t0"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            argv = [p.plug, url, "relay", "tap://t0"] if p.kind == "lib" else [p.plug, url, "tap://t0"]
+            procs.append(subprocess.Popen(ns(n, *argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=p.env))
     deadline = time.monotonic() + 5
     for i, n in enumerate((H1, H2)):
         dev = f"wgt{i}" if p.kind == "wg" else "t0"
@@ -156,7 +158,7 @@ def bring_up(p: Path_) -> list[subprocess.Popen]:
         sh("ip", "-n", n, "link", "set", "t0", "mtu", "1500", "up")
         sh("ip", "-n", n, "addr", "add", f"{OVER[i]}/24", "dev", "t0")
     # ARP and learning settle; the first ping may be lost to learning.
-    for _ in range(30):
+    for _ in range(settle_tries):
         if sh(*ns(H1, "ping", "-c1", "-W1", OVER[1]), check=False).returncode == 0:
             break
     return procs
