@@ -303,6 +303,10 @@ def exponent(xs: list[float], ys: list[float]) -> float:
     return math.log(y2 / y1) / math.log(x2 / x1) if x2 > x1 else 1.0
 
 
+def size_text(n: int) -> str:
+    return f"{n >> 20} M" if n >= 1 << 20 else f"{n >> 10} K"
+
+
 def readings(res: dict) -> list[tuple[str, str, str, str]]:
     """(curve, what grows linearly, what stays flat, knee) rows."""
     rows = []
@@ -313,14 +317,15 @@ def readings(res: dict) -> list[tuple[str, str, str, str]]:
             ys = [fl["peers"][str(n)][impl]["us_per_frame"] for n in ns_]
             a, b = fit([float(n) for n in ns_], ys)
             e = exponent([float(n) for n in ns_], ys)
-            knee = a / b if b > 0 else float("inf")
+            a = max(a, 0.0)
+            knee = f"N ≈ {max(a / b, 1):.0f}: beyond it the copies cost more than the frame" if b > 0 else "none"
             mc = fl["multicast"].get(impl if impl in fl["multicast"] else "ours", {}).get("us_per_frame")
             rows.append(
                 (
                     f"flood to N peers ({impl})",
-                    f"{b * 1e3:.0f} ns per peer per frame (exponent {e:.2f})",
-                    f"{a:.2f} µs fixed per frame; multicast {mc:.2f} µs at any N" if mc else f"{a:.2f} µs fixed per frame",
-                    f"N ≈ {knee:.0f}: above it the copies cost more than the frame",
+                    f"{b * 1e3:.0f} ns per peer per frame (growth exponent {e:.2f})",
+                    f"{a:.1f} µs per frame whatever N; one multicast copy {mc:.1f} µs" if mc else f"{a:.1f} µs per frame whatever N",
+                    knee,
                 )
             )
     sw = res.get("switch")
@@ -330,13 +335,16 @@ def readings(res: dict) -> list[tuple[str, str, str, str]]:
             fps = [sw[str(n)][k]["fps_per_core"] for n in ports]
             pss = [sw[str(n)][k]["pss"] for n in ports]
             _, per_port = fit([float(n) for n in ports], [float(p) for p in pss])
+            # CPU per forwarded frame against ports: the slope is what each idle port costs every frame.
+            _, ns_port = fit([float(n) for n in ports], [1e9 / f for f in fps])
             drop = next((n for n, f in zip(ports, fps) if f < 0.75 * fps[0]), None)
+            grows = f"memory {per_port / 1e3:.1f} kB per port" + (f"; CPU {ns_port:.0f} ns per frame per connected port" if ns_port > 5 else "")
             rows.append(
                 (
-                    f"switch, ports ({k})",
-                    f"memory {per_port / 1e3:.1f} kB per port",
-                    f"unicast {fps[0] / 1e3:.0f}–{fps[-1] / 1e3:.0f} k frames/s per core, 2–{ports[-1]} ports",
-                    f"none up to {ports[-1]}" if drop is None else f"{drop} ports (below 75 % of 2 ports)",
+                    f"switch, unicast vs ports ({k})",
+                    grows,
+                    f"{fps[0] / 1e3:.0f} k frames/s per core at 2 ports, {fps[-1] / 1e3:.0f} k at {ports[-1]}",
+                    f"none up to {ports[-1]}" if drop is None else f"{drop} ports (below 75 % of the 2-port rate)",
                 )
             )
     mac = res.get("mac")
@@ -350,7 +358,7 @@ def readings(res: dict) -> list[tuple[str, str, str, str]]:
                 "MAC table, stations",
                 f"memory {per:.0f} B per station (switch), {per_ov:.0f} B (overlay peers); forgetting a port/peer {mac[-1]['forget_us'] / mac[-1]['stations'] * 1e3:.1f} ns per slot",
                 f"one bucket per lookup: {mac[-1]['lookups_per_s'] / 1e6:.0f}–{first / 1e6:.0f} M lookups/s; holds {min(r['hit_ratio'] for r in mac):.0%}+ at the bound",
-                f"{knee // 1024} K stations (table leaves the caches: half the 1 K rate)" if knee else "none (within 2× of 1 K)",
+                f"{size_text(knee)} stations ({knee * 16 >> 20} MB: the table leaves the caches, half the 1 K rate)" if knee else "none (within 2× of 1 K)",
             )
         )
     idle = res.get("idle")
@@ -429,10 +437,11 @@ def chart(res: dict, path: Path) -> None:
     ax = axs[0][0]
     if fl and fl["peers"]:
         ns_ = sorted(int(n) for n in fl["peers"])
+        color = {"ours": "tab:blue", "before": "tab:orange", "C": "tab:gray"}
         for impl in next(iter(fl["peers"].values())):
-            ax.plot(ns_, [fl["peers"][str(n)][impl]["us_per_frame"] for n in ns_], "o-", label=f"{impl}: N unicast peers")
+            ax.plot(ns_, [fl["peers"][str(n)][impl]["us_per_frame"] for n in ns_], "o-", color=color[impl], label=f"{impl}: N unicast peers")
         for impl, r in fl["multicast"].items():
-            ax.axhline(r["us_per_frame"], ls="--", lw=1, color="gray" if impl == "C" else None, label=f"{impl}: multicast (one copy)")
+            ax.axhline(r["us_per_frame"], ls="--", lw=1, color=color[impl], label=f"{impl}: multicast (one copy)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
@@ -441,11 +450,12 @@ def chart(res: dict, path: Path) -> None:
     ax = axs[0][1]
     if sw:
         ports = sorted(int(n) for n in sw)
+        color = {"ours": "tab:blue", "vde_switch": "tab:orange"}
         for k in next(iter(sw.values())):
-            ax.plot(ports, [sw[str(n)][k]["fps_per_core"] / 1e3 for n in ports], "o-", label=f"{k} k frames/s per core")
+            ax.plot(ports, [sw[str(n)][k]["fps_per_core"] / 1e3 for n in ports], "o-", color=color[k], label=f"{k} k frames/s per core")
         ax2 = ax.twinx()
         for k in next(iter(sw.values())):
-            ax2.plot(ports, [sw[str(n)][k]["pss"] / 1e6 for n in ports], "x:", label=f"{k} PSS MB")
+            ax2.plot(ports, [sw[str(n)][k]["pss"] / 1e6 for n in ports], "x:", color=color[k], label=f"{k} PSS MB")
         ax2.set_ylabel("PSS MB")
         ax2.legend(fontsize=7, loc="center right")
         ax.set_xscale("log", base=2)
