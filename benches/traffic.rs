@@ -9,6 +9,8 @@
 //!
 //!   vdeplug-bench traffic --flow TX RX [--flow TX RX]... --size 64 --seconds 2
 //!   vdeplug-bench traffic --echo ENDPOINT ...        (frames come back on the same endpoint)
+//!   vdeplug-bench blast ENDPOINT --size 64 --seconds 2   (broadcast frames, one way, as fast as taken)
+//!   vdeplug-bench hold ENDPOINT --count N            (N idle connections until stdin closes)
 //!   vdeplug-bench micro
 //!
 //! Endpoints: udp:SRCPORT:DSTPORT (loopback), ptp:PATH, vde:PATH, vxvde:GROUP.
@@ -310,6 +312,124 @@ fn rtt(to: &str, rate: f64, count: usize, size: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// One way, open loop: batches of 32 broadcast frames on `spec` for
+/// `warmup + seconds`, each send waiting for room (the relay under test sets
+/// the pace). Prints the frames taken during `seconds`.
+fn blast(spec: &str, size: usize, seconds: f64, warmup: f64) -> io::Result<()> {
+    let mut tx = open(spec)?;
+    let mut out = Batch::new(32);
+    let idx: Vec<usize> = (0..32).collect();
+    let mut seq = 0u64;
+    let origin = Instant::now();
+    let (mut sent, mut measured) = (0u64, None::<Instant>);
+    while origin.elapsed().as_secs_f64() < warmup + seconds {
+        if measured.is_none() && origin.elapsed().as_secs_f64() >= warmup {
+            measured = Some(Instant::now());
+        }
+        fill(&mut out, 32, size, 0, &mut seq, 0);
+        for i in 0..32 {
+            out.bufs[i][..6].copy_from_slice(&[0xff; 6]);
+        }
+        let o = tx.send_batch(&out, &idx);
+        if measured.is_some() {
+            sent += o.sent as u64;
+        }
+    }
+    let secs = measured.map(|m| m.elapsed().as_secs_f64()).unwrap_or(0.0).max(1e-9);
+    println!("{{\"sent\": {sent}, \"seconds\": {secs:.4}, \"fps\": {:.1}, \"size\": {size}}}", sent as f64 / secs);
+    Ok(())
+}
+
+/// `count` idle connections to `spec` (switch ports), held until stdin closes.
+fn hold(spec: &str, count: usize) -> io::Result<()> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(open(spec)?);
+    }
+    println!("ready {}", held.len());
+    io::Read::read_to_end(&mut io::stdin(), &mut Vec::new())?;
+    Ok(())
+}
+
+/// Resident memory of this process, bytes (/proc/self/statm).
+fn rss() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+/// The MAC table at its bound: for each station count, a table of exactly
+/// that many slots (hashsize = stations) filled with that many random
+/// stations, then random lookups of them. One JSON line per size: stations
+/// learned, learn ns, lookups/s, hit ratio, resident bytes (switch ports
+/// as values, and the overlays' peer addresses).
+fn mac_curve(sizes: &[usize], ms: u64) {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for &stations in sizes {
+        let macs: Vec<Address> = (0..stations)
+            .map(|_| {
+                let r = rnd().to_le_bytes();
+                Address([r[0] & 0xfe, r[1], r[2], r[3], r[4], r[5]])
+            })
+            .collect();
+        let before = rss();
+        let mut t: MacTable<u32> = MacTable::new(stations, 1_000_000, 7);
+        let start = Instant::now();
+        let mut learned = 0usize;
+        for (i, m) in macs.iter().enumerate() {
+            // All in one second: none may push another out (PROTECT), so a
+            // full bucket refuses and the hit ratio is what the table holds.
+            if matches!(t.learn(*m, 0, i as u32, 10), _core::mac_table::Learned::New) {
+                learned += 1;
+            }
+        }
+        let learn_ns = start.elapsed().as_nanos() as f64 / stations as f64;
+        let bytes = rss().saturating_sub(before);
+        let now = 10;
+        let mut y: u64 = 0x9e37_79b9_7f4a_7c15;
+        let (mut hits, mut n) = (0u64, 0u64);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(ms) {
+            for _ in 0..1 << 18 {
+                y ^= y << 13;
+                y ^= y >> 7;
+                y ^= y << 17;
+                let m = macs[(y as usize) % stations];
+                if t.lookup(std::hint::black_box(m), 0, now).is_some() {
+                    hits += 1;
+                }
+            }
+            n += 1 << 18;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        // Forgetting a port or peer scans the whole table (forget_value).
+        let start = Instant::now();
+        let mut scans = 0u32;
+        while scans < 3 || start.elapsed() < Duration::from_millis(20) {
+            std::hint::black_box(t.forget_value(u32::MAX));
+            scans += 1;
+        }
+        let forget_us = start.elapsed().as_secs_f64() * 1e6 / f64::from(scans);
+        drop(t);
+        let before = rss();
+        let mut p: MacTable<_core::transport::overlay::Peer> = MacTable::new(stations, 1_000_000, 7);
+        for m in &macs {
+            p.learn(*m, 0, Default::default(), 10);
+        }
+        let peer_bytes = rss().saturating_sub(before);
+        println!(
+            "{{\"stations\": {stations}, \"capacity\": {}, \"learned\": {learned}, \"learn_ns\": {learn_ns:.1}, \"lookups_per_s\": {rate:.0}, \"hit_ratio\": {:.4}, \"forget_us\": {forget_us:.1}, \"bytes_switch\": {bytes}, \"bytes_overlay\": {peer_bytes}}}",
+            p.capacity(),
+            hits as f64 / n as f64
+        );
+    }
+}
+
 fn micro() {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut rnd = move || {
@@ -382,10 +502,32 @@ fn micro() {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: vdeplug-bench traffic (--flow TX RX | --echo EP)... [--size N] [--seconds S] [--warmup S] [--window N] | micro | echo ADDR:PORT | rtt ADDR:PORT --rate PPS --count N [--size BYTES]";
+    let usage = "usage: vdeplug-bench traffic (--flow TX RX | --echo EP)... [--size N] [--seconds S] [--warmup S] [--window N] | blast EP [--size N] [--seconds S] [--warmup S] | hold EP --count N | mac-curve [STATIONS...] | micro | echo ADDR:PORT | rtt ADDR:PORT --rate PPS --count N [--size BYTES]";
+    // `--name value` after position `from`, as a number.
+    let opt = |from: usize, name: &str, default: f64| -> f64 {
+        let mut i = from;
+        while i + 1 < args.len() {
+            if args[i] == name {
+                return args[i + 1].parse().unwrap_or_else(|_| panic!("{usage}"));
+            }
+            i += 2;
+        }
+        default
+    };
     match args.first().map(String::as_str) {
         Some("micro") => micro(),
+        Some("mac-curve") => {
+            let sizes: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
+            mac_curve(if sizes.is_empty() { &[1 << 10, 1 << 14, 1 << 17, 1 << 20] } else { &sizes }, 300);
+        }
+        Some(mode @ ("blast" | "hold")) => {
+            let spec = args.get(1).unwrap_or_else(|| panic!("{usage}"));
+            let r = if mode == "blast" { blast(spec, opt(2, "--size", 64.0) as usize, opt(2, "--seconds", 2.0), opt(2, "--warmup", 0.3)) } else { hold(spec, opt(2, "--count", 1.0) as usize) };
+            if let Err(e) = r {
+                eprintln!("vdeplug-bench: {e}");
+                std::process::exit(1);
+            }
+        }
         Some("echo") => {
             let r = args.get(1).ok_or_else(|| io::Error::other(usage)).and_then(|a| echo(a));
             if let Err(e) = r {

@@ -65,6 +65,9 @@ pub struct MacTable<V: Copy + PartialEq> {
     mask: usize,
     seed: u64,
     max_age: u32,
+    /// Whole-table scans so far (`forget_value`, `forget_if`): each costs
+    /// the table's size, so callers keep them rare.
+    scans: u64,
 }
 
 impl<V: Copy + PartialEq + Default> MacTable<V> {
@@ -74,7 +77,7 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
         let size = size.clamp(WAYS, 1 << 24).next_power_of_two();
         let empty = Bucket { keys: [EMPTY; WAYS], seen: [0; WAYS], vals: [V::default(); WAYS] };
         let buckets = vec![empty; size / WAYS].into_boxed_slice();
-        MacTable { buckets, mask: size / WAYS - 1, seed, max_age: max_age.min(u64::from(u32::MAX)) as u32 }
+        MacTable { buckets, mask: size / WAYS - 1, seed, max_age: max_age.min(u64::from(u32::MAX)) as u32, scans: 0 }
     }
 
     pub fn capacity(&self) -> usize {
@@ -101,6 +104,18 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
         let b = &self.buckets[self.bucket(k)];
         let now = now as u32;
         (0..WAYS).find(|&w| b.keys[w] == k && self.fresh(b.seen[w], now)).map(|w| b.vals[w])
+    }
+
+    /// `lookup`, with when the entry was last seen (seconds, truncated to 32 bits).
+    #[inline]
+    pub fn lookup_seen(&self, mac: Address, vlan: u16, now: u64) -> Option<(V, u32)> {
+        if mac.is_multicast() {
+            return None;
+        }
+        let k = key(mac, vlan);
+        let b = &self.buckets[self.bucket(k)];
+        let now = now as u32;
+        (0..WAYS).find(|&w| b.keys[w] == k && self.fresh(b.seen[w], now)).map(|w| (b.vals[w], b.seen[w]))
     }
 
     /// Record that `mac` was seen at `value` now.
@@ -186,8 +201,30 @@ impl<V: Copy + PartialEq + Default> MacTable<V> {
         (Learned::New, Some(i * WAYS + victim))
     }
 
+    /// Forget every entry for which `stale(value, seen)` holds: one scan of
+    /// the whole table. Returns how many went.
+    pub fn forget_if(&mut self, stale: impl Fn(&V, u32) -> bool) -> usize {
+        self.scans += 1;
+        let mut n = 0;
+        for b in self.buckets.iter_mut() {
+            for w in 0..WAYS {
+                if b.keys[w] != EMPTY && stale(&b.vals[w], b.seen[w]) {
+                    b.keys[w] = EMPTY;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Whole-table scans so far.
+    pub fn scans(&self) -> u64 {
+        self.scans
+    }
+
     /// Forget every entry pointing at `value` (a port that closed, a vxvde peer that left).
     pub fn forget_value(&mut self, value: V) -> usize {
+        self.scans += 1;
         let mut n = 0;
         for b in self.buckets.iter_mut() {
             for w in 0..WAYS {

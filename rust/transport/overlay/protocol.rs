@@ -5,6 +5,7 @@
 //! `poll_control`. Time is passed in; the socket side (socket.rs) does the
 //! sends and receives.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ring::hmac;
@@ -125,6 +126,24 @@ pub struct Protocol {
     accepted: Option<Lesson>,
     /// The peer list's host names, with their last good answers (None: no names).
     pub names: Option<Names>,
+    /// Peers whose MACs were forgotten without a scan: address → the second
+    /// they went. An entry at such a peer last seen then or before is stale.
+    left: HashMap<SocketAddr, u64>,
+    /// When `left` was last cleared of entries older than `expire`.
+    left_swept: u64,
+    /// The MAC table's expiretime (seconds).
+    expire: u64,
+    /// The latest time passed in (for removals that come without one).
+    clock: u64,
+}
+
+/// At most this many peers forgotten lazily (`Protocol::left`); one more
+/// costs one scan of the MAC table for all of them.
+const MAX_LEFT: usize = 1024;
+
+/// Was an entry last seen at `seen` (seconds, truncated to 32 bits) at or before `t`?
+fn seen_by(seen: u32, t: u64) -> bool {
+    (t as u32).wrapping_sub(seen) < 1 << 31
 }
 
 impl Protocol {
@@ -153,6 +172,10 @@ impl Protocol {
             pending: Vec::new(),
             accepted: None,
             names,
+            left: HashMap::new(),
+            left_swept: 0,
+            expire: cfg.expiretime,
+            clock: 0,
         };
         if let Some(n) = &p.names {
             let peers = n.peers(p.flood.rule());
@@ -170,7 +193,7 @@ impl Protocol {
         if !change.added.is_empty() || !change.removed.is_empty() {
             let peers = names.peers(self.flood.rule());
             for gone in self.flood.set_fixed(peers) {
-                self.table.forget_value(Peer(gone));
+                self.forget_peer(gone);
             }
             self.learned = None;
         }
@@ -179,6 +202,7 @@ impl Protocol {
 
     /// Check a received header, learn the source MAC, or spot a leave message.
     pub fn accept(&mut self, header: &[u8; 8], frame: &[u8], total: usize, from: SocketAddr, now: u64) -> Rx {
+        self.clock = self.clock.max(now);
         if total < vxlan::HEADER_LEN {
             self.stats.bad_in += 1;
             return Rx::Drop;
@@ -322,6 +346,11 @@ impl Protocol {
     /// budget) and peer lists to verified ones, in the order they fell due.
     /// Report each send with `control_sent`. None: nothing more is owed.
     pub fn poll_control(&mut self, now: u64, msg: &mut Vec<u8>) -> Option<(SocketAddr, Outgoing)> {
+        self.clock = self.clock.max(now);
+        if !self.left.is_empty() && now != self.left_swept {
+            self.left_swept = now;
+            self.expire_left(now);
+        }
         self.forget_gone();
         msg.clear();
         let r = Repr { vni: self.vni };
@@ -382,18 +411,41 @@ impl Protocol {
     /// when it was a member (so each is scanned for once), else directly.
     fn forget_macs(&mut self, peer: SocketAddr, member: bool) {
         if !member {
-            self.table.forget_value(Peer(peer));
-            self.learned = None;
+            self.forget_peer(peer);
         }
         self.forget_gone();
+    }
+
+    /// Forget the MACs learned at `peer` without scanning the table: its
+    /// entries last seen until now are stale from now on (`destination`).
+    /// A scan costs the table's size (up to 2^24 slots) and a leave is one
+    /// datagram from anyone, so only every MAX_LEFT peers does one scan
+    /// forget the stale entries of them all.
+    fn forget_peer(&mut self, peer: SocketAddr) {
+        let now = self.clock;
+        self.learned = None;
+        if self.left.len() >= MAX_LEFT {
+            self.expire_left(now);
+        }
+        if self.left.len() >= MAX_LEFT {
+            let left = std::mem::take(&mut self.left);
+            self.table.forget_if(|Peer(a), seen| left.get(a).is_some_and(|&t| seen_by(seen, t)));
+        }
+        self.left.insert(peer, now);
+    }
+
+    /// Peers that went more than `expire` ago: every entry learned at them
+    /// before has expired.
+    fn expire_left(&mut self, now: u64) {
+        let expire = self.expire;
+        self.left.retain(|_, t| now.saturating_sub(*t) <= expire);
     }
 
     /// Forget the MACs of every member the flood list removed (left,
     /// evicted, unreachable) since the last call.
     fn forget_gone(&mut self) {
         while let Some(gone) = self.flood.take_gone() {
-            self.table.forget_value(Peer(gone));
-            self.learned = None;
+            self.forget_peer(gone);
         }
     }
 
@@ -401,13 +453,18 @@ impl Protocol {
     /// query: nothing is counted (`route` counts).
     pub fn destination(&self, frame: &[u8], now: u64) -> Option<SocketAddr> {
         let f = Frame::new_checked(frame).ok()?;
-        self.table.lookup(f.dst_addr(), 1, now).map(|Peer(a)| a)
+        let (Peer(a), seen) = self.table.lookup_seen(f.dst_addr(), 1, now)?;
+        if !self.left.is_empty() && self.left.get(&a).is_some_and(|&t| seen_by(seen, t)) {
+            return None; // learned before its peer went
+        }
+        Some(a)
     }
 
     /// Send `frame`: each datagram's destination goes to `to` (the learned
     /// peer, or a copy per flood target; unverified members only within
     /// their budget), and the frame is counted. False if it goes nowhere.
     pub fn route(&mut self, frame: &[u8], now: u64, mut to: impl FnMut(SocketAddr)) -> bool {
+        self.clock = self.clock.max(now);
         let bytes = vxlan::HEADER_LEN + frame.len();
         match self.destination(frame, now) {
             Some(d) => {
@@ -477,6 +534,21 @@ impl Protocol {
     }
 }
 
+/// Most datagrams planned before a send: a batch's copies up to this many
+/// are ordered by destination together (see `by_destination`).
+pub const MAX_PLAN: usize = 4096;
+
+/// Order a send plan, (frame index, destination) in frame order, so that
+/// each destination's datagrams are contiguous, each in its frame order:
+/// a batch of floods to N peers then leaves as N runs (one UDP GSO send
+/// each, when the frames are of one size) rather than one datagram per
+/// frame and peer. Only the order between different destinations changes,
+/// which no receiver can see.
+pub fn by_destination(plan: &mut [(usize, SocketAddr)]) {
+    // A stable sort: the equal keys (one destination) keep their order.
+    plan.sort_by_key(|&(_, d)| d);
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{cfg, eth, A, B};
@@ -509,6 +581,31 @@ mod tests {
         assert_eq!(ov.flood.targets(10).len(), 3, "the last good list is kept");
         let stats: std::collections::HashMap<_, _> = ov.stats_pairs().into_iter().collect();
         assert_eq!((stats["dns_peers"], stats["dns_failures"], stats["dns_added"], stats["dns_removed"]), (2, 1, 1, 1));
+    }
+
+    /// A batch of floods, with unicast between: every destination's
+    /// datagrams end contiguous and in frame order.
+    #[test]
+    fn a_plan_is_grouped_by_destination_keeping_each_ones_order() {
+        let p = |i: u8| SocketAddr::from(([10, 0, 0, i], 4789));
+        let mut plan = Vec::new();
+        for f in 0..4 {
+            for peer in [3, 1, 2] {
+                plan.push((f, p(peer)));
+            }
+            if f == 1 {
+                plan.push((f, p(2))); // a unicast frame between the floods
+            }
+        }
+        let before = plan.clone();
+        by_destination(&mut plan);
+        let mut runs: Vec<SocketAddr> = plan.iter().map(|&(_, d)| d).collect();
+        runs.dedup();
+        assert_eq!(runs.len(), 3, "one run per destination: {plan:?}");
+        for peer in [1, 2, 3] {
+            let of = |v: &[(usize, SocketAddr)]| v.iter().filter(|&&(_, d)| d == p(peer)).map(|&(f, _)| f).collect::<Vec<_>>();
+            assert_eq!(of(&plan), of(&before), "peer {peer}: same frames, same order");
+        }
     }
 
     #[test]
@@ -555,6 +652,36 @@ mod tests {
         assert_eq!(ov.destination(&eth(A, B), 0), Some(from));
         assert_eq!(ov.accept(&hdr, &[], 8, from, 0), Rx::Leave);
         assert_eq!(ov.destination(&eth(A, B), 0), None);
+    }
+
+    /// A leave is one datagram from anyone: it must not cost a scan of the
+    /// whole MAC table (up to 2^24 slots). Peers that went are remembered;
+    /// their entries are stale until learned again after the leave, and one
+    /// scan per MAX_LEFT peers clears them.
+    #[test]
+    fn leaves_forget_without_scanning_the_table() {
+        let mut c = cfg();
+        c.hashsize = 1 << 16;
+        let mut ov = Protocol::new(&c, c.flood_list(0, LocalAddrs::default()), true, None).unwrap();
+        let hdr = Repr { vni: 5 }.to_bytes();
+        let (p, q): (SocketAddr, SocketAddr) = ("10.0.0.2:40000".parse().unwrap(), "10.0.0.3:40000".parse().unwrap());
+        ov.accept(&hdr, &eth([0xff; 6], A), 68, p, 10);
+        ov.accept(&hdr, &eth([0xff; 6], B), 68, q, 10);
+        assert_eq!(ov.accept(&hdr, &[], 8, p, 11), Rx::Leave);
+        assert_eq!((ov.destination(&eth(A, B), 11), ov.destination(&eth(B, A), 11)), (None, Some(q)), "only p's MACs go");
+        ov.accept(&hdr, &eth([0xff; 6], A), 68, p, 12);
+        assert_eq!(ov.destination(&eth(A, B), 12), Some(p), "learned again after it came back");
+        let stranger = |i: u32| SocketAddr::new(IpAddr::V4((0x0a01_0000 + i).into()), 4789);
+        for i in 0..5000 {
+            assert_eq!(ov.accept(&hdr, &[], 8, stranger(i), 13), Rx::Leave);
+        }
+        assert!(ov.table.scans() <= 5000 / MAX_LEFT as u64, "{} scans for 5000 leaves", ov.table.scans());
+        assert_eq!((ov.destination(&eth(A, B), 13), ov.destination(&eth(B, A), 13)), (Some(p), Some(q)), "the others' leaves forget nothing of theirs");
+        assert_eq!(ov.accept(&hdr, &[], 8, q, 14), Rx::Leave);
+        assert_eq!(ov.destination(&eth(B, A), 14), None);
+        let mut msg = Vec::new();
+        let _ = ov.poll_control(14 + c.expiretime + 1, &mut msg);
+        assert!(ov.left.is_empty(), "forgotten peers are dropped once their entries expired");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
 
 use super::dns::Resolver;
 use super::options::Config;
-use super::protocol::{Peer, Protocol, Rx};
+use super::protocol::{by_destination, Peer, Protocol, Rx, MAX_PLAN};
 use crate::sys::{self, Meta, MAX_BATCH};
 use crate::transport::flood::{FloodList, LocalAddrs};
 use crate::transport::gro::{self, GroRx};
@@ -87,7 +87,7 @@ pub struct Overlay {
     dest: Box<[libc::sockaddr_storage; MAX_BATCH]>,
     destlen: [libc::socklen_t; MAX_BATCH],
     addrs: [SocketAddr; MAX_BATCH],
-    /// Datagrams to send: (batch index, destination), ≤ MAX_BATCH + flood targets.
+    /// Datagrams to send: (batch index, destination), ≤ MAX_PLAN + flood targets.
     plan: Vec<(usize, SocketAddr)>,
     /// UDP GSO for runs to one peer; off after the kernel refuses it.
     gso: bool,
@@ -119,7 +119,7 @@ impl Overlay {
             dest: Box::new([sys::zeroed_storage(); MAX_BATCH]),
             destlen: [0; MAX_BATCH],
             addrs: [Peer::default().0; MAX_BATCH],
-            plan: Vec::with_capacity(2 * MAX_BATCH),
+            plan: Vec::with_capacity(MAX_PLAN),
             gso: true,
             gro: [None, None],
             one: Batch::new(1),
@@ -279,10 +279,11 @@ impl Overlay {
     }
 
     /// Encapsulate and send `batch[idx]` from `fd`, each to its destination
-    /// (flooded frames once per flood target). Consecutive frames of equal
-    /// size to the same peer leave as one UDP GSO send (one trip through the
-    /// IP stack per run). Counts are of frames: one whose copies were not all
-    /// sent counts as dropped.
+    /// (flooded frames once per flood target). The batch's datagrams (up to
+    /// MAX_PLAN) are grouped by destination, and the frames of equal size
+    /// to one peer leave as one UDP GSO send (one trip through the IP stack
+    /// per run, also for a burst of floods). Counts are of frames: one whose
+    /// copies were not all sent counts as dropped.
     pub fn send_batch(&mut self, sock: &UdpSocket, batch: &Batch, idx: &[usize]) -> SendOutcome {
         let mut out = SendOutcome::default();
         let now = now_secs();
@@ -293,9 +294,10 @@ impl Overlay {
             if !self.core.route(batch.frame(i), now, |d| plan.push((i, d))) {
                 nowhere += 1;
             }
-            if self.plan.len() >= MAX_BATCH || n + 1 == idx.len() {
+            if self.plan.len() >= MAX_PLAN || n + 1 == idx.len() {
                 let frames = n + 1 - planned;
                 planned = n + 1;
+                by_destination(&mut self.plan);
                 let o = self.send_plan(sock, &|i| batch.frame_ref(i));
                 let dropped = (o.dropped + nowhere).min(frames);
                 nowhere = 0;
