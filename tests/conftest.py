@@ -272,9 +272,8 @@ def nobody_labs_unavailable() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.geteuid() != 0 or nobody_labs_unavailable() is not None:
+    nobody_only = [item for item in items if not AS_NOBODY.get(f"{item.path.name}::{item.name}", AS_NOBODY.get(item.path.name, True))]
+    if not nobody_only or os.geteuid() != 0 or nobody_labs_unavailable() is not None:
         return
-    for item in items:
-        also_as_root = AS_NOBODY.get(f"{item.path.name}::{item.name}", AS_NOBODY.get(item.path.name, True))
-        if not also_as_root:
-            item.add_marker(pytest.mark.skip(reason=f"as root, runs as nobody (rootless lab) in {AS_NOBODY_RUN}"))
+    for item in nobody_only:
+        item.add_marker(pytest.mark.skip(reason=f"as root, runs as nobody (rootless lab) in {AS_NOBODY_RUN}"))
