@@ -216,3 +216,64 @@ def nobody_env() -> Iterator[NobodyEnv]:
         yield _build_nobody_env(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- lab tests as nobody
+# tests/test_lab_rootless.py runs these lab-based tests (and restart://,
+# which needs no privilege) as nobody, in one pytest run, through a rootless
+# Lab: together they use the lab in every way the suite does (each kind of
+# lan, switches, cables, VLANs, link parameters, an error while building, the
+# kernel's vxlan, our plugs, C programs and plugins in hosts, ptp:// sockets
+# shared with the test, /sys per host, the underlay). False: as root, the
+# test runs as nobody only, as the root lab's same uses are tested by the
+# suite's other lab tests; True: it runs as root too (the lab's own tests).
+# Not as nobody: qemu, the sealed-overlay attacker and the bulk offload
+# transfers (slow, and their lab uses are the ones above); captures with
+# tcpdump (as root of a user namespace it drops to user tcpdump, unmapped
+# there: setgroups/setuid fail with EPERM, and it exits); the DNS tests (a
+# resolv.conf per namespace is `ip netns exec`'s, root only); macvtap (see
+# tests/test_macvtap.py).
+AS_NOBODY = {
+    "test_scripting.py::test_lab_builds_switch_hosts_and_vxvde_backbone_and_leaves_nothing": True,
+    "test_scripting.py::test_lab_error_while_building_tears_down_what_was_built": True,
+    "test_wirefilter.py::test_lab_host_with_link_delay_pings_slower": True,
+    "test_messages.py::test_a_lab_reference_that_is_no_switch_is_not_taken_as_a_path": True,
+    "test_overlay_netns.py::test_tap_delivers_kernel_arp_byte_identical": True,
+    "test_overlay_netns.py::test_vxlan_interop_with_kernel_and_wrong_vni": False,
+    "test_overlay_netns.py::test_vxlan_ipv6_group_with_kernel": False,
+    "test_overlay_netns.py::test_vxvde_many_endpoints_per_host_no_echo_learning_leave[ipv6]": False,
+    "test_overlay_netns.py::test_vxvde_c_and_ours_share_a_host": False,
+    "test_overlay_netns.py::test_vxlan_bursts_from_ours_reach_kernel": False,
+    "test_overlay_netns.py::test_vxlan_unicast_flood_list_with_kernel": False,
+    "test_offload.py::test_c_vxvde_takes_our_segments_and_we_coalesce_its": False,
+    "test_libvdeplug.py::test_c_program_vxvde_ours_and_debian_in_netns": False,
+    "test_agno.py::test_taps_ping_over_agno_vxvde_debian_and_ours_in_namespaces": False,
+    "test_reliability.py::test_vxlan_malformed_headers_counted_valid_frame_delivered": False,
+    "test_restart.py": False,
+}
+AS_NOBODY_RUN = "tests/test_lab_rootless.py::test_the_suites_lab_tests_pass_as_nobody"
+
+
+def nobody_labs_unavailable() -> str | None:
+    """None if root can run tests as nobody with rootless labs, else why not
+    (makes /dev/net/tun 0666, as distributions ship it, if it is not)."""
+    from vdeplug import _userns
+
+    if os.geteuid() != 0:
+        return "switches to nobody through setpriv (needs root)"
+    for tool in ("setpriv", "unshare", "nsenter", "ip"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    if _userns.unavailable():
+        return _userns.unavailable()
+    if os.stat("/dev/net/tun").st_mode & 0o006 != 0o006:
+        os.chmod("/dev/net/tun", 0o666)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    nobody_only = [item for item in items if not AS_NOBODY.get(f"{item.path.name}::{item.name}", AS_NOBODY.get(item.path.name, True))]
+    if not nobody_only or os.geteuid() != 0 or nobody_labs_unavailable() is not None:
+        return
+    for item in nobody_only:
+        item.add_marker(pytest.mark.skip(reason=f"as root, runs as nobody (rootless lab) in {AS_NOBODY_RUN}"))

@@ -1,10 +1,11 @@
 """Rootless labs (issue 25, item 2): ``vdeplug.lab`` for an ordinary user,
 through a user namespace of the lab's own; run here as ``nobody``.
 
-The lab-based tests of the suite run again as nobody (a selection: the
-overlay tests take half a minute as root already), and a representative
-lab shows that nothing is left behind: no process, no /run/netns entry, no
-work directory.
+The suite's lab-based tests run as nobody (conftest's AS_NOBODY: a
+selection that uses the lab in every way the suite does, in one pytest run;
+as root, those that only repeat the root lab's uses run as nobody only),
+and a representative lab shows that nothing is left behind: no process, no
+/run/netns entry, no work directory.
 """
 
 from __future__ import annotations
@@ -17,26 +18,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import NOBODY, NobodyEnv
-from vdeplug import _userns
+from conftest import AS_NOBODY, NOBODY, NobodyEnv, nobody_labs_unavailable
 
 HERE = Path(__file__).parent
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "switches to nobody through setpriv (needs root)"
-    for tool in ("setpriv", "unshare", "nsenter", "ip"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if _userns.unavailable():
-        return _userns.unavailable()
-    if os.stat("/dev/net/tun").st_mode & 0o006 != 0o006:
-        os.chmod("/dev/net/tun", 0o666)  # as distributions ship it
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+pytestmark = pytest.mark.skipif(nobody_labs_unavailable() is not None, reason=nobody_labs_unavailable() or "")
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +89,12 @@ def test_representative_lab_as_nobody_and_nothing_left(python: str) -> None:
 
 
 def test_the_suites_lab_tests_pass_as_nobody(python: str) -> None:
-    tests = [
-        "test_scripting.py::test_lab_builds_switch_hosts_and_vxvde_backbone_and_leaves_nothing",
-        "test_scripting.py::test_lab_error_while_building_tears_down_what_was_built",
-        "test_overlay_netns.py::test_vxlan_interop_with_kernel_and_wrong_vni",
-        "test_overlay_netns.py::test_vxlan_ipv6_group_with_kernel",
-    ]
-    tests = [str(Path(python).parents[2] / "tests" / t) for t in tests]  # nobody's copy of the tests
-    r = as_nobody(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(Path(python).parents[2]), *tests)
-    assert r.returncode == 0 and f"{len(tests)} passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+    root = Path(python).parents[2]
+    """conftest's AS_NOBODY: the lab-based tests, through a rootless lab."""
+    tests = [str(root / "tests" / t) for t in AS_NOBODY]  # nobody's copy of the tests
+    r = as_nobody(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(root), *tests, timeout=300)
+    want = len(AS_NOBODY) - 1 + 3  # test_restart.py holds three
+    assert r.returncode == 0 and f"{want} passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
 
 
 def test_lab_without_user_namespaces_says_why(monkeypatch: pytest.MonkeyPatch) -> None:

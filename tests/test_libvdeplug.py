@@ -21,6 +21,7 @@ import pytest
 import vdeplug
 from conftest import VDE_PLUG, frame, free_udp_port, wait_for
 from netns import needs_netns
+from vdeplug.lab import Host
 
 HERE = Path(__file__).parent
 LIBDIR = vdeplug.libdir()
@@ -57,10 +58,10 @@ def vdepeer(tmp_path_factory) -> str:
     return str(out)
 
 
-def peer(binary: str, vnl: str, *args: str, ours: bool, netns: str | None = None) -> subprocess.Popen[str]:
+def peer(binary: str, vnl: str, *args: str, ours: bool, host: Host | None = None) -> subprocess.Popen[str]:
     cmd = [binary, vnl, *args]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
+    if host:
+        cmd = host.command(*cmd)
     env = ours_env() if ours else dict(os.environ)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -178,8 +179,8 @@ def test_c_program_vxvde_ours_and_debian_in_netns(vdepeer, lan_factory):
     lan = lan_factory(2)
     h1, h2 = lan.hosts
     group = "vxvde://239.5.6.7"
-    ours = peer(vdepeer, group, "pingpong", "1", "40", "20", ours=True, netns=h1.netns)
-    deb = peer(vdepeer, group, "pingpong", "2", "40", "20", ours=False, netns=h2.netns)
+    ours = peer(vdepeer, group, "pingpong", "1", "40", "20", ours=True, host=h1)
+    deb = peer(vdepeer, group, "pingpong", "2", "40", "20", ours=False, host=h2)
     (rc1, out1), (rc2, out2) = finish(ours), finish(deb)
     assert rc1 == 0 and rc2 == 0, out1 + out2
     assert lib_of(out1) == os.path.realpath(OURS) and lib_of(out2) != lib_of(out1)
@@ -256,12 +257,12 @@ def test_recv_hides_non_frames_and_send_never_returns_zero(tmp_path):
 # ---------------------------------------------------------------- qemu on our library
 
 
-def qemu_lease(nic: str, env: dict[str, str], netns: str | None = None, timeout: float = 90) -> tuple[bool, str, str]:
+def qemu_lease(nic: str, env: dict[str, str], host: Host | None = None, timeout: float = 90) -> tuple[bool, str, str]:
     """Boot qemu's iPXE ROM with `-nic vde,…`; whether it printed a DHCP
     lease (net0: 10.0.2.15), its output, and the libvdeplug it mapped."""
     cmd = [QEMU or "qemu-system-x86_64", "-nographic", "-nic", f"vde,{nic},model=e1000", "-boot", "n", "-m", "64", "-monitor", "none"]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
+    if host:
+        cmd = host.command(*cmd)
     q = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert q.stdout
     os.set_blocking(q.stdout.fileno(), False)
@@ -272,7 +273,7 @@ def qemu_lease(nic: str, env: dict[str, str], netns: str | None = None, timeout:
         while time.monotonic() < deadline and q.poll() is None:
             time.sleep(0.2)
             out += q.stdout.read() or b""
-            if not mapped:  # `ip netns exec` execs qemu: same pid
+            if not mapped:  # `ip netns exec` and nsenter exec qemu: same pid
                 try:
                     m = re.search(r"(\S*libvdeplug\.so[.\d]*)$", Path(f"/proc/{q.pid}/maps").read_text(), re.M)
                 except OSError:
@@ -335,7 +336,7 @@ def test_qemu_vxvde_to_our_vde_plug_with_slirp(lan_factory):
     plug = h2.popen(VDE_PLUG, vnl, "slirp://")
     time.sleep(0.5)
     assert plug.poll() is None, plug.stderr.read() if plug.stderr else ""
-    ok, out, mapped = qemu_lease(f"sock={vnl}", ours_env(), netns=h1.netns)
+    ok, out, mapped = qemu_lease(f"sock={vnl}", ours_env(), host=h1)
     assert mapped == os.path.realpath(OURS), mapped
     assert ok, out[-2000:]
 

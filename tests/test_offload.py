@@ -54,8 +54,15 @@ def transfer(src: Host, dst: Host, dst_ip: str, nbytes: int, port: int, seed: in
 
 
 def counters(h: Host) -> dict[str, int]:
-    out = h.run("nstat", "-az").stdout
-    return {ln.split()[0]: int(ln.split()[1]) for ln in out.splitlines()[1:] if len(ln.split()) >= 2 and ln.split()[1].isdigit()}
+    """The host's SNMP counters named as nstat names them (TcpInCsumErrors);
+    read from /proc, as nstat's history file in /tmp may be another user's."""
+    lines = h.run("cat", "/proc/net/snmp", "/proc/net/netstat").stdout.splitlines()
+    found = {}
+    for names, values in zip(lines[::2], lines[1::2]):  # "Tcp: RtoAlgorithm …" then "Tcp: 1 …"
+        prefix, *keys = names.split()
+        for key, value in zip(keys, values.split()[1:]):
+            found[prefix.rstrip(":") + key] = int(value)
+    return found
 
 
 def plug_stats(p: subprocess.Popen) -> str:

@@ -151,7 +151,7 @@ def test_vxvde_c_and_ours_share_a_host(lan_factory):
     from conftest import StreamPeer
 
     h1, h2 = lan_factory(2).hosts
-    c_peer = StreamPeer(["ip", "netns", "exec", h1.netns, C_VDE_PLUG, "vxvde://239.6.6.6"])
+    c_peer = StreamPeer(h1.command(C_VDE_PLUG, "vxvde://239.6.6.6"))
     try:
         x, y = Agent(h1), Agent(h2)
         ours1, ours2 = x.open("vxvde://239.6.6.6"), y.open("vxvde://239.6.6.6")
@@ -191,7 +191,7 @@ def test_vxvde_bursts_from_ours_reach_c_intact(lan_factory, tmp_path):
     link = str(tmp_path / "l")
     plug(h1, f"ptp://{link}", "vxvde://239.7.7.7")
     wait_for(lambda: os.path.exists(link), what="relay")
-    c_peer = StreamPeer(["ip", "netns", "exec", h2.netns, C_VDE_PLUG, "vxvde://239.7.7.7"])
+    c_peer = StreamPeer(h2.command(C_VDE_PLUG, "vxvde://239.7.7.7"))
     try:
         with vdeplug.open(f"ptp://{link}") as src:
             time.sleep(0.5)

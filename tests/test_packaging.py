@@ -64,7 +64,15 @@ print("ok", vdeplug.__version__, *sys.version_info[:2])
 
 @pytest.fixture(scope="module")
 def manylinux_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The release wheel, built as the backend's docstring says (zig from PyPI)."""
+    """The release wheel, built as the backend's docstring says (zig from PyPI);
+    or the one ``VDEPLUG_RELEASE_WHEEL`` names, built so from this tree
+    already (.ci/run builds it once, installs it and tests it here)."""
+    given = os.environ.get("VDEPLUG_RELEASE_WHEEL")
+    if given:
+        wheel = Path(given)
+        assert wheel.is_file(), f"VDEPLUG_RELEASE_WHEEL={given}: no such file"
+        assert wheel.name.startswith(f"vdeplug-{vdeplug.__version__}-"), f"{wheel.name} is not this vdeplug ({vdeplug.__version__})"
+        return wheel
     out = tmp_path_factory.mktemp("wheel")
     env = dict(os.environ, VDEPLUG_MANYLINUX="2_28")
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)], env=env, capture_output=True, text=True, timeout=900)

@@ -172,7 +172,7 @@ def in_private_netns(script: str, timeout: float) -> dict[str, int]:
     loopback only); the JSON it prints."""
     with labmod.Lab() as lab:
         assert lab.underlay
-        r = subprocess.run(["ip", "netns", "exec", lab.underlay, sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run([*lab.enter(lab.underlay), sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
         assert r.returncode == 0, r.stderr
         return dict(json.loads(r.stdout))
 

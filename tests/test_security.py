@@ -254,8 +254,12 @@ def test_sigterm_ends_a_stalled_switch_and_removes_its_files(tmp_path):
     try:
         wait_for(lambda: (d / "ctl").exists(), what="switch")
         with vdeplug.open(f"vde://{d}") as c:
+            f = frame(1500)
             for _ in range(3000):  # broadcasts reach the host port: stdout, unread
-                c.send(frame(1500))
+                c.send(f)
+                if c.stats.drops_out >= 10:
+                    break  # the switch stalled: its socket from us stays full
+            assert c.stats.drops_out >= 10, "the switch never stalled"
             time.sleep(0.3)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
@@ -544,26 +548,31 @@ def test_ptp_refuses_a_peer_socket_of_another_user(shared_dir):
         import socket, sys, time
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         s.bind("{link}+")
-        s.settimeout(4)
         print("bound", flush=True)
+        sys.stdin.readline()  # the plug has run: what it sent is queued here
+        s.settimeout(0.5)
         try:
             print("GOT" if s.recv(2000) else "empty", flush=True)
         except socket.timeout:
             print("nothing", flush=True)
     """)
-    spy = as_user(sys.executable, "-c", grab, stdout=subprocess.PIPE, text=True)
-    assert spy.stdout and spy.stdout.readline().strip() == "bound"
+    spy = as_user(sys.executable, "-c", grab, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert spy.stdin and spy.stdout and spy.stdout.readline().strip() == "bound"
     one_frame = "printf '\\000\\074'; head -c 60 /dev/zero | tr '\\000' '\\377'; sleep 2"
     r = subprocess.run([VDE_PLUG, f"ptp://{link}", "=", "sh", "-c", one_frame], capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "belongs to uid 65534" in r.stderr, r.stderr
+    spy.stdin.write("go\n")
+    spy.stdin.flush()
     assert spy.stdout.readline().strip() == "nothing"
     spy.wait(5)
     os.unlink(f"{link}+")
     # With a mode that invites other users, the same peer is accepted.
-    spy = as_user(sys.executable, "-c", grab, stdout=subprocess.PIPE, text=True)
-    assert spy.stdout and spy.stdout.readline().strip() == "bound"
+    spy = as_user(sys.executable, "-c", grab, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert spy.stdin and spy.stdout and spy.stdout.readline().strip() == "bound"
     with vdeplug.open(f"ptp://{link}", mode=0o666) as c:
         assert c.send(frame(60)) == 60
+    spy.stdin.write("go\n")
+    spy.stdin.flush()
     assert spy.stdout.readline().strip() == "GOT"
     spy.wait(5)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import vdeplug
 from conftest import VDE_PLUG, frame, free_udp_port, needs_root, wait_for
+from netns import needs_netns
 from test_libvdeplug import OURS, finish, lib_of, peer, vdepeer  # noqa: F401 (vdepeer: a fixture)
 
 HERE = Path(__file__).parent
@@ -341,7 +342,7 @@ def test_lab_link_parameters_become_a_wirefilter():
         link_vnl({"latency": 3}, "null://")
 
 
-@needs_root
+@needs_netns
 def test_lab_host_with_link_delay_pings_slower():
     from vdeplug.lab import Lab
 

@@ -11,8 +11,10 @@ As root the namespaces are ``ip netns`` ones. An ordinary user gets the
 same lab inside a user namespace of its own (the user mapped to root
 there): the underlay is made with it and each host's namespace belongs to
 it, each held by a process of the lab (``unshare``/``nsenter`` from
-util-linux); nothing is written in /run, and closing the lab ends every
-process in them, so the namespaces go.
+util-linux) and given, as ``ip netns exec`` does, a mount namespace whose
+/sys shows its own interfaces; nothing is written in /run, and closing the
+lab ends every process in them, so the namespaces go. ``Host.command``
+(and ``run``, ``popen``) runs a program in a host in either mode.
 
 >>> spec = {
 ...     "switches": ["sw"],
@@ -140,9 +142,14 @@ class Host:
     ifname: str
     ips: tuple[str, ...]
 
+    def command(self, *cmd: str, cwd: str | None = None) -> list[str]:
+        """The argv that runs ``cmd`` inside the host (root or not), for
+        ``subprocess`` or any other runner; ``cwd``: where it will run."""
+        return [*self.lab.enter(self.netns, cwd), *cmd]
+
     def run(self, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a command inside the host's namespace."""
-        r = subprocess.run([*self.lab.enter(self.netns), *cmd], capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(self.command(*cmd), capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise LabError(f"{self.name}: {' '.join(cmd)}: {r.stderr.strip() or r.returncode}")
         return r
@@ -157,7 +164,7 @@ class Host:
         stderr piped unless given); the lab stops it when it closes."""
         kw.setdefault("stdin", subprocess.DEVNULL)
         kw.setdefault("stderr", subprocess.PIPE)
-        p = subprocess.Popen([*self.lab.enter(self.netns), *cmd], **kw)
+        p = subprocess.Popen(self.command(*cmd, cwd=kw.get("cwd")), **kw)
         self.lab.procs.append(p)
         self.lab._what[p.pid] = f"{self.name}: {' '.join(cmd)}"
         return p
@@ -355,13 +362,14 @@ class Lab:
 
     # ------------------------------------------------------------ namespaces
 
-    def enter(self, ns: str) -> list[str]:
+    def enter(self, ns: str, cwd: str | None = None) -> list[str]:
         """The command prefix that runs a command in namespace ``ns`` (as
         root there: ``ip netns exec``, or ``nsenter`` into the lab's user
-        namespace, where the user is root)."""
+        namespace, where the user is root), in ``cwd`` (default: ours now)."""
         if not self.rootless:
             return ["ip", "netns", "exec", ns]
-        return ["nsenter", "-t", str(self._holders[ns].pid), "-U", "-n", "--preserve-credentials", "--"]
+        wd = os.path.abspath(cwd or os.getcwd())  # entering a mount namespace moves to its /
+        return ["nsenter", "-t", str(self._holders[ns].pid), "-U", "-n", "-m", f"--wd={wd}", "--preserve-credentials", "--"]
 
     def ip(self, ns: str, *args: str) -> list[str]:
         """``ip ARGS`` in namespace ``ns``."""
@@ -378,14 +386,15 @@ class Lab:
         else:
             # The first is the underlay, made with the lab's user namespace;
             # the others belong to that user namespace. Each lives while its
-            # holder (cat, reading a pipe from us) does, or a process in it.
+            # holder (cat, reading a pipe from us) does, or a process in it;
+            # its mount namespace has a /sys of its own interfaces.
             first = not self._holders
-            held = ["unshare", "--user", "--map-root-user", "--net"] if first else [*self.enter(next(iter(self._holders))), "unshare", "--net"]
-            holder = subprocess.Popen([*held, "--", "cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            held = ["unshare", "--user", "--map-root-user", "--net", "--mount"] if first else [*self.enter(next(iter(self._holders)), "/"), "unshare", "--net", "--mount"]
+            holder = subprocess.Popen([*held, "--", "sh", "-c", "mount -t sysfs sysfs /sys && exec cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self._holders[ns] = holder
             self._what[holder.pid] = f"namespace {name}"
 
-            def made() -> bool:  # the holder runs cat: unshare is done, the maps written
+            def made() -> bool:  # the holder runs cat: unshare is done, the maps written, /sys mounted
                 try:
                     return os.path.basename(os.readlink(f"/proc/{holder.pid}/exe")) == "cat"
                 except OSError:
