@@ -545,6 +545,9 @@ pub const MAX_PLAN: usize = 4096;
 /// frame and peer. Only the order between different destinations changes,
 /// which no receiver can see.
 pub fn by_destination(plan: &mut [(usize, SocketAddr)]) {
+    if plan.windows(2).all(|w| w[0].1 == w[1].1) {
+        return; // one destination (unicast to one peer): nothing to order
+    }
     // A stable sort: the equal keys (one destination) keep their order.
     plan.sort_by_key(|&(_, d)| d);
 }
