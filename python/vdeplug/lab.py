@@ -517,13 +517,15 @@ class Lab:
                 os.makedirs(d, exist_ok=True)
                 self._etc_netns.append(d)
                 with open(os.path.join(d, "resolv.conf"), "w") as f:
-                    f.write(f"nameserver {DNS_IP}\noptions edns0 timeout:1 attempts:3\n")
+                    f.write(f"nameserver {DNS_IP}\noptions edns0 timeout:2 attempts:5\n")
         if self._dnsmasq is not None:
             self._dnsmasq.send_signal(signal.SIGHUP)  # rereads the hosts file
             return
         self._batch(self.bridge, [f"addr add {DNS_IP}/16 dev br0"])
         # --user=root: the hosts file sits in the lab's private directory.
-        cmd = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--user=root", f"--addn-hosts={hosts_file}"]
+        # Many addresses answer over TCP (past EDNS's 1232 bytes), every host at
+        # once when the plugs open: a connection each (dnsmasq's default is 20).
+        cmd = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--user=root", f"--addn-hosts={hosts_file}", "--max-tcp-connections=512"]
         cmd += [f"--listen-address={DNS_IP}", "--bind-interfaces", f"--pid-file={os.path.join(self.workdir, 'dnsmasq.pid')}"]
         if shutil.which("dnsmasq") is None:
             raise LabError("lan: dns= needs dnsmasq (Debian: apt-get install dnsmasq-base)")
