@@ -44,16 +44,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _userns
-from ._record import record
+from ._record import field, record
 
 __all__ = ["Host", "Lab", "LabError", "can_build", "link_vnl"]
 
 
 _LAB_IDS = itertools.count()
+#: ``lan(dns=...)``'s server, on the bridge.
+DNS_IP = "10.77.255.254"
 
 
 class LabError(RuntimeError):
@@ -141,6 +143,10 @@ class Host:
     netns: str
     ifname: str
     ips: tuple[str, ...]
+    #: Overlay interfaces ``Lab.overlay`` made here: name → address (CIDR).
+    overlays: dict[str, str] = field(default_factory=dict)
+    #: Their ``vde_plug`` processes (name → process; ``pid`` for /proc).
+    plugs: dict[str, subprocess.Popen[Any]] = field(default_factory=dict)
 
     def command(self, *cmd: str, cwd: str | None = None) -> list[str]:
         """The argv that runs ``cmd`` inside the host (root or not), for
@@ -222,6 +228,26 @@ def _pids_in(holder: int) -> list[str]:
     return found
 
 
+def _mac(k: int) -> str:
+    """The eth0 MAC of ``lan()``'s host k."""
+    return f"02:77:00:00:{k >> 8:02x}:{k & 255:02x}"
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def _kill(pids: Sequence[str]) -> None:
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
 class Lab:
     """A virtual LAN built from ``spec`` (see the module docstring). Use as a
     context manager; ``close()`` is idempotent. Building starts at once: a
@@ -238,6 +264,10 @@ class Lab:
         #: The namespace of ``lan()``'s bridge, once there is one.
         self.bridge: str | None = None
         self._lan: list[Host] = []
+        #: The name ``lan(dns=...)`` serves, once it does.
+        self.dns_name: str | None = None
+        self._dnsmasq: subprocess.Popen[bytes] | None = None
+        self._etc_netns: list[str] = []
         self._namespaces: list[str] = []
         #: Without root: each namespace's holder process (its pid names it).
         self._holders: dict[str, subprocess.Popen[bytes]] = {}
@@ -324,41 +354,204 @@ class Lab:
         self.hosts[name] = h
         return h
 
-    def lan(self, count: int, *, multicast: bool = True, mtu: int | None = None) -> list[Host]:
-        """``count`` hosts h1, h2 … whose ``eth0`` (10.77.0.k/24 and
-        fd77::k/64) is on one bridge, in its own namespace (``self.bridge``):
-        an underlay to run overlays, tunnels or the kernel's vxlan on.
+    def lan(self, count: int, *, multicast: bool = True, mtu: int | None = None, dns: str | None = None, overlay: str | None = None) -> list[Host]:
+        """``count`` hosts h1, h2 … whose ``eth0`` (host k: 10.77.0.k/16 up
+        to 255, then 10.77.1.0 …, k's two bytes; and fd77::k/64) is on one
+        bridge, in its own namespace (``self.bridge``): an
+        underlay to run overlays, tunnels or the kernel's vxlan on.
         Without ``multicast`` there is no multicast route anywhere and the
-        bridge floods no multicast, as in a cloud; ``mtu`` sets the links'."""
+        bridge floods no multicast, as in a cloud; ``mtu`` sets the links'.
+
+        ``dns=NAME`` (root): a dnsmasq on the bridge (10.77.255.254) answers
+        NAME with every LAN host's eth0 addresses (A and AAAA, kept up to
+        date as ``lan`` adds hosts), and each host resolves through it
+        (/etc/netns/NS/resolv.conf, removed with the lab). ``overlay=VNL``:
+        every new host also plugs an ``ov0`` into VNL (see ``overlay``), so
+        ``lan(64, overlay="vxvde://239.1.2.3")`` or ``lan(64, dns="all.lab",
+        overlay="vxlan://all.lab")`` is a 64-host overlay on one call.
+
+        Cheap per host: the namespaces, the bridge's ports and each host's
+        addresses are ``ip -batch`` runs (one for all, or one per host).
+        The IPv4 neighbours among the hosts of one call are static (eth0 of
+        host k is 02:77:00:00:k, two bytes), as a cloud's network answers
+        ARP itself: n hosts starting at once send no n² ARP broadcasts,
+        which a small machine's bridge would drop (its backlog overflows)."""
         if self.underlay is None:
             raise LabError(f"lan: {can_build() or 'needs root'}")
+        if dns and self.rootless:
+            raise LabError("lan: dns= needs root (a resolv.conf per namespace is ip netns exec's)")
+        if dns and self.dns_name not in (None, dns):
+            raise LabError(f"lan: this lab's DNS already serves {self.dns_name!r}")
+        first = len(self._lan) + 1
+        ks = range(first, first + count)
+        names = [f"h{k}" for k in ks]
+        todo = [] if self.bridge else ["br"]
+        made = self._netns_many([*todo, *names])
         if self.bridge is None:
-            self.bridge = self._netns("br")
-            _run(self.ip(self.bridge, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"))
-            _run(self.ip(self.bridge, "link", "set", "br0", "up"))
-        hosts = []
-        for _ in range(count):
-            k = len(self._lan) + 1
-            h = Host(self, f"h{k}", self._netns(f"h{k}"), "eth0", (f"10.77.0.{k}/24", f"fd77::{k}/64"))
-            port = f"p{k}"
-            _run(self.ip(self.bridge, "link", "add", "eth0", "netns", self._ref(h.netns), "type", "veth", "peer", port))
-            for cmd in (["link", "set", port, "master", "br0"], ["link", "set", port, "up"]):
-                _run(self.ip(self.bridge, *cmd))
+            self.bridge = made.pop(0)
+            self._batch(self.bridge, ["link set lo up", "link add br0 type bridge mcast_snooping 0", "link set br0 up"])
+        nss = made
+        hosts = [Host(self, name, ns, "eth0", (f"10.77.{k >> 8}.{k & 255}/16", f"fd77::{k}/64")) for k, name, ns in zip(ks, names, nss)]
+        ports: list[str] = []
+        for k, h in zip(ks, hosts):
+            p = f"p{k}"
+            ports += [f"link add name {p} type veth peer name eth0 address {_mac(k)} netns {self._ref(h.netns)}", f"link set {p} master br0"]
             if not multicast:
-                _run([*self.enter(self.bridge), "bridge", "link", "set", "dev", port, "mcast_flood", "off"])
+                ports.append(f"link set {p} type bridge_slave mcast_flood off")
             if mtu:
-                _run(self.ip(self.bridge, "link", "set", port, "mtu", str(mtu)))
-                _run(self.ip(h.netns, "link", "set", "eth0", "mtu", str(mtu)))
-            for knob in ("all", "default"):
-                h.run("sysctl", "-qw", f"net.ipv6.conf.{knob}.accept_dad=0")
-            for cidr in h.ips:
-                h.addr("eth0", cidr)
-            if multicast:
-                h.run("ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+                ports.append(f"link set {p} mtu {mtu}")
+            ports.append(f"link set {p} up")
+        self._batch(self.bridge, ports)
+        for h in hosts:
             self._lan.append(h)
             self.hosts[h.name] = h
-            hosts.append(h)
+        sysctl = "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0"
+        scripts = []
+        for h in hosts:
+            lines = ["link set lo up", *([f"link set eth0 mtu {mtu}"] if mtu else [])]
+            lines += [f"addr add {h.ips[0]} dev eth0", f"addr add {h.ips[1]} dev eth0 nodad", "link set eth0 up"]
+            lines += [f"neigh replace {o.ip4} lladdr {_mac(j)} dev eth0 nud permanent" for j, o in zip(ks, hosts) if o is not h]
+            if multicast:
+                lines.append("route add 224.0.0.0/4 dev eth0")
+            scripts.append((h, lines))
+        self._configure(scripts, before=sysctl)
+        if dns:
+            self._dns(dns)
+        if overlay:
+            self.overlay(overlay, hosts)
         return hosts
+
+    def overlay(self, vnl: str, hosts: Sequence[Host] | None = None, ifname: str = "ov0", net: str = "10.78") -> list[Host]:
+        """Plug an interface of each of ``hosts`` (default: every ``lan``
+        host) into ``vnl``: a tap ``ifname`` with address NET.k/16 (host k:
+        NET.0.k, NET.1.0 for 256; IPv4 only, IPv6 off on it so the overlay
+        carries only what the hosts send), and a ``vde_plug VNL
+        tap://IFNAME`` in the host (``host.plugs[ifname]``). Returns once
+        every plug has both ends open; traffic then finds its way (ARP,
+        MAC learning) as on any LAN. All plugs start at once."""
+        hosts = list(self._lan if hosts is None else hosts)
+        scripts = []
+        for h in hosts:
+            k = int(h.name[1:]) if h in self._lan else len(h.overlays) + 1
+            cidr = f"{net}.{k >> 8}.{k & 255}/16"
+            h.overlays[ifname] = cidr
+            scripts.append((h, [f"tuntap add {ifname} mode tap", f"addr add {cidr} dev {ifname}", f"link set {ifname} up"]))
+        self._configure(scripts, after=f"sysctl -qw net.ipv6.conf.{ifname}.disable_ipv6=1")
+        for h in hosts:
+            h.plugs[ifname] = h.popen(sys.executable, "-m", "vdeplug", vnl, f"tap://{ifname}", stdout=subprocess.DEVNULL)
+
+        def tap_open(p: subprocess.Popen[Any]) -> bool:  # the tap is vde_plug's second end: open last
+            try:
+                return any(os.readlink(f"/proc/{p.pid}/fd/{fd}") == "/dev/net/tun" for fd in os.listdir(f"/proc/{p.pid}/fd"))
+            except OSError:
+                return False
+
+        plugs = [h.plugs[ifname] for h in hosts]
+        waiting = list(plugs)
+
+        def all_open() -> bool:
+            waiting[:] = [p for p in waiting if not tap_open(p)]
+            return not waiting
+
+        self._wait(all_open, f"overlay {vnl}", 10 + len(hosts) / 4, plugs)
+        return hosts
+
+    def each(self, hosts: Sequence[Host], cmd: Sequence[str] | Callable[[Host], Sequence[str]], timeout: float = 60) -> list[subprocess.CompletedProcess[str]]:
+        """Run a command in every one of ``hosts`` at once and wait for all:
+        ``cmd`` is an argv, or a function of the host giving its argv
+        (``lambda h: ["ping", "-c1", peer[h]]``). Results in ``hosts`` order."""
+        procs = []
+        try:
+            for h in hosts:
+                argv = cmd(h) if callable(cmd) else cmd
+                procs.append(subprocess.Popen([*self.enter(h.netns), *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            deadline = time.monotonic() + timeout
+            done = []
+            for p in procs:
+                out, err = p.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+                done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+            return done
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.communicate()
+
+    def _configure(self, scripts: Sequence[tuple[Host, Sequence[str]]], before: str = "", after: str = "") -> None:
+        """In each host at once: ``before`` (shell), its ``ip -batch``
+        lines, ``after``; any failure is a LabError naming the host."""
+        sh = " && ".join(c for c in (before, "ip -batch -", after) if c)
+        procs = []
+        for h, lines in scripts:
+            p = subprocess.Popen([*self.enter(h.netns), "sh", "-c", sh], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            procs.append((h, p))
+            assert p.stdin is not None
+            p.stdin.write("\n".join(lines) + "\n")
+            p.stdin.close()
+        errors = []
+        for h, p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            assert p.stderr is not None
+            err = p.stderr.read().strip()
+            p.stderr.close()
+            if p.returncode:
+                errors.append(f"{h.name}: {err or p.returncode}")
+        if errors:
+            raise LabError("; ".join(errors))
+
+    def _batch(self, ns: str, lines: Sequence[str]) -> None:
+        """``ip -batch`` in namespace ``ns``."""
+        r = subprocess.run([*self.ip(ns, "-batch", "-")], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
+        if r.returncode:
+            raise LabError(f"ip -batch in {ns}: {r.stderr.strip() or r.returncode}")
+
+    def _dns(self, name: str) -> None:
+        """Serve ``name`` (every LAN host's eth0 addresses) from the bridge's
+        namespace, and point every LAN host's resolver at it."""
+        assert self.bridge is not None
+        self.dns_name = name
+        hosts_file = os.path.join(self.workdir, "dns-hosts")
+        with open(hosts_file + ".new", "w") as f:
+            f.writelines(f"{ip.split('/')[0]} {name}\n" for h in self._lan for ip in h.ips)
+        os.replace(hosts_file + ".new", hosts_file)
+        for h in self._lan:
+            d = os.path.join("/etc/netns", h.netns)
+            if d not in self._etc_netns:
+                os.makedirs(d, exist_ok=True)
+                self._etc_netns.append(d)
+                with open(os.path.join(d, "resolv.conf"), "w") as f:
+                    f.write(f"nameserver {DNS_IP}\noptions edns0 timeout:2 attempts:5\n")
+        if self._dnsmasq is not None:
+            self._dnsmasq.send_signal(signal.SIGHUP)  # rereads the hosts file
+            return
+        self._batch(self.bridge, [f"addr add {DNS_IP}/16 dev br0"])
+        # --user=root: the hosts file sits in the lab's private directory.
+        # Many addresses answer over TCP (past EDNS's 1232 bytes), every host at
+        # once when the plugs open: a connection each (dnsmasq's default is 20).
+        cmd = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--user=root", f"--addn-hosts={hosts_file}", "--max-tcp-connections=512"]
+        cmd += [f"--listen-address={DNS_IP}", "--bind-interfaces", f"--pid-file={os.path.join(self.workdir, 'dnsmasq.pid')}"]
+        if shutil.which("dnsmasq") is None:
+            raise LabError("lan: dns= needs dnsmasq (Debian: apt-get install dnsmasq-base)")
+        p = subprocess.Popen([*self.enter(self.bridge), *cmd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.procs.append(p)
+        self._what[p.pid] = f"dnsmasq for {name}"
+        self._dnsmasq = p
+
+        def listening() -> bool:  # port 53 (0035) in its namespace's UDP and TCP tables
+            try:
+                for proto in ("udp", "tcp"):
+                    with open(f"/proc/{p.pid}/net/{proto}") as f:
+                        if ":0035 " not in f.read():
+                            return False
+                return True
+            except OSError:
+                return False
+
+        self._wait(listening, "dnsmasq", procs=[p])
 
     # ------------------------------------------------------------ namespaces
 
@@ -404,6 +597,22 @@ class Lab:
         self._namespaces.append(ns)
         _run(self.ip(ns, "link", "set", "lo", "up"))
         return ns
+
+    def _netns_many(self, names: Sequence[str]) -> list[str]:
+        """Namespaces for ``names``, made by one ``ip -batch`` as root
+        (their loopback is left to the caller)."""
+        if self.rootless:
+            return [self._netns(n) for n in names]
+        nss = [f"{self.prefix}-{n}" for n in names]
+        self._namespaces += nss  # before: a failure part-way removes those made
+        if nss:
+            self._batch_root([f"netns add {ns}" for ns in nss])
+        return nss
+
+    def _batch_root(self, lines: Sequence[str]) -> None:
+        r = subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
+        if r.returncode:
+            raise LabError(f"ip -batch: {r.stderr.strip() or r.returncode}")
 
     def _plug(self, what: str, a: str, b: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "vdeplug", a, b]
@@ -452,18 +661,24 @@ class Lab:
                 if f and not f.closed:
                     f.close()
         self.procs.clear()
-        for ns in reversed(self._namespaces):
-            if self.rootless:
-                pids = _pids_in(self._holders[ns].pid)
-            else:
-                pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-            for pid in pids:
+        if self.rootless:
+            for ns in reversed(self._namespaces):
+                _kill(_pids_in(self._holders[ns].pid))
+        elif self._namespaces:
+            # One pass over /proc for all of them (ip netns pids is one per namespace).
+            inodes = set()
+            for ns in self._namespaces:
                 try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
+                    inodes.add(f"net:[{os.stat(os.path.join('/run/netns', ns)).st_ino}]")
+                except OSError:
                     pass
-            if not self.rootless:
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            _kill([pid for pid in os.listdir("/proc") if pid.isdigit() and _readlink(f"/proc/{pid}/ns/net") in inodes])
+            subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {ns}\n" for ns in reversed(self._namespaces)), capture_output=True, text=True)
+        for d in self._etc_netns:
+            shutil.rmtree(d, ignore_errors=True)
+        self._etc_netns.clear()
+        self._dnsmasq = None
+        self.dns_name = None
         for holder in self._holders.values():
             holder.kill()
             holder.wait()
