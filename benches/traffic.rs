@@ -133,7 +133,14 @@ fn traffic(a: Args) -> io::Result<()> {
     let mut out = Batch::new(32);
     let mut inb = Batch::new(64);
     let idx: Vec<usize> = (0..32).collect();
-    let (mut in_flight, mut seq) = (0usize, 0u64);
+    // Sequence numbers per flow: a frame arriving past the next one
+    // expected means those between were lost (a relay's full queue dropped
+    // them; each path keeps its order), and they leave the window at once.
+    // Else every loss would shrink the window for the rest of the run, and
+    // a relay that drops would show a lower latency (Little's law: frames
+    // in flight / rate) than one that queues.
+    let (mut in_flight, mut seqs, mut expect) = (0usize, vec![0u64; tx.len()], vec![0u64; tx.len()]);
+    let mut lost = 0u64;
     let (mut frames, mut bytes, mut lost_resets) = (0u64, 0u64, 0u64);
     let mut lat: Vec<u32> = Vec::with_capacity(1 << 20);
     let mut last_rx = Instant::now();
@@ -150,7 +157,7 @@ fn traffic(a: Args) -> io::Result<()> {
         // Send while the window allows, one batch per flow in turn.
         while in_flight + 32 <= a.window {
             let now = clock_ns(origin);
-            fill(&mut out, 32, a.size, flow as u8, &mut seq, now);
+            fill(&mut out, 32, a.size, flow as u8, &mut seqs[flow], now);
             let o = tx[flow].send_batch(&out, &idx);
             in_flight += o.sent;
             flow = (flow + 1) % tx.len();
@@ -174,7 +181,18 @@ fn traffic(a: Args) -> io::Result<()> {
                     if f.len() < 31 || f[12..14] != [0x88, 0xb5] {
                         continue;
                     }
-                    in_flight = in_flight.saturating_sub(1);
+                    let (seq, fl) = (u64::from_be_bytes(f[14..22].try_into().unwrap_or([0; 8])), usize::from(f[30]));
+                    match expect.get_mut(fl) {
+                        Some(e) if seq >= *e => {
+                            let gone = seq - *e;
+                            in_flight = in_flight.saturating_sub(1 + gone as usize);
+                            *e = seq + 1;
+                            if measure_start.is_some() {
+                                lost += gone;
+                            }
+                        }
+                        _ => {} // late: counted as lost when its successor came
+                    }
                     if measure_start.is_some() {
                         frames += 1;
                         bytes += f.len() as u64;
@@ -196,7 +214,7 @@ fn traffic(a: Args) -> io::Result<()> {
     lat.sort_unstable();
     let pct = |p: f64| if lat.is_empty() { 0 } else { lat[((lat.len() - 1) as f64 * p) as usize] };
     println!(
-        "{{\"frames\": {frames}, \"seconds\": {secs:.4}, \"fps\": {:.1}, \"mbps\": {:.2}, \"lat_p50_us\": {}, \"lat_p99_us\": {}, \"stalls\": {lost_resets}, \"size\": {}}}",
+        "{{\"frames\": {frames}, \"seconds\": {secs:.4}, \"fps\": {:.1}, \"mbps\": {:.2}, \"lat_p50_us\": {}, \"lat_p99_us\": {}, \"stalls\": {lost_resets}, \"lost\": {lost}, \"size\": {}}}",
         frames as f64 / secs,
         bytes as f64 * 8.0 / secs / 1e6,
         pct(0.50),

@@ -118,7 +118,11 @@ impl Conn {
     fn new(ep: Endpoint) -> io::Result<Box<Conn>> {
         let transport_fd = ep.transport.data_fd();
         let ctl_fd = ep.transport.ctl_fd().unwrap_or(-1);
-        let ready = ReadyFd::new(&[transport_fd])?;
+        // Readable while the transport is: over the fds its data fd sums up,
+        // so a caller's poll crosses one epoll, not two.
+        let mut sources = Vec::new();
+        ep.transport.poll_fds(&mut sources);
+        let ready = ReadyFd::new(&sources)?;
         let data_fd = ready.raw();
         let ring = Ring { batch: Batch::new(_core::fwd::BATCH), idx: Vec::with_capacity(_core::fwd::BATCH), next: 0, ready };
         Ok(Box::new(Conn { head: VdeConn { handle: std::ptr::null_mut(), module: &OURS }, ring: Mutex::new(ring), ep: Mutex::new(ep), data_fd, transport_fd, ctl_fd }))
