@@ -272,6 +272,8 @@ class Lab:
         #: Without root: each namespace's holder process (its pid names it).
         self._holders: dict[str, subprocess.Popen[bytes]] = {}
         self.rootless = os.geteuid() != 0
+        #: Neighbour-table limits ``lan`` raised: path -> (old, ours).
+        self._neigh_saved: dict[str, tuple[int, int]] = {}
         self.prefix = f"vdl{os.getpid() % 100000}{next(_LAB_IDS)}"
         self._what: dict[int, str] = {}
         try:
@@ -375,7 +377,14 @@ class Lab:
         The IPv4 neighbours among the hosts of one call are static (eth0 of
         host k is 02:77:00:00:k, two bytes), as a cloud's network answers
         ARP itself: n hosts starting at once send no n² ARP broadcasts,
-        which a small machine's bridge would drop (its backlog overflows)."""
+        which a small machine's bridge would drop (its backlog overflows).
+
+        The kernel's neighbour tables (ARP, NDP) are one per machine, shared
+        by every namespace, and refuse new entries past ``gc_thresh3``
+        (1024 by default): past it a host can neither resolve a new peer nor
+        send multicast. As root, ``lan`` raises the limits to room for every
+        pair of LAN hosts (put back when the lab closes); an ordinary user's
+        lab lives within them (about 30 hosts talking all to all)."""
         if self.underlay is None:
             raise LabError(f"lan: {can_build() or 'needs root'}")
         if dns and self.rootless:
@@ -415,11 +424,33 @@ class Lab:
                 lines.append("route add 224.0.0.0/4 dev eth0")
             scripts.append((h, lines))
         self._configure(scripts, before=sysctl)
+        self._neighbour_room(len(self._lan))
         if dns:
             self._dns(dns)
         if overlay:
             self.overlay(overlay, hosts)
         return hosts
+
+    def _neighbour_room(self, hosts: int) -> None:
+        """Root: neighbour tables (shared by all namespaces) with room for
+        every pair of ``hosts`` and their overlays; the old limits are put
+        back by ``close``."""
+        if self.rootless:
+            return
+        need = 2 * hosts * hosts + 1024
+        for fam in ("ipv4", "ipv6"):
+            for k, want in (("gc_thresh2", need // 2), ("gc_thresh3", need)):
+                path = f"/proc/sys/net/{fam}/neigh/default/{k}"
+                try:
+                    with open(path) as f:
+                        old = int(f.read())
+                    if old < want:
+                        with open(path, "w") as f:
+                            f.write(str(want))
+                        self._neigh_saved.setdefault(path, (old, want))
+                        self._neigh_saved[path] = (self._neigh_saved[path][0], want)
+                except (OSError, ValueError):
+                    pass  # no such table (IPv6 off) or not ours to change
 
     def overlay(self, vnl: str, hosts: Sequence[Host] | None = None, ifname: str = "ov0", net: str = "10.78") -> list[Host]:
         """Plug an interface of each of ``hosts`` (default: every ``lan``
@@ -676,6 +707,16 @@ class Lab:
             subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {ns}\n" for ns in reversed(self._namespaces)), capture_output=True, text=True)
         for d in self._etc_netns:
             shutil.rmtree(d, ignore_errors=True)
+        for path, (old, ours) in self._neigh_saved.items():
+            try:
+                with open(path) as fh:
+                    if int(fh.read()) != ours:
+                        continue  # changed since by someone else: theirs now
+                with open(path, "w") as fh:
+                    fh.write(str(old))
+            except (OSError, ValueError):
+                pass
+        self._neigh_saved.clear()
         self._etc_netns.clear()
         self._dnsmasq = None
         self.dns_name = None
