@@ -351,8 +351,21 @@ impl PyEndpoint {
         self.check_open()?;
         let inner = self.inner.clone();
         detach(py, move || {
-            let mut g = lock(&inner);
-            g.as_mut().ok_or_else(gone)?.send_frame(&frame)
+            let (sent, stalled) = {
+                let mut g = lock(&inner);
+                let ep = g.as_mut().ok_or_else(gone)?;
+                let before = ep.stats.drops_out;
+                let sent = ep.send_frame(&frame);
+                (sent, ep.stats.drops_out > before)
+            };
+            if stalled {
+                // The peer is not reading (the frame waited its patience and
+                // was dropped). A sender in a loop would take the lock back
+                // before a thread woken for it (stats, recv) is scheduled, and
+                // starve it: step aside for a moment, the GIL released.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            sent
         })
         .map_err(|e| self.error(e))
     }
