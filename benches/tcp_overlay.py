@@ -8,6 +8,8 @@ Ethernet VPN, Debian's defaults) and wireguard-go (an L3 reference, MTU
 1500 as the others' taps).
 
     python3 benches/tcp_overlay.py [--seconds 4] [--reps 3] [--only ours-vxvde,...]
+    python3 benches/tcp_overlay.py --only 'ours vxvde,C vxvde' --also old=/path/to/old/venv/bin/vde_plug
+        # a same-run before/after: adds the row 'old vxvde' (that vde_plug)
 
 Needs root, iperf3, and (for their rows) Debian's vdeplug, tinc,
 wireguard-go and wireguard-tools; a row whose tool is missing is left out.
@@ -303,6 +305,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", help="comma-separated path names, e.g. 'ours vxvde,kernel vxlan'")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=VDE_PLUG", help="also run 'NAME vxvde' with that vde_plug (a before/after in one run)")
     args = ap.parse_args()
     if os.geteuid() != 0 or not shutil.which("iperf3"):
         print("needs root and iperf3", file=sys.stderr)
@@ -311,6 +314,9 @@ def main() -> int:
     if args.only:
         keep = {s.strip() for s in args.only.split(",")}
         paths = [p for p in PATHS if p.name in keep]
+    for spec in args.also:
+        name, _, exe = spec.partition("=")
+        paths.append(Path_(f"{name} vxvde", exe, f"vxvde://{GROUP}"))
     setup()
     try:
         res = run(paths, args.seconds, args.reps)

@@ -411,6 +411,13 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// sched_yield(2): let any runnable task on this CPU go first (a busy-poll
+/// must not keep the peers it waits for off a shared CPU).
+pub fn yield_cpu() {
+    // SAFETY: no arguments; cannot fail on Linux.
+    unsafe { libc::sched_yield() };
+}
+
 /// syslog(3) of `msg` (NUL bytes dropped) at `priority`; openlog is the
 /// caller's (the Python side's).
 pub fn syslog(priority: libc::c_int, msg: &str) {

@@ -12,6 +12,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use super::batch::BufPool;
 use super::ready::ReadyFd;
@@ -24,6 +25,51 @@ pub struct Tap {
     fd: OwnedFd,
     pub name: String,
     off: Option<Box<Offload>>,
+    reads: ReadLimit,
+}
+
+/// How many reads one `recv_batch` makes (issue 30). A tap cannot say it
+/// is drained, so reading until EAGAIN costs a failed read per wake-up: at
+/// a low rate, one per frame. The last call predicts this one: when it ran
+/// dry after k reads, k (at least 1); when it used its whole allowance and
+/// we are back soon (within `BACK`: the fd stayed readable), twice as many,
+/// up to the batch. Stopping early loses nothing: the fd stays readable and
+/// the callers' polls are level-triggered.
+#[derive(Debug, Clone, Copy)]
+struct ReadLimit {
+    want: usize,
+    /// When the current (or last) call started.
+    started: Option<Instant>,
+    /// The last call used its whole allowance.
+    full: bool,
+}
+
+impl ReadLimit {
+    const BACK: Duration = Duration::from_micros(500);
+
+    fn new() -> ReadLimit {
+        ReadLimit { want: 1, started: None, full: false }
+    }
+
+    /// Reads allowed for a call starting at `now`, at most `max`.
+    fn start(&mut self, now: Instant, max: usize) -> usize {
+        let back = self.started.is_some_and(|t| now.saturating_duration_since(t) < ReadLimit::BACK);
+        if std::mem::take(&mut self.full) && back {
+            self.want = self.want.saturating_mul(2);
+        }
+        self.started = Some(now);
+        self.want = self.want.clamp(1, max.max(1));
+        self.want
+    }
+
+    /// The call made `reads` reads; `dry`: the last one found nothing.
+    fn end(&mut self, reads: usize, dry: bool) {
+        if dry {
+            self.want = reads.max(1);
+        } else {
+            self.full = reads >= self.want;
+        }
+    }
 }
 
 /// Bytes a read may bring: the virtio-net header and a 64 KB IP packet
@@ -81,7 +127,7 @@ pub fn open(name: &str) -> io::Result<Tap> {
 pub fn with_fd(fd: OwnedFd, name: String, vnet_hdr: bool) -> io::Result<Tap> {
     let want = vnet_hdr;
     if !want {
-        return Ok(Tap { fd, name, off: None });
+        return Ok(Tap { fd, name, off: None, reads: ReadLimit::new() });
     }
     // We finish partial checksums and take TCP (v4/v6, with ECN) and UDP
     // (v4/v6) super-frames.
@@ -101,7 +147,7 @@ pub fn with_fd(fd: OwnedFd, name: String, vnet_hdr: bool) -> io::Result<Tap> {
         hdr: [0; 256],
         stats: OffloadStats::default(),
     };
-    Ok(Tap { fd, name, off: Some(Box::new(off)) })
+    Ok(Tap { fd, name, off: Some(Box::new(off)), reads: ReadLimit::new() })
 }
 
 /// A failed tap open, with what to do about it: the device file itself
@@ -254,8 +300,26 @@ impl Transport for Tap {
     fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<Link> {
         batch.clear();
         let fd = self.fd.as_raw_fd();
+        let allowed = self.reads.start(Instant::now(), batch.capacity());
+        let (mut reads, mut dry) = (0, false);
         let Some(off) = self.off.as_mut() else {
-            return super::recv_each(self, batch);
+            while !batch.done() && reads < allowed {
+                reads += 1;
+                match sys::read(fd, &mut batch.bufs[batch.count]) {
+                    Ok(n) => {
+                        batch.lens[batch.count] = n;
+                        batch.count += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        dry = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.reads.end(reads, dry);
+            return Ok(Link::Open);
         };
         let mut result = Ok(Link::Open);
         let mut prefix = [0u8; MAX_PREFIX];
@@ -284,6 +348,10 @@ impl Transport for Tap {
                     break 'fill;
                 }
             }
+            if reads == allowed {
+                break;
+            }
+            reads += 1;
             match off.read(fd, &mut batch.bufs[batch.count]) {
                 Ok(Some(0)) => {}
                 Ok(Some(n)) => {
@@ -291,7 +359,10 @@ impl Transport for Tap {
                     batch.count += 1;
                 }
                 Ok(None) => batch.skipped += 1,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    dry = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     result = Err(e);
@@ -306,6 +377,7 @@ impl Transport for Tap {
             }
         }
         off.refresh();
+        self.reads.end(reads, dry);
         result
     }
 
@@ -415,3 +487,46 @@ pub const PLUGIN: Builtin = Builtin { scheme: "tap", syntax: Syntax::Raw, option
 
 use crate::plugins::{Builtin, OpenArgs, OpenError, OpenResult, Target};
 use crate::vnl::Syntax;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_limit_follows_what_the_last_call_found() {
+        let us = Duration::from_micros;
+        let mut r = ReadLimit::new();
+        let mut now = Instant::now();
+        // Lone frames, a sleep apart: one read each, never a failed one.
+        for _ in 0..3 {
+            now += us(10_000);
+            assert_eq!(r.start(now, 256), 1);
+            r.end(1, false);
+        }
+        // A burst: the loop comes straight back while the fd stays
+        // readable, with twice as many reads each time, up to the batch.
+        for want in [2, 4, 8, 16, 32, 64, 128, 256, 256] {
+            now += us(30);
+            assert_eq!(r.start(now, 256), want);
+            r.end(want, false);
+        }
+        // Ran dry after 3: 3 next time, and a smaller batch caps it.
+        now += us(30);
+        r.start(now, 256);
+        r.end(3, true);
+        now += us(10_000);
+        assert_eq!(r.start(now, 256), 3);
+        r.end(3, false);
+        now += us(30);
+        assert_eq!(r.start(now, 4), 4, "doubled, capped by the batch");
+        // A wake-up that found nothing at all: back to one read.
+        r.end(0, true);
+        now += us(30);
+        assert_eq!(r.start(now, 256), 1);
+        // A call that used its allowance but was stopped by something else
+        // first (the batch filled with segments) does not double later.
+        r.end(0, false);
+        now += us(30);
+        assert_eq!(r.start(now, 256), 1);
+    }
+}
