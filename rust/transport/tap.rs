@@ -62,10 +62,11 @@ impl ReadLimit {
         self.want
     }
 
-    /// The call made `reads` reads; `dry`: the last one found nothing.
+    /// The call made `reads` reads; `dry`: the last one found nothing (so
+    /// `reads - 1` brought something).
     fn end(&mut self, reads: usize, dry: bool) {
         if dry {
-            self.want = reads.max(1);
+            self.want = reads.saturating_sub(1).max(1);
         } else {
             self.full = reads >= self.want;
         }
@@ -510,17 +511,25 @@ mod tests {
             assert_eq!(r.start(now, 256), want);
             r.end(want, false);
         }
-        // Ran dry after 3: 3 next time, and a smaller batch caps it.
+        // Three frames, then a read that found nothing: 3 next time, and a
+        // smaller batch caps it.
         now += us(30);
         r.start(now, 256);
-        r.end(3, true);
+        r.end(4, true);
         now += us(10_000);
         assert_eq!(r.start(now, 256), 3);
         r.end(3, false);
         now += us(30);
         assert_eq!(r.start(now, 4), 4, "doubled, capped by the batch");
-        // A wake-up that found nothing at all: back to one read.
-        r.end(0, true);
+        // One frame then nothing: one read next time (no failed one).
+        r.end(2, true);
+        now += us(30);
+        assert_eq!(r.start(now, 256), 1);
+        r.end(1, false);
+        now += us(10_000);
+        assert_eq!(r.start(now, 256), 1, "back after a sleep: not doubled");
+        // A wake-up that found nothing at all: one read.
+        r.end(1, true);
         now += us(30);
         assert_eq!(r.start(now, 256), 1);
         // A call that used its allowance but was stopped by something else
