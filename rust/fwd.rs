@@ -108,12 +108,15 @@ impl Spin {
 /// least `QUIET` ago, the loop polls for up to `budget`, yielding the CPU
 /// to any runnable task between polls (a spin that does not yield keeps the
 /// very peers it waits for off a shared CPU: 380 µs). One-shot: an event
-/// caught ends the spin. When it runs out, the wait that follows teaches
-/// the budget, much as `Spin`: an answer within `max` doubles it (and arms
-/// nothing: it is the late answer), a longer wait (one-way traffic) halves
-/// it, down to no spinning. Not at higher rates (wake-ups under `QUIET`
-/// apart): the CPUs seldom sleep then, and spinning only took CPU from the
-/// path (+20 µs at 1000/s). `VDEPLUG_BUSY_POLL=µs` sets `max` (0: never).
+/// caught ends the spin. An answer is frames from a side the arming frames
+/// did not come from (more of the same side, e.g. what a tap read left
+/// queued, is pumped but neither ends the spin nor counts). When a spin
+/// runs out, the wait for the answer teaches the budget, much as `Spin`:
+/// an answer within `max` doubles it (and arms nothing: it is the late
+/// answer), a longer wait (one-way traffic) halves it, down to no spinning.
+/// Not at higher rates (wake-ups under `QUIET` apart): the CPUs seldom
+/// sleep then, and spinning every gap gained nothing at 1000/s.
+/// `VDEPLUG_BUSY_POLL=µs` sets `max` (0, or under `MIN`: never).
 #[derive(Debug, Clone, Copy)]
 struct ReplySpin {
     budget: Duration,
@@ -122,6 +125,8 @@ struct ReplySpin {
     missed: Option<Instant>,
     /// The last wake-up from sleep that moved frames.
     last_cold: Option<Instant>,
+    /// The sides an answer would come from (those the arming frames did not).
+    expect: [bool; 2],
 }
 
 impl ReplySpin {
@@ -132,7 +137,8 @@ impl ReplySpin {
     const QUIET: Duration = Duration::from_millis(2);
 
     fn new(max: Duration) -> ReplySpin {
-        ReplySpin { budget: max, max, until: None, missed: None, last_cold: None }
+        let max = if max < ReplySpin::MIN { Duration::ZERO } else { max };
+        ReplySpin { budget: max, max, until: None, missed: None, last_cold: None, expect: [false; 2] }
     }
 
     fn from_env() -> ReplySpin {
@@ -146,9 +152,10 @@ impl ReplySpin {
         }
     }
 
-    /// Frames moved at `now` after a wake-up (`slept`: the loop had
-    /// blocked; `answered`: `woke` said it answers a spin that ran out).
-    fn moved(&mut self, now: Instant, slept: bool, answered: bool) {
+    /// Frames moved at `now` from the sides in `from` after a wake-up
+    /// (`slept`: the loop had blocked; `answered`: `woke` said it answers a
+    /// spin that ran out).
+    fn moved(&mut self, now: Instant, from: [bool; 2], slept: bool, answered: bool) {
         if !slept || answered {
             return;
         }
@@ -156,6 +163,8 @@ impl ReplySpin {
         self.last_cold = Some(now);
         if quiet && !self.max.is_zero() {
             self.until = Some(now + self.budget);
+            self.missed = None;
+            self.expect = [!from[0], !from[1]];
         }
     }
 
@@ -173,22 +182,31 @@ impl ReplySpin {
         }
     }
 
-    /// Events arrived at `now`. Returns whether they answer a spin that ran
-    /// out (the budget adapts); an event caught while spinning ends the spin.
-    fn woke(&mut self, now: Instant) -> bool {
-        self.until = None;
-        let Some(since) = self.missed.take() else { return false };
-        let waited = now.saturating_duration_since(since);
-        if waited < self.max {
-            self.budget = (self.budget * 2).clamp(ReplySpin::MIN, self.max);
-            true
-        } else {
+    /// Events from the sides in `ready` arrived at `now`. Returns whether
+    /// they answer a spin that ran out (the budget adapts); an answer caught
+    /// while spinning ends the spin.
+    fn woke(&mut self, now: Instant, ready: [bool; 2]) -> bool {
+        let answer = (ready[0] && self.expect[0]) || (ready[1] && self.expect[1]);
+        if answer {
+            self.until = None;
+        }
+        let Some(since) = self.missed else { return false };
+        if now.saturating_duration_since(since) >= self.max {
+            // No answer within `max`, whatever woke us: a longer spin would
+            // not have caught one.
+            self.missed = None;
             self.budget /= 2;
             if self.budget < ReplySpin::MIN {
                 self.budget = Duration::ZERO;
             }
-            false
+            return false;
         }
+        if !answer {
+            return false; // more of the same side, soon: the answer may follow
+        }
+        self.missed = None;
+        self.budget = (self.budget * 2).max(ReplySpin::MIN).min(self.max);
+        true
     }
 }
 
@@ -267,27 +285,21 @@ impl Forwarder {
             if left.is_zero() {
                 return Exit::Tick;
             }
-            let replying = self.reply.spinning(now);
-            // Rounded up: a slice ends in one wait, not a 199 ms and a 1 ms one.
-            let mut timeout = self.spin.timeout(now, left.as_micros().div_ceil(1000) as i32);
-            if replying {
-                timeout = 0;
+            // While replying, `spin` is not consulted: a hot spin that ran
+            // out meanwhile times the wait from when the reply spin ends.
+            let timeout = if self.reply.spinning(now) {
                 sys::yield_cpu();
-            }
+                0
+            } else {
+                // Rounded up: a slice ends in one wait, not a 199 ms and a 1 ms one.
+                self.spin.timeout(now, left.as_micros().div_ceil(1000) as i32)
+            };
             let n = match self.poll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Exit::Tick,
                 Err(e) => return Exit::Failed(0, e),
             };
-            let (slept, mut answered) = (timeout > 0, false);
-            if n > 0 {
-                let now = Instant::now();
-                if slept {
-                    self.spin.woke(now);
-                }
-                answered = self.reply.woke(now);
-            }
-            let moved_before = self.moved;
+            let slept = timeout > 0;
             // A side is pumped once per wake-up, however many of its fds
             // are ready.
             let (mut ready, mut closed) = ([false; 2], None);
@@ -301,6 +313,15 @@ impl Forwarder {
                     ready[side] = true;
                 }
             }
+            let mut answered = false;
+            if n > 0 {
+                let now = Instant::now();
+                if slept {
+                    self.spin.woke(now);
+                }
+                answered = self.reply.woke(now, ready);
+            }
+            let moved_before = self.moved;
             for side in (0..2).filter(|&s| ready[s]) {
                 let (from, to) = if side == 0 {
                     let (x, y) = ends.split_at_mut(1);
@@ -314,7 +335,7 @@ impl Forwarder {
                 }
             }
             if self.moved != moved_before {
-                self.reply.moved(Instant::now(), slept, answered);
+                self.reply.moved(Instant::now(), ready, slept, answered);
             }
             if let Some(side) = closed {
                 return Exit::Closed(side);
@@ -492,64 +513,71 @@ mod tests {
     fn reply_spin_after_a_quiet_spell_adapts_to_the_answers() {
         let t0 = Instant::now();
         let (us, ms) = (Duration::from_micros, Duration::from_millis);
+        const TAP: [bool; 2] = [false, true]; // requests come from side 1
+        const NET: [bool; 2] = [true, false]; // their answers from side 0
         let mut r = ReplySpin::new(us(400));
         // A request after a quiet spell: spin for the budget.
-        r.moved(t0, true, false);
+        r.moved(t0, TAP, true, false);
         assert!(r.spinning(t0 + us(100)));
-        // Its answer is caught while spinning: the spin ends, nothing learned.
-        assert!(!r.woke(t0 + us(150)));
-        r.moved(t0 + us(150), false, false);
+        // More from the same side is not the answer: still spinning.
+        assert!(!r.woke(t0 + us(110), TAP));
+        assert!(r.spinning(t0 + us(120)));
+        // The answer, caught while spinning: the spin ends, nothing learned.
+        assert!(!r.woke(t0 + us(150), NET));
+        r.moved(t0 + us(150), NET, false, false);
         assert!(!r.spinning(t0 + us(151)));
         assert_eq!(r.budget, us(400));
-        // One-way traffic at 100/s: each spin runs out with no answer and
-        // halves the budget, down to none.
+        // One-way traffic at 100/s: each spin runs out, and the next request
+        // (10 ms on, no answer between) halves the budget, down to none.
         let mut t = t0;
         let mut seen = Vec::new();
         for _ in 0..8 {
             t += ms(10);
-            r.moved(t, true, false);
+            assert!(!r.woke(t, TAP));
+            r.moved(t, TAP, true, false);
+            seen.push(r.budget.as_micros());
             while r.spinning(t) {
                 t += us(50);
             }
-            t += ms(10);
-            assert!(!r.woke(t), "a wait of 10 ms answers nothing");
-            seen.push(r.budget.as_micros());
         }
-        assert_eq!(seen, [200, 100, 50, 25, 12, 6, 0, 0]);
-        // Requests and answers again, each answer 150 µs after the request:
-        // a run-out spin whose answer comes within max grows the budget
-        // (4, 8, ... µs), and that answer arms nothing; until the spin
-        // covers the wait and catches it.
+        assert_eq!(seen, [400, 200, 100, 50, 25, 12, 6, 0]);
+        // Requests and answers again, each answer 150 µs after its request:
+        // a spin that ran out with the answer within max doubles the budget
+        // (4, 8, ... µs) and that late answer arms nothing; from 256 µs on
+        // the spin catches the answer.
         let mut caught = 0;
         for _ in 0..12 {
             t += ms(10);
-            r.moved(t, true, false);
+            r.woke(t, TAP);
+            r.moved(t, TAP, true, false);
             let asked = t;
             while r.spinning(t) && t < asked + us(150) {
                 t += us(1);
             }
-            let spun = r.until.is_some();
-            t = t.max(asked + us(150));
-            let answered = r.woke(t);
-            assert_eq!(answered, !spun, "a late answer, or caught");
-            caught += usize::from(spun);
-            r.moved(t, true, answered);
-            assert!(!r.spinning(t) || !answered, "the late answer arms no spin");
-            r.woke(t + ms(10)); // the next request
+            let spinning = r.until.is_some();
+            t = asked + us(150);
+            let answered = r.woke(t, NET);
+            assert_eq!(answered, !spinning, "a late answer, or caught");
+            caught += usize::from(spinning);
+            r.moved(t, NET, !spinning, answered);
+            assert!(!r.spinning(t), "the answer arms no spin");
         }
-        assert!(r.budget >= us(150) && caught >= 3, "grew to cover the answer: {:?}, {caught}", r.budget);
+        assert_eq!((r.budget, caught), (us(256), 5));
         // Wake-ups under QUIET apart (1000/s) never spin.
         let mut r = ReplySpin::new(us(400));
         for i in 0..5 {
             let t = t0 + ms(i);
-            r.moved(t, true, false);
+            r.moved(t, TAP, true, false);
             assert_eq!(r.spinning(t), i == 0, "wake-up {i}");
-            r.woke(t + us(500));
+            r.woke(t + us(100), NET);
         }
-        // VDEPLUG_BUSY_POLL=0: never.
-        let mut r = ReplySpin::new(Duration::ZERO);
-        r.moved(t0, true, false);
-        assert!(!r.spinning(t0));
+        // VDEPLUG_BUSY_POLL=0, or under MIN: never (and no panic).
+        for max in [Duration::ZERO, us(2)] {
+            let mut r = ReplySpin::new(max);
+            r.moved(t0, TAP, true, false);
+            assert!(!r.spinning(t0));
+            assert!(!r.woke(t0 + us(1), NET));
+        }
     }
 
     /// Run `f` on a thread; None if it has not returned within `limit`

@@ -269,8 +269,9 @@ impl PyEndpoint {
         Ok(got.map(|n| PyBytes::new(py, &buf[..n.flatten().unwrap_or(0).min(max)]).unbind()))
     }
 
-    /// Wait for frames and return up to `n` of them, as many as are ready
-    /// (one batched receive). An empty list means the peer went away; None
+    /// Wait for frames and return up to `n` of them (one batched receive;
+    /// a tap reads about as many as its last receive found, so more may be
+    /// ready: call again). An empty list means the peer went away; None
     /// that `timeout` (seconds) expired.
     #[pyo3(signature = (n = 64, timeout = None))]
     fn recv_many(&self, py: Python<'_>, n: usize, timeout: Option<f64>) -> PyResult<Option<Vec<Py<PyBytes>>>> {

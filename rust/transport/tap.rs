@@ -315,7 +315,7 @@ impl Transport for Tap {
                         dry = true;
                         break;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => reads -= 1,
                     Err(e) => return Err(e),
                 }
             }
@@ -364,7 +364,7 @@ impl Transport for Tap {
                     dry = true;
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => reads -= 1,
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -528,13 +528,16 @@ mod tests {
         r.end(1, false);
         now += us(10_000);
         assert_eq!(r.start(now, 256), 1, "back after a sleep: not doubled");
-        // A wake-up that found nothing at all: one read.
-        r.end(1, true);
+        // From 8, a wake-up whose one read found nothing: one read next.
+        r.end(1, false);
+        for want in [2, 4, 8] {
+            now += us(30);
+            assert_eq!(r.start(now, 256), want);
+            r.end(want, false);
+        }
         now += us(30);
-        assert_eq!(r.start(now, 256), 1);
-        // A call that used its allowance but was stopped by something else
-        // first (the batch filled with segments) does not double later.
-        r.end(0, false);
+        assert_eq!(r.start(now, 256), 16);
+        r.end(1, true);
         now += us(30);
         assert_eq!(r.start(now, 256), 1);
     }
