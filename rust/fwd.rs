@@ -57,6 +57,21 @@ struct Spin {
     missed: Option<Instant>,
 }
 
+/// A busy-poll budget twice as long (at least `min`, at most `max`).
+fn doubled(budget: Duration, min: Duration, max: Duration) -> Duration {
+    (budget * 2).max(min).min(max)
+}
+
+/// A busy-poll budget half as long; under `min`, no spinning at all.
+fn halved(budget: Duration, min: Duration) -> Duration {
+    let b = budget / 2;
+    if b < min {
+        Duration::ZERO
+    } else {
+        b
+    }
+}
+
 impl Spin {
     const MAX: Duration = Duration::from_micros(50);
     const MIN: Duration = Duration::from_micros(4);
@@ -87,14 +102,7 @@ impl Spin {
     fn woke(&mut self, now: Instant) {
         if let Some(since) = self.missed.take() {
             let waited = now.saturating_duration_since(since);
-            if (Spin::MIN..Spin::MAX).contains(&waited) {
-                self.budget = (self.budget * 2).clamp(Spin::MIN, Spin::MAX);
-            } else {
-                self.budget /= 2;
-                if self.budget < Spin::MIN {
-                    self.budget = Duration::ZERO;
-                }
-            }
+            self.budget = if (Spin::MIN..Spin::MAX).contains(&waited) { doubled(self.budget, Spin::MIN, Spin::MAX) } else { halved(self.budget, Spin::MIN) };
         }
     }
 }
@@ -195,17 +203,14 @@ impl ReplySpin {
             // No answer within `max`, whatever woke us: a longer spin would
             // not have caught one.
             self.missed = None;
-            self.budget /= 2;
-            if self.budget < ReplySpin::MIN {
-                self.budget = Duration::ZERO;
-            }
+            self.budget = halved(self.budget, ReplySpin::MIN);
             return false;
         }
         if !answer {
             return false; // more of the same side, soon: the answer may follow
         }
         self.missed = None;
-        self.budget = (self.budget * 2).max(ReplySpin::MIN).min(self.max);
+        self.budget = doubled(self.budget, ReplySpin::MIN, self.max);
         true
     }
 }
@@ -217,8 +222,6 @@ pub struct Forwarder {
     idx: Vec<usize>,
     spin: Spin,
     reply: ReplySpin,
-    /// Frames received so far (a wake-up that moved some may arm `reply`).
-    moved: u64,
     /// `vde_plug -L`: source addresses seen in frames from side 1.
     pub iplog: Option<IpLog>,
 }
@@ -267,7 +270,7 @@ impl Forwarder {
                 poll.add(c, CTL + side as u64)?;
             }
         }
-        Ok(Forwarder { poll, batch: Batch::new(FORWARD_BATCH), idx: Vec::with_capacity(FORWARD_BATCH), spin: Spin::new(), reply: ReplySpin::from_env(), moved: 0, iplog: None })
+        Ok(Forwarder { poll, batch: Batch::new(FORWARD_BATCH), idx: Vec::with_capacity(FORWARD_BATCH), spin: Spin::new(), reply: ReplySpin::from_env(), iplog: None })
     }
 
     /// Forward in both directions for up to `tick`.
@@ -321,7 +324,7 @@ impl Forwarder {
                 }
                 answered = self.reply.woke(now, ready);
             }
-            let moved_before = self.moved;
+            let mut moved = false;
             for side in (0..2).filter(|&s| ready[s]) {
                 let (from, to) = if side == 0 {
                     let (x, y) = ends.split_at_mut(1);
@@ -333,8 +336,9 @@ impl Forwarder {
                 if let Some(exit) = self.pump(from, to, side) {
                     return exit;
                 }
+                moved |= self.batch.count > 0;
             }
-            if self.moved != moved_before {
+            if moved {
                 self.reply.moved(Instant::now(), ready, slept, answered);
             }
             if let Some(side) = closed {
@@ -359,7 +363,6 @@ impl Forwarder {
                 }
             }
         }
-        self.moved += self.batch.count as u64;
         if self.batch.count + self.batch.skipped >= HOT_BATCH {
             self.spin.arm(Instant::now());
         }

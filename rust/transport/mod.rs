@@ -137,22 +137,30 @@ pub trait Transport: Send {
 /// `recv_batch` frame by frame, with `recv` (the trait's default; also for
 /// transports whose batched path does not apply at the moment).
 pub fn recv_each<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch) -> io::Result<Link> {
+    recv_upto(t, batch, usize::MAX).map(|(link, _, _)| link)
+}
+
+/// `recv_each` with at most `max` calls of `recv` (EINTR not counted):
+/// the link, the calls made, and whether the last found nothing.
+pub fn recv_upto<T: Transport + ?Sized>(t: &mut T, batch: &mut Batch, max: usize) -> io::Result<(Link, usize, bool)> {
     batch.clear();
-    while !batch.done() {
+    let mut calls = 0;
+    while !batch.done() && calls < max {
         let i = batch.count;
+        calls += 1;
         match t.recv(&mut batch.bufs[i]) {
             Ok(Recv::Frame(n)) => {
                 batch.lens[i] = n;
                 batch.count += 1;
             }
             Ok(Recv::Skip) => batch.skipped += 1,
-            Ok(Recv::Closed) => return Ok(Link::Closed),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Recv::Closed) => return Ok((Link::Closed, calls, false)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Link::Open, calls, true)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => calls -= 1,
             Err(e) => return Err(e),
         }
     }
-    Ok(Link::Open)
+    Ok((Link::Open, calls, false))
 }
 
 /// `send_batch` frame by frame, with `send` (the trait's default).

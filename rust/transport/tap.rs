@@ -302,26 +302,12 @@ impl Transport for Tap {
         batch.clear();
         let fd = self.fd.as_raw_fd();
         let allowed = self.reads.start(Instant::now(), batch.capacity());
-        let (mut reads, mut dry) = (0, false);
         let Some(off) = self.off.as_mut() else {
-            while !batch.done() && reads < allowed {
-                reads += 1;
-                match sys::read(fd, &mut batch.bufs[batch.count]) {
-                    Ok(n) => {
-                        batch.lens[batch.count] = n;
-                        batch.count += 1;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        dry = true;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => reads -= 1,
-                    Err(e) => return Err(e),
-                }
-            }
+            let (link, reads, dry) = super::recv_upto(self, batch, allowed)?;
             self.reads.end(reads, dry);
-            return Ok(Link::Open);
+            return Ok(link);
         };
+        let (mut reads, mut dry) = (0, false);
         let mut result = Ok(Link::Open);
         let mut prefix = [0u8; MAX_PREFIX];
         let p = batch.prefix().len();
