@@ -31,6 +31,7 @@ pub mod null;
 pub mod overlay;
 pub mod owner;
 pub mod ptp;
+pub mod read_limit;
 pub mod ready;
 pub mod replay;
 pub mod restart;
