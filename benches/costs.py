@@ -40,7 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import tcp_overlay  # benches/ is this script's directory
+import report  # benches/ is this script's directory
+import tcp_overlay
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -522,16 +523,8 @@ def main() -> int:
         res["switch"] = switch_curve([2, 32, 512] if q else [2, 8, 32, 128, 512], 1.0 if q else 2.0, 1 if q else 2)
     if "idle" in keep:
         res["idle"] = idle_curve([1, 8] if q else [1, 4, 16])
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "costs.json").write_text(json.dumps(res, indent=1))
     md = f"`{res['command']}` ({res['date']}, {os.cpu_count()} CPUs)\n\n" + markdown(res) + "\n"
-    (args.results / "costs.md").write_text(md)
-    written = ["costs.json", "costs.md"]
-    try:
-        chart(res, args.results / "costs.png")
-        written.append("costs.png")
-    except ImportError:
-        print("no chart (costs.png): matplotlib is not installed; pip install '.[bench]' adds it", file=sys.stderr)
+    written = report.write(args.results, "costs.json", res, "costs.md", md, [("costs.png", lambda path: chart(res, path))])
     print(md)
     log(f"results in {args.results}/ ({', '.join(written)})")
     return 0

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import report  # benches/report.py: what a run writes
 import run as bench  # benches/run.py: the C relay on libvdeplug, vde_switch
 import tcp_overlay as tcp  # the two hosts and the overlay paths
 
@@ -310,15 +311,8 @@ def main() -> int:
         "skipped": skipped,
         "results": res,
     }
-    (args.results / "latency.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
     md = table(res, samples)
-    (args.results / "latency.md").write_text(md + "\n")
-    written = ["latency.json", "latency.md"]
-    try:
-        chart(res, args.results / "latency.png")
-        written.append("latency.png")
-    except ImportError:
-        print("no chart (latency.png): matplotlib is not installed; pip install '.[bench]' adds it", file=sys.stderr)
+    written = report.write(args.results, "latency.json", out, "latency.md", md, [("latency.png", lambda path: chart(res, path))])
     print(md)
     for k, v in skipped.items():
         print(f"skipped {k}: {v}")

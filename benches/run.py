@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import tcp_overlay  # benches/ is this script's directory
+import report  # benches/ is this script's directory
+import tcp_overlay
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN = ROOT / "target" / "release" / "examples" / "vdeplug-bench"
@@ -473,27 +474,18 @@ def main() -> int:
         "tcp_overlay": tcp,
         "results": results,
     }
-    (args.results / "results.json").write_text(json.dumps(out, indent=1))
     md = table(results, micro)
     if start_ms:
         md += "\n\n" + startup_table(start_ms)
-    written = ["results.json", "table.md"]
+    charts: list[report.Chart] = []
     if tcp.get("results"):
         md += "\n\n" + tcp_overlay.table(tcp["results"])
-        try:
-            tcp_chart(tcp["results"], args.results / "tcp_overlay.png")
-            written.append("tcp_overlay.png")
-        except ImportError:
-            pass
+        charts.append(("tcp_overlay.png", lambda path: tcp_chart(tcp["results"], path)))
     elif tcp.get("skipped"):
         md += f"\n\nTCP over overlay skipped: {tcp['skipped']}"
-    (args.results / "table.md").write_text(md + "\n")
-    try:
-        if results:
-            chart(results, args.results / "bench.png")
-            written.append("bench.png")
-    except ImportError:
-        print("no charts (bench.png, tcp_overlay.png): matplotlib is not installed; pip install '.[bench]' adds it", file=sys.stderr)
+    if results:
+        charts.append(("bench.png", lambda path: chart(results, path)))
+    written = report.write(args.results, "results.json", out, "table.md", md, charts)
     print(md)
     for k, v in skipped.items():
         print(f"skipped {k}: {v}")
